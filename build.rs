@@ -1,0 +1,21 @@
+//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and generates
+//! the tonic services; also writes the descriptor set for gRPC reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/tally/v1/snapshots.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tally_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    // `bytes` fields as `bytes::Bytes`: chunks of leaves are sliced from the
+    // receive buffer instead of copied.
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    Ok(())
+}

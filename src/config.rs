@@ -1,0 +1,374 @@
+//! TOML configuration for the coordinator and for member nodes.
+//!
+//! Unknown keys and bad values are rejected when the file is loaded, with the
+//! file name and the offending key in the message. Relative paths inside a
+//! file are resolved against the directory that contains it, so a config
+//! directory can be moved as a whole.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+
+use crate::keys;
+use crate::serial::CanonicalRule;
+use crate::state::{StateCode, StateSet};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: keys::KeyError,
+    },
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end()))
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn base_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Limits the coordinator enforces on submissions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest snapshot accepted, in items.
+    pub max_items_per_snapshot: u64,
+    /// Largest gRPC message decoded, in bytes (one chunk of leaves).
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_items_per_snapshot: 20_000_000,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// One member state as the coordinator knows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    state: StateCode,
+    public_key: Option<String>,
+    public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoordinatorConfig {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    key_file: PathBuf,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    canonical: CanonicalRule,
+    #[serde(default)]
+    members: Vec<RawMember>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+/// A member state with its verified public key.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub state: StateCode,
+    pub public_key: VerifyingKey,
+}
+
+/// The coordinator's validated configuration.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub limits: Limits,
+    pub canonical: CanonicalRule,
+    pub members: Vec<Member>,
+}
+
+impl CoordinatorConfig {
+    pub fn load(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
+        let raw: RawCoordinatorConfig = parse_toml(path)?;
+        let base = base_dir(path);
+        let mut members: Vec<Member> = Vec::new();
+        for (i, m) in raw.members.iter().enumerate() {
+            if members.iter().any(|x| x.state == m.state) {
+                return Err(invalid(
+                    path,
+                    format!("members[{i}]: state {} is listed twice", m.state),
+                ));
+            }
+            let public_key = match (&m.public_key, &m.public_key_file) {
+                (Some(hex_key), None) => {
+                    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| {
+                            invalid(
+                                path,
+                                format!("members[{i}].public_key: expected 64 hex digits"),
+                            )
+                        })?;
+                    keys::parse_verifying_key(&bytes).ok_or_else(|| {
+                        invalid(
+                            path,
+                            format!("members[{i}].public_key: not a valid Ed25519 key"),
+                        )
+                    })?
+                }
+                (None, Some(file)) => {
+                    keys::read_verifying_key(&resolve(&base, file)).map_err(|source| {
+                        ConfigError::Key {
+                            path: path.to_path_buf(),
+                            source,
+                        }
+                    })?
+                }
+                _ => {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "members[{i}] ({}): set exactly one of public_key or public_key_file",
+                            m.state
+                        ),
+                    ));
+                }
+            };
+            members.push(Member {
+                state: m.state,
+                public_key,
+            });
+        }
+        if raw.limits.max_message_bytes < 64 * 1024 {
+            return Err(invalid(
+                path,
+                "limits.max_message_bytes: must be at least 65536",
+            ));
+        }
+        if raw.limits.max_items_per_snapshot == 0 {
+            return Err(invalid(
+                path,
+                "limits.max_items_per_snapshot: must be at least 1",
+            ));
+        }
+        Ok(CoordinatorConfig {
+            listen: raw.listen,
+            data_dir: resolve(&base, &raw.data_dir),
+            key_file: resolve(&base, &raw.key_file),
+            limits: raw.limits,
+            canonical: raw.canonical,
+            members,
+        })
+    }
+}
+
+/// How a node retries while the coordinator is unreachable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Attempts before giving up; 0 retries forever.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            max_attempts: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodeConfig {
+    state: StateCode,
+    key_file: PathBuf,
+    #[serde(default = "default_coordinator")]
+    coordinator: String,
+    outbox_dir: PathBuf,
+    coordinator_public_key_file: Option<PathBuf>,
+    known_states: Option<Vec<StateCode>>,
+    #[serde(default)]
+    retry: RetryPolicy,
+    #[serde(default)]
+    canonical: CanonicalRule,
+}
+
+fn default_coordinator() -> String {
+    "http://127.0.0.1:50051".to_string()
+}
+
+/// A member node's validated configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub state: StateCode,
+    pub key_file: PathBuf,
+    pub coordinator: String,
+    pub outbox_dir: PathBuf,
+    pub coordinator_public_key: Option<VerifyingKey>,
+    pub known_states: StateSet,
+    pub retry: RetryPolicy,
+    pub canonical: CanonicalRule,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let raw: RawNodeConfig = parse_toml(path)?;
+        let base = base_dir(path);
+        if !(raw.coordinator.starts_with("http://") || raw.coordinator.starts_with("https://")) {
+            return Err(invalid(
+                path,
+                format!(
+                    "coordinator: '{}' must start with http:// or https://",
+                    raw.coordinator
+                ),
+            ));
+        }
+        let coordinator_public_key = raw
+            .coordinator_public_key_file
+            .map(|f| keys::read_verifying_key(&resolve(&base, &f)))
+            .transpose()
+            .map_err(|source| ConfigError::Key {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(NodeConfig {
+            state: raw.state,
+            key_file: resolve(&base, &raw.key_file),
+            coordinator: raw.coordinator,
+            outbox_dir: resolve(&base, &raw.outbox_dir),
+            coordinator_public_key,
+            known_states: raw
+                .known_states
+                .map_or_else(StateSet::members, |v| v.into_iter().collect()),
+            retry: raw.retry,
+            canonical: raw.canonical,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.toml",
+            "data_dir = 'd'\nkey_file = 'k'\nlisten_adress = '1.2.3.4:5'\n",
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("c.toml") && msg.contains("listen_adress"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_state_code_and_missing_key_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.toml",
+            "data_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'rus'\npublic_key = 'aa'\n",
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("'rus' is not a state code"), "{msg}");
+
+        let p = write(
+            dir.path(),
+            "c2.toml",
+            "data_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'RUS'\n",
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("members[0] (RUS): set exactly one of public_key"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::generate().unwrap();
+        keys::write_key_pair(&dir.path().join("keys"), "RUS", &key).unwrap();
+        let p = write(
+            dir.path(),
+            "c.toml",
+            "data_dir = 'data'\nkey_file = 'keys/coordinator.key'\n[[members]]\nstate = 'RUS'\npublic_key_file = 'keys/RUS.pub'\n",
+        );
+        let cfg = CoordinatorConfig::load(&p).unwrap();
+        assert_eq!(cfg.data_dir, dir.path().join("data"));
+        assert_eq!(cfg.members[0].public_key, key.verifying_key());
+        assert_eq!(cfg.listen, default_listen());
+    }
+
+    #[test]
+    fn node_coordinator_address_needs_a_scheme() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "n.toml",
+            "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\ncoordinator = '127.0.0.1:50051'\n",
+        );
+        let msg = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("coordinator: '127.0.0.1:50051' must start with http://"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! The member-state node: export → signed snapshot in the outbox → coordinator.
+//!
+//! Signing and sending are separate steps on purpose. [`Node::prepare`] turns an
+//! export into a signed snapshot and makes it durable in the outbox;
+//! [`Node::submit_pending`] delivers every pending snapshot in sequence order,
+//! retrying while the coordinator is unreachable. A crash between the two
+//! leaves a pending entry that the next run sends unchanged.
+
+pub mod outbox;
+
+use std::path::Path;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::config::NodeConfig;
+use crate::export::{self, ExportError, ExportOptions};
+use crate::ingest::now_unix_ms;
+use crate::keys;
+use crate::proto::{self, snapshots_client::SnapshotsClient, submit_request};
+use crate::service::convert::{
+    receipt_from_proto, signed_header_to_proto, snapshot_info_from_proto,
+};
+use crate::snapshot::{Receipt, SnapshotDigest, build_snapshot, sort_items};
+
+pub use outbox::{Outbox, OutboxEntry, OutboxError};
+
+/// Why a node operation failed. `retryable` errors are retried with backoff
+/// by [`Node::submit_pending`]; the others need a person.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the coordinator at {address}: {message}")]
+    Unreachable { address: String, message: String },
+    #[error("the coordinator rejected sequence {sequence}: {code:?}: {message}")]
+    Rejected {
+        sequence: u64,
+        code: Code,
+        message: String,
+    },
+    #[error("the coordinator's receipt for sequence {sequence} is invalid: {reason}")]
+    BadReceipt { sequence: u64, reason: String },
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: Box<NodeError> },
+}
+
+impl NodeError {
+    /// Returns true if and only if trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            NodeError::Unreachable { .. } => true,
+            NodeError::Rejected { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::Aborted | Code::DeadlineExceeded | Code::Cancelled
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// What [`Node::prepare`] did with an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// Signed a new snapshot with this sequence number.
+    Signed { sequence: u64, items: u64 },
+    /// This exact export file was signed before (as this sequence); nothing new signed.
+    AlreadySigned { sequence: u64 },
+}
+
+/// A member-state node: its configuration, key and outbox.
+pub struct Node {
+    config: NodeConfig,
+    key: SigningKey,
+    outbox: Outbox,
+}
+
+impl Node {
+    pub fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        let key = keys::read_signing_key(&config.key_file)?;
+        let outbox = Outbox::open(&config.outbox_dir)?;
+        Ok(Node {
+            config,
+            key,
+            outbox,
+        })
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Parses, validates, orders, digests and signs `export`, storing the
+    /// signed snapshot in the outbox before returning. `as_of_unix_ms` defaults
+    /// to now. If the outbox is empty, `chain_head` (the coordinator's newest
+    /// snapshot of this state, if known) continues an existing chain instead of
+    /// starting a new one at sequence 1.
+    pub fn prepare(
+        &self,
+        export_path: &Path,
+        as_of_unix_ms: Option<i64>,
+        chain_head: Option<(u64, SnapshotDigest)>,
+    ) -> Result<Prepared, NodeError> {
+        let bytes = std::fs::read(export_path).map_err(|source| NodeError::Read {
+            path: export_path.to_path_buf(),
+            source,
+        })?;
+        let export_sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(entry) = self.outbox.find_export(&export_sha256)? {
+            return Ok(Prepared::AlreadySigned {
+                sequence: entry.sequence(),
+            });
+        }
+        let opts = ExportOptions {
+            rule: &self.config.canonical,
+            known_states: &self.config.known_states,
+            max_problems: 100,
+        };
+        let mut items =
+            export::read_export(&export_path.display().to_string(), bytes.as_slice(), &opts)?;
+        sort_items(&mut items);
+        let (sequence, previous) = match (self.outbox.last()?, chain_head) {
+            (Some(last), _) => (last.sequence() + 1, last.digest()),
+            (None, Some((seq, digest))) => (seq + 1, digest),
+            (None, None) => (1, SnapshotDigest::GENESIS),
+        };
+        let unsigned = build_snapshot(
+            self.config.state,
+            sequence,
+            as_of_unix_ms.unwrap_or_else(now_unix_ms),
+            previous,
+            &items,
+        );
+        let signed = unsigned.header.sign(&self.key);
+        self.outbox
+            .store_signed(&signed, &unsigned.chunks, export_sha256)?;
+        Ok(Prepared::Signed {
+            sequence,
+            items: items.len() as u64,
+        })
+    }
+
+    /// Delivers every pending snapshot in order, retrying retryable failures
+    /// with exponential backoff. Returns the receipts it obtained.
+    pub async fn submit_pending(&self) -> Result<Vec<Receipt>, NodeError> {
+        let mut receipts = Vec::new();
+        for entry in self.outbox.pending()? {
+            let receipt = self.with_retry(|| self.submit_once(&entry)).await?;
+            self.outbox.mark_accepted(&entry, &receipt)?;
+            tracing::info!(sequence = entry.sequence(), digest = %receipt.digest, "accepted");
+            receipts.push(receipt);
+        }
+        Ok(receipts)
+    }
+
+    /// Asks the coordinator for this state's newest accepted snapshot, and
+    /// returns it if and only if it carries this node's own valid signature.
+    pub async fn fetch_chain_head(&self) -> Result<Option<(u64, SnapshotDigest)>, NodeError> {
+        let mut client = self.connect().await?;
+        let state = self.config.state.to_string();
+        let list = client
+            .list_snapshots(proto::ListSnapshotsRequest {
+                state: state.clone(),
+                from_sequence: 0,
+                limit: 1,
+            })
+            .await
+            .map_err(|s| self.status_error(0, s))?
+            .into_inner();
+        if list.latest_sequence == 0 {
+            return Ok(None);
+        }
+        let head = client
+            .list_snapshots(proto::ListSnapshotsRequest {
+                state,
+                from_sequence: list.latest_sequence,
+                limit: 1,
+            })
+            .await
+            .map_err(|s| self.status_error(0, s))?
+            .into_inner();
+        let info = head
+            .snapshots
+            .first()
+            .ok_or_else(|| NodeError::BadReceipt {
+                sequence: list.latest_sequence,
+                reason: "the coordinator listed a head it did not return".into(),
+            })?;
+        let (signed, _) =
+            snapshot_info_from_proto(info).map_err(|reason| NodeError::BadReceipt {
+                sequence: list.latest_sequence,
+                reason,
+            })?;
+        if signed.header.state != self.config.state
+            || signed.verify(&self.key.verifying_key()).is_err()
+        {
+            return Err(NodeError::BadReceipt {
+                sequence: list.latest_sequence,
+                reason: "the coordinator's chain head is not signed by this node's key".into(),
+            });
+        }
+        Ok(Some((signed.header.sequence, signed.digest())))
+    }
+
+    async fn with_retry<T, F, Fut>(&self, mut op: F) -> Result<T, NodeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, NodeError>>,
+    {
+        let policy = &self.config.retry;
+        let mut delay = Duration::from_millis(policy.initial_backoff_ms.max(1));
+        let max = Duration::from_millis(policy.max_backoff_ms.max(policy.initial_backoff_ms));
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() => {
+                    if policy.max_attempts != 0 && attempts >= policy.max_attempts {
+                        return Err(NodeError::GaveUp {
+                            attempts,
+                            last: Box::new(e),
+                        });
+                    }
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "will retry");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SnapshotsClient<Channel>, NodeError> {
+        let unreachable = |message: String| NodeError::Unreachable {
+            address: self.config.coordinator.clone(),
+            message,
+        };
+        let endpoint = Channel::from_shared(self.config.coordinator.clone())
+            .map_err(|e| unreachable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(SnapshotsClient::new(channel))
+    }
+
+    fn status_error(&self, sequence: u64, status: tonic::Status) -> NodeError {
+        match status.code() {
+            Code::Unavailable | Code::Unknown => NodeError::Unreachable {
+                address: self.config.coordinator.clone(),
+                message: status.message().to_string(),
+            },
+            code => NodeError::Rejected {
+                sequence,
+                code,
+                message: status.message().to_string(),
+            },
+        }
+    }
+
+    async fn submit_once(&self, entry: &OutboxEntry) -> Result<Receipt, NodeError> {
+        let mut client = self.connect().await?;
+        let sequence = entry.sequence();
+        let (tx, rx) = mpsc::channel(4);
+        let header = proto::SubmitRequest {
+            part: Some(submit_request::Part::Header(signed_header_to_proto(
+                &entry.signed,
+            ))),
+        };
+        // Chunks are read from the outbox as they are sent, so a large snapshot
+        // is never held in memory whole.
+        let outbox_db = self.outbox.chunk_reader();
+        let chunk_count = entry.chunk_count;
+        tokio::task::spawn_blocking(move || {
+            if tx.blocking_send(header).is_err() {
+                return;
+            }
+            for i in 0..chunk_count {
+                let Ok(leaves) = outbox_db.chunk(sequence, i) else {
+                    // A missing chunk would make the root mismatch: the
+                    // coordinator rejects it, nothing is stored. Stop here.
+                    tracing::error!(sequence, chunk = i, "outbox chunk missing");
+                    return;
+                };
+                let msg = proto::SubmitRequest {
+                    part: Some(submit_request::Part::Chunk(proto::ItemChunk {
+                        leaves: leaves.into(),
+                    })),
+                };
+                if tx.blocking_send(msg).is_err() {
+                    return;
+                }
+            }
+        });
+        let response = client
+            .submit(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| self.status_error(sequence, s))?;
+        let receipt =
+            receipt_from_proto(response.get_ref()).map_err(|e| NodeError::BadReceipt {
+                sequence,
+                reason: e.to_string(),
+            })?;
+        self.check_receipt(entry, &receipt)?;
+        Ok(receipt)
+    }
+
+    fn check_receipt(&self, entry: &OutboxEntry, receipt: &Receipt) -> Result<(), NodeError> {
+        let bad = |reason: &str| NodeError::BadReceipt {
+            sequence: entry.sequence(),
+            reason: reason.to_string(),
+        };
+        if receipt.digest != entry.digest()
+            || receipt.sequence != entry.sequence()
+            || receipt.state != self.config.state
+        {
+            return Err(bad("it names a different snapshot"));
+        }
+        match &self.config.coordinator_public_key {
+            Some(key) if !receipt.verify(key) => {
+                Err(bad("the coordinator signature does not verify"))
+            }
+            Some(_) => Ok(()),
+            None => {
+                tracing::warn!(
+                    "coordinator_public_key_file is not set: receipt signature not checked"
+                );
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The node's outbox: every snapshot the node signed, kept until (and after)
+//! the coordinator accepts it.
+//!
+//! The outbox is what makes the node crash-safe. A snapshot is written here,
+//! and flushed, before anything is sent; a node that dies after signing finds
+//! the same signed snapshot on its next run and resubmits it, so it never signs
+//! a second snapshot for one sequence number. Each record also keeps the
+//! SHA-256 of the export file it came from, so submitting the same export twice
+//! does not sign it twice.
+
+use std::path::Path;
+
+use ed25519_dalek::Signature;
+
+use crate::snapshot::{HEADER_LEN, Receipt, SignedHeader, SnapshotDigest, SnapshotHeader};
+
+/// Why the outbox could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox storage failed: {0}")]
+    Backend(#[from] sled::Error),
+    #[error("outbox record for sequence {0} is corrupt")]
+    Corrupt(u64),
+}
+
+/// One signed snapshot in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub signed: SignedHeader,
+    pub export_sha256: [u8; 32],
+    pub chunk_count: u32,
+    /// The coordinator's receipt, once it accepted the snapshot.
+    pub receipt: Option<Receipt>,
+}
+
+impl OutboxEntry {
+    pub fn sequence(&self) -> u64 {
+        self.signed.header.sequence
+    }
+
+    pub fn digest(&self) -> SnapshotDigest {
+        self.signed.digest()
+    }
+}
+
+/// Sled trees: `snapshots` (sequence → record) and `chunks` (sequence ‖ index → leaves).
+pub struct Outbox {
+    db: sled::Db,
+    snapshots: sled::Tree,
+    chunks: sled::Tree,
+}
+
+const VERSION: u8 = 1;
+
+fn chunk_key(sequence: u64, index: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&sequence.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Layout: version, header encoding, signature, export hash, chunk count, then
+/// either 0 (pending) or 1 followed by accepted_at and the receipt signature.
+fn encode(e: &OutboxEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + HEADER_LEN + 64 + 32 + 4 + 1 + 8 + 64);
+    out.push(VERSION);
+    out.extend_from_slice(&e.signed.header.encode());
+    out.extend_from_slice(&e.signed.signature.to_bytes());
+    out.extend_from_slice(&e.export_sha256);
+    out.extend_from_slice(&e.chunk_count.to_be_bytes());
+    match &e.receipt {
+        None => out.push(0),
+        Some(r) => {
+            out.push(1);
+            out.extend_from_slice(&r.accepted_at_unix_ms.to_be_bytes());
+            out.extend_from_slice(&r.signature.to_bytes());
+        }
+    }
+    out
+}
+
+fn decode(b: &[u8]) -> Option<OutboxEntry> {
+    let mut at = 0usize;
+    let mut take = |n: usize| {
+        let s = b.get(at..at + n);
+        at += n;
+        s
+    };
+    if take(1)? != [VERSION] {
+        return None;
+    }
+    let header = SnapshotHeader::decode(take(HEADER_LEN)?)?;
+    let signature = Signature::from_slice(take(64)?).ok()?;
+    let export_sha256: [u8; 32] = take(32)?.try_into().ok()?;
+    let chunk_count = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let receipt = match take(1)? {
+        [0] => None,
+        [1] => {
+            let accepted_at_unix_ms = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            Some(Receipt {
+                state: header.state,
+                sequence: header.sequence,
+                digest: header.digest(),
+                accepted_at_unix_ms,
+                signature: Signature::from_slice(take(64)?).ok()?,
+            })
+        }
+        _ => return None,
+    };
+    Some(OutboxEntry {
+        signed: SignedHeader { header, signature },
+        export_sha256,
+        chunk_count,
+        receipt,
+    })
+}
+
+impl Outbox {
+    pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(Outbox {
+            snapshots: db.open_tree("snapshots")?,
+            chunks: db.open_tree("chunks")?,
+            db,
+        })
+    }
+
+    fn decode_entry(&self, key: &[u8], value: &[u8]) -> Result<OutboxEntry, OutboxError> {
+        let seq = key.try_into().map(u64::from_be_bytes).unwrap_or_default();
+        decode(value).ok_or(OutboxError::Corrupt(seq))
+    }
+
+    /// The newest signed snapshot, accepted or not.
+    pub fn last(&self) -> Result<Option<OutboxEntry>, OutboxError> {
+        match self.snapshots.last()? {
+            Some((k, v)) => self.decode_entry(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every entry, oldest first.
+    pub fn entries(&self) -> Result<Vec<OutboxEntry>, OutboxError> {
+        self.snapshots
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                self.decode_entry(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Entries not yet accepted, oldest first.
+    pub fn pending(&self) -> Result<Vec<OutboxEntry>, OutboxError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter(|e| e.receipt.is_none())
+            .collect())
+    }
+
+    /// The entry signed from an export with this SHA-256, if any.
+    pub fn find_export(&self, sha256: &[u8; 32]) -> Result<Option<OutboxEntry>, OutboxError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .find(|e| &e.export_sha256 == sha256))
+    }
+
+    /// Stores a freshly signed snapshot durably: chunks, a flush, then the
+    /// record that makes it visible, and another flush.
+    pub fn store_signed(
+        &self,
+        signed: &SignedHeader,
+        chunks: &[Vec<u8>],
+        export_sha256: [u8; 32],
+    ) -> Result<OutboxEntry, OutboxError> {
+        let seq = signed.header.sequence;
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.chunks
+                .insert(chunk_key(seq, i as u32), chunk.as_slice())?;
+        }
+        self.db.flush()?;
+        let entry = OutboxEntry {
+            signed: signed.clone(),
+            export_sha256,
+            chunk_count: chunks.len() as u32,
+            receipt: None,
+        };
+        self.snapshots.insert(seq.to_be_bytes(), encode(&entry))?;
+        self.db.flush()?;
+        Ok(entry)
+    }
+
+    /// Records the coordinator's receipt for an entry (flushed).
+    pub fn mark_accepted(&self, entry: &OutboxEntry, receipt: &Receipt) -> Result<(), OutboxError> {
+        let mut updated = entry.clone();
+        updated.receipt = Some(receipt.clone());
+        self.snapshots
+            .insert(entry.sequence().to_be_bytes(), encode(&updated))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads chunk `index` of the entry with `sequence`.
+    pub fn chunk(&self, sequence: u64, index: u32) -> Result<Vec<u8>, OutboxError> {
+        self.chunk_reader().chunk(sequence, index)
+    }
+
+    /// A handle that reads chunks from another thread while the outbox is in use.
+    pub fn chunk_reader(&self) -> ChunkReader {
+        ChunkReader(self.chunks.clone())
+    }
+}
+
+/// Reads outbox chunks; cheap to clone and `Send`.
+#[derive(Clone)]
+pub struct ChunkReader(sled::Tree);
+
+impl ChunkReader {
+    pub fn chunk(&self, sequence: u64, index: u32) -> Result<Vec<u8>, OutboxError> {
+        self.0
+            .get(chunk_key(sequence, index))?
+            .map(|v| v.to_vec())
+            .ok_or(OutboxError::Corrupt(sequence))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateCode;
+
+    fn signed(seq: u64) -> SignedHeader {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        SnapshotHeader {
+            state: StateCode::parse("ARM").unwrap(),
+            sequence: seq,
+            as_of_unix_ms: 1_700_000_000_000,
+            previous_digest: SnapshotDigest::GENESIS,
+            item_count: 0,
+            items_root: crate::merkle::empty_root(),
+        }
+        .sign(&key)
+    }
+
+    #[test]
+    fn entries_survive_reopen_and_acceptance_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let outbox = Outbox::open(dir.path()).unwrap();
+            let e = outbox
+                .store_signed(&signed(1), &[b"abc".to_vec()], [1; 32])
+                .unwrap();
+            outbox.store_signed(&signed(2), &[], [2; 32]).unwrap();
+            let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+            let receipt = Receipt::issue(&key, e.signed.header.state, 1, e.digest(), 5);
+            outbox.mark_accepted(&e, &receipt).unwrap();
+        }
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(outbox.last().unwrap().unwrap().sequence(), 2);
+        assert_eq!(outbox.pending().unwrap().len(), 1);
+        assert_eq!(
+            outbox
+                .find_export(&[1; 32])
+                .unwrap()
+                .unwrap()
+                .receipt
+                .unwrap()
+                .accepted_at_unix_ms,
+            5
+        );
+        assert_eq!(outbox.chunk(1, 0).unwrap(), b"abc");
+        assert!(outbox.find_export(&[3; 32]).unwrap().is_none());
+    }
+}

@@ -1,0 +1,7 @@
+//! The gRPC edge: decode protobuf into validated domain types, call the
+//! domain, encode the answer. Generated types stop here; errors are mapped to
+//! `tonic::Status` once, in [`status`].
+
+pub mod convert;
+pub mod snapshots;
+pub mod status;

@@ -1,0 +1,268 @@
+//! `tally.v1.Snapshots`: submission and read-back of signed snapshots.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::convert::{receipt_to_proto, signed_header_from_proto, snapshot_info_to_proto};
+use crate::ingest::{Admission, IngestError, Ingestor, Upload};
+use crate::proto::{self, get_snapshot_response, submit_request};
+use crate::state::StateCode;
+
+/// Chunks buffered between the network reader and the verifier. Small and
+/// bounded: it lets decoding of chunk n+1 overlap verification of chunk n
+/// without letting a fast client queue unbounded memory.
+const VERIFY_QUEUE: usize = 4;
+/// Default and maximum page size of `ListSnapshots`.
+const LIST_LIMIT: usize = 1000;
+
+pub struct SnapshotsService {
+    ingestor: Ingestor,
+}
+
+impl SnapshotsService {
+    pub fn new(ingestor: Ingestor) -> SnapshotsService {
+        SnapshotsService { ingestor }
+    }
+}
+
+fn parse_state(s: &str) -> Result<StateCode, Status> {
+    StateCode::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Verifies and stores chunks on a blocking thread, off the async runtime.
+/// Ends with the upload when the reader sends `None` (end of stream); if the
+/// reader goes away without it (client hung up), the upload is dropped and
+/// everything it stored is discarded.
+fn spawn_verifier(
+    mut upload: Box<Upload>,
+    mut chunks: mpsc::Receiver<Option<Bytes>>,
+) -> tokio::task::JoinHandle<Result<Option<Box<Upload>>, IngestError>> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(msg) = chunks.blocking_recv() {
+            match msg {
+                Some(leaves) => upload.push_chunk(&leaves)?,
+                None => return Ok(Some(upload)),
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// One submission: header, admission, items, commit.
+async fn submit(
+    ingestor: Ingestor,
+    mut stream: Streaming<proto::SubmitRequest>,
+) -> Result<proto::Receipt, Status> {
+    let limit = ingestor.limits().max_message_bytes;
+    let header = match next_message(&mut stream, limit).await? {
+        Some(proto::SubmitRequest {
+            part: Some(submit_request::Part::Header(h)),
+        }) => h,
+        Some(proto::SubmitRequest {
+            part: Some(submit_request::Part::Chunk(_)),
+        }) => {
+            return Err(Status::invalid_argument(
+                "the first message must be a SnapshotHeader, got an ItemChunk",
+            ));
+        }
+        Some(proto::SubmitRequest { part: None }) => {
+            return Err(Status::invalid_argument(
+                "the first message is empty: it must be a SnapshotHeader",
+            ));
+        }
+        None => {
+            return Err(Status::invalid_argument(
+                "the stream ended before a SnapshotHeader arrived",
+            ));
+        }
+    };
+    let signed = signed_header_from_proto(&header)?;
+    let span = tracing::Span::current();
+    span.record("state", signed.header.state.as_str());
+    span.record("sequence", signed.header.sequence);
+    span.record("items", signed.header.item_count);
+
+    let admit = ingestor.clone();
+    let upload = match join(tokio::task::spawn_blocking(move || admit.admit(signed))).await?? {
+        Admission::AlreadyAccepted(receipt) => {
+            tracing::info!("resubmission of an accepted snapshot: original receipt returned");
+            return Ok(receipt_to_proto(&receipt));
+        }
+        Admission::New(upload) => upload,
+    };
+
+    let (tx, rx) = mpsc::channel(VERIFY_QUEUE);
+    let verifier = spawn_verifier(upload, rx);
+    let read_result: Result<(), Status> = async {
+        while let Some(msg) = next_message(&mut stream, limit).await? {
+            match msg.part {
+                Some(submit_request::Part::Chunk(chunk)) => {
+                    if tx.send(Some(chunk.leaves)).await.is_err() {
+                        // The verifier stopped on an error; it is reported below.
+                        return Ok(());
+                    }
+                }
+                Some(submit_request::Part::Header(_)) => {
+                    return Err(Status::invalid_argument(
+                        "a second SnapshotHeader arrived: send one header, then item chunks",
+                    ));
+                }
+                None => {
+                    return Err(Status::invalid_argument(
+                        "an empty message arrived where an ItemChunk was expected",
+                    ));
+                }
+            }
+        }
+        let _ = tx.send(None).await;
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let verified = join(verifier).await?;
+    // A verification error explains more than the read error it caused.
+    let upload = match (verified, read_result) {
+        (Err(e), _) => return Err(e.into()),
+        (Ok(_), Err(status)) => return Err(status),
+        (Ok(Some(upload)), Ok(())) => upload,
+        (Ok(None), Ok(())) => {
+            return Err(Status::cancelled("upload ended early; nothing stored"));
+        }
+    };
+    let receipt = join(tokio::task::spawn_blocking(move || upload.finish())).await??;
+    Ok(receipt_to_proto(&receipt))
+}
+
+/// Reads the next message, turning tonic's "message too large" (OUT_OF_RANGE)
+/// into RESOURCE_EXHAUSTED with the configured limit named.
+async fn next_message(
+    stream: &mut Streaming<proto::SubmitRequest>,
+    limit: usize,
+) -> Result<Option<proto::SubmitRequest>, Status> {
+    stream.message().await.map_err(|s| {
+        if s.code() == tonic::Code::OutOfRange {
+            Status::resource_exhausted(format!(
+                "a message is larger than the coordinator's limit of {limit} bytes \
+                 (limits.max_message_bytes); send smaller item chunks ({})",
+                s.message()
+            ))
+        } else {
+            s
+        }
+    })
+}
+
+async fn join<T>(h: tokio::task::JoinHandle<T>) -> Result<T, Status> {
+    h.await
+        .map_err(|e| Status::internal(format!("ingest task failed: {e}")))
+}
+
+#[tonic::async_trait]
+impl proto::snapshots_server::Snapshots for SnapshotsService {
+    async fn submit(
+        &self,
+        request: Request<Streaming<proto::SubmitRequest>>,
+    ) -> Result<Response<proto::Receipt>, Status> {
+        let span = tracing::info_span!(
+            "submit",
+            state = tracing::field::Empty,
+            sequence = tracing::field::Empty,
+            items = tracing::field::Empty,
+        );
+        let result = submit(self.ingestor.clone(), request.into_inner())
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        match &result {
+            Ok(receipt) => {
+                tracing::info!(digest = %hex::encode(&receipt.snapshot_digest), "snapshot accepted")
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), error = %status.message(), "submission rejected; nothing stored")
+            }
+        }
+        result.map(Response::new)
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<proto::ListSnapshotsRequest>,
+    ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
+        let req = request.into_inner();
+        let state = parse_state(&req.state)?;
+        let limit = match req.limit as usize {
+            0 => LIST_LIMIT,
+            n => n.min(LIST_LIMIT),
+        };
+        let store = self.ingestor.store();
+        let snapshots = store.list(state, req.from_sequence.max(1), limit)?;
+        let latest_sequence = store.latest(state)?.map_or(0, |s| s.signed.header.sequence);
+        Ok(Response::new(proto::ListSnapshotsResponse {
+            snapshots: snapshots.iter().map(snapshot_info_to_proto).collect(),
+            latest_sequence,
+        }))
+    }
+
+    type GetSnapshotStream =
+        Pin<Box<dyn Stream<Item = Result<proto::GetSnapshotResponse, Status>> + Send>>;
+
+    async fn get_snapshot(
+        &self,
+        request: Request<proto::GetSnapshotRequest>,
+    ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        let req = request.into_inner();
+        let state = parse_state(&req.state)?;
+        let store = self.ingestor.store().clone();
+        let snapshot = store.get(state, req.sequence)?.ok_or_else(|| {
+            Status::not_found(format!("{state} has no accepted snapshot {}", req.sequence))
+        })?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let info = proto::GetSnapshotResponse {
+                part: Some(get_snapshot_response::Part::Info(snapshot_info_to_proto(
+                    &snapshot,
+                ))),
+            };
+            if tx.blocking_send(Ok(info)).is_err() {
+                return;
+            }
+            let chunks = match store.chunks(&snapshot) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            for chunk in chunks {
+                let msg = chunk.map(|leaves| proto::GetSnapshotResponse {
+                    part: Some(get_snapshot_response::Part::Chunk(proto::ItemChunk {
+                        leaves: leaves.into(),
+                    })),
+                });
+                // A reader that hangs up is normal: stop quietly.
+                if tx.blocking_send(msg.map_err(Status::from)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_coordinator_info(
+        &self,
+        _request: Request<proto::GetCoordinatorInfoRequest>,
+    ) -> Result<Response<proto::CoordinatorInfo>, Status> {
+        let mut states: Vec<String> = self.ingestor.members().map(|s| s.to_string()).collect();
+        states.sort();
+        Ok(Response::new(proto::CoordinatorInfo {
+            public_key: self.ingestor.public_key().to_bytes().to_vec().into(),
+            states,
+        }))
+    }
+}

@@ -1,0 +1,121 @@
+//! Streaming verification of a snapshot's items against its signed header.
+//!
+//! The coordinator feeds chunks as they arrive; memory stays O(log n) for the
+//! tree plus one leaf, whatever the snapshot size.
+
+use crate::merkle::MerkleBuilder;
+use crate::serial::CanonicalRule;
+
+use super::SnapshotHeader;
+use super::leaf::{LeafError, LeafRef, compare_leaves};
+
+/// Why a stream of items does not match its header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("item {index}: {source}")]
+    Leaf {
+        index: u64,
+        #[source]
+        source: LeafError,
+    },
+    #[error(
+        "item {index} ({key}) is out of order: items must be sorted by canonical model, canonical serial, then leaf bytes (docs/protocol.md §2)"
+    )]
+    OutOfOrder { index: u64, key: String },
+    #[error("more items than the {declared} the header declares")]
+    TooManyItems { declared: u64 },
+    #[error("the header declares {declared} items but {received} arrived")]
+    CountMismatch { declared: u64, received: u64 },
+    #[error("the items' Merkle root {computed} does not match the signed items_root {declared}")]
+    RootMismatch { declared: String, computed: String },
+}
+
+/// Checks leaves chunk by chunk: structure, canonical forms, order, count, root.
+#[derive(Debug)]
+pub struct ItemStreamVerifier {
+    declared_count: u64,
+    declared_root: crate::merkle::Hash,
+    rule: CanonicalRule,
+    tree: MerkleBuilder,
+    /// The last leaf of the previous chunk, for the order check across chunks.
+    last_leaf: Vec<u8>,
+}
+
+impl ItemStreamVerifier {
+    pub fn new(header: &SnapshotHeader, rule: CanonicalRule) -> Self {
+        ItemStreamVerifier {
+            declared_count: header.item_count,
+            declared_root: header.items_root,
+            rule,
+            tree: MerkleBuilder::new(),
+            last_leaf: Vec::new(),
+        }
+    }
+
+    /// Number of leaves accepted so far.
+    pub fn count(&self) -> u64 {
+        self.tree.len()
+    }
+
+    /// Verifies one chunk of whole leaves; returns how many it held.
+    pub fn push_chunk(&mut self, chunk: &[u8]) -> Result<u64, VerifyError> {
+        let before = self.tree.len();
+        let mut previous: Option<(LeafRef<'_>, &[u8])> = None;
+        let carried = std::mem::take(&mut self.last_leaf);
+        if !carried.is_empty() {
+            // Parsed before; cannot fail.
+            if let Ok((leaf, len)) = LeafRef::parse(&carried) {
+                previous = Some((leaf, &carried[..len]));
+            }
+        }
+        let mut at = 0;
+        while at < chunk.len() {
+            let index = self.tree.len();
+            if index >= self.declared_count {
+                return Err(VerifyError::TooManyItems {
+                    declared: self.declared_count,
+                });
+            }
+            let (leaf, len) = LeafRef::parse(&chunk[at..])
+                .map_err(|source| VerifyError::Leaf { index, source })?;
+            let bytes = &chunk[at..at + len];
+            leaf.check(&self.rule)
+                .map_err(|source| VerifyError::Leaf { index, source })?;
+            if let Some((prev, prev_bytes)) = previous
+                && compare_leaves(&prev, prev_bytes, &leaf, bytes).is_gt()
+            {
+                return Err(VerifyError::OutOfOrder {
+                    index,
+                    key: format!("{}/{}", leaf.canonical_model, leaf.canonical_serial),
+                });
+            }
+            self.tree.push_leaf(bytes);
+            previous = Some((leaf, bytes));
+            at += len;
+        }
+        self.last_leaf = match previous {
+            Some((_, bytes)) => bytes.to_vec(),
+            None => carried,
+        };
+        Ok(self.tree.len() - before)
+    }
+
+    /// Checks the count and the root once the stream has ended.
+    pub fn finish(&self) -> Result<(), VerifyError> {
+        let received = self.tree.len();
+        if received != self.declared_count {
+            return Err(VerifyError::CountMismatch {
+                declared: self.declared_count,
+                received,
+            });
+        }
+        let computed = self.tree.root();
+        if computed != self.declared_root {
+            return Err(VerifyError::RootMismatch {
+                declared: hex::encode(self.declared_root),
+                computed: hex::encode(computed),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Durable storage of accepted snapshots, behind a narrow trait.
+//!
+//! A snapshot is stored as the ordered chunk blobs it arrived in plus one small
+//! directory record (DESIGN.md §7: one key per item is an order of magnitude
+//! slower and larger). Chunks are written under a fresh upload id first; the
+//! directory record is the commit point, so a partial upload is never visible,
+//! and orphaned chunks of uploads that never committed are removed at open.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use ed25519_dalek::Signature;
+
+use crate::snapshot::{HEADER_LEN, Receipt, SignedHeader, SnapshotDigest, SnapshotHeader};
+use crate::state::StateCode;
+
+/// Identifies one upload's chunks until it commits or is aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UploadId(pub u64);
+
+/// A stored, accepted snapshot: the signed header, where its chunks are, and
+/// the receipt the coordinator issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub signed: SignedHeader,
+    pub digest: SnapshotDigest,
+    pub receipt: Receipt,
+    pub upload: UploadId,
+    pub chunk_count: u32,
+}
+
+/// A signed header that conflicts with the stored chain: evidence that a state
+/// signed two different histories (DESIGN.md §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    pub signed: SignedHeader,
+    /// Digest of the snapshot it conflicts with: the stored one at the same
+    /// sequence, or the stored predecessor it fails to chain to.
+    pub conflicts_with: SnapshotDigest,
+    pub recorded_at_unix_ms: i64,
+}
+
+/// What can go wrong below the storage trait.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O failed: {0}")]
+    Backend(#[from] sled::Error),
+    #[error("stored record {what} is corrupt")]
+    Corrupt { what: String },
+    #[error("the chain moved on: sequence {sequence} of {state} is no longer the next one")]
+    ChainMoved { state: StateCode, sequence: u64 },
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// The chunks of one snapshot, read lazily in order.
+pub type ChunkIter = Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + Send>;
+
+/// The operations the coordinator needs from durable storage.
+///
+/// Implementations must make [`SnapshotStore::commit`] atomic and durable: once
+/// it returns `Ok`, the snapshot and all its chunks survive a crash; before it
+/// returns, none of it is visible to readers.
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The newest accepted snapshot of `state`.
+    fn latest(&self, state: StateCode) -> Result<Option<StoredSnapshot>, StoreError>;
+    /// The accepted snapshot of `state` with this sequence number.
+    fn get(&self, state: StateCode, sequence: u64) -> Result<Option<StoredSnapshot>, StoreError>;
+    /// Accepted snapshots of `state` with sequence ≥ `from`, oldest first, at most `limit`.
+    fn list(
+        &self,
+        state: StateCode,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredSnapshot>, StoreError>;
+    /// Every state that has at least one accepted snapshot.
+    fn states(&self) -> Result<Vec<StateCode>, StoreError>;
+
+    /// Starts an upload; its chunks stay invisible until commit.
+    fn begin_upload(&self) -> Result<UploadId, StoreError>;
+    /// Stores chunk number `index` (0-based, consecutive) of an upload.
+    fn put_chunk(&self, upload: UploadId, index: u32, leaves: &[u8]) -> Result<(), StoreError>;
+    /// Makes the upload visible as `record` and flushes it to disk, provided
+    /// `record` is still the next link of its state's chain (else `ChainMoved`).
+    fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError>;
+    /// Discards an upload's chunks.
+    fn abort(&self, upload: UploadId) -> Result<(), StoreError>;
+    /// The chunks of an accepted snapshot, in order.
+    fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError>;
+
+    /// Keeps a conflicting signed header as evidence (flushed to disk).
+    fn record_equivocation(&self, record: &Equivocation) -> Result<(), StoreError>;
+    /// All recorded equivocations, by state and sequence.
+    fn equivocations(&self) -> Result<Vec<Equivocation>, StoreError>;
+}
+
+const RECORD_VERSION: u8 = 1;
+const SIG_LEN: usize = 64;
+
+/// Byte layout of a directory record (all integers big-endian):
+/// version (1), header encoding (116), state signature (64), digest (32),
+/// accepted_at (8), receipt signature (64), upload id (8), chunk count (4).
+pub(crate) fn encode_record(r: &StoredSnapshot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + HEADER_LEN + SIG_LEN + 32 + 8 + SIG_LEN + 8 + 4);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&r.signed.header.encode());
+    out.extend_from_slice(&r.signed.signature.to_bytes());
+    out.extend_from_slice(&r.digest.0);
+    out.extend_from_slice(&r.receipt.accepted_at_unix_ms.to_be_bytes());
+    out.extend_from_slice(&r.receipt.signature.to_bytes());
+    out.extend_from_slice(&r.upload.0.to_be_bytes());
+    out.extend_from_slice(&r.chunk_count.to_be_bytes());
+    out
+}
+
+pub(crate) fn decode_record(bytes: &[u8]) -> Option<StoredSnapshot> {
+    let mut at = 0usize;
+    let mut take = |n: usize| {
+        let s = bytes.get(at..at + n);
+        at += n;
+        s
+    };
+    if take(1)? != [RECORD_VERSION] {
+        return None;
+    }
+    let header = SnapshotHeader::decode(take(HEADER_LEN)?)?;
+    let signature = Signature::from_slice(take(SIG_LEN)?).ok()?;
+    let digest = SnapshotDigest::from_slice(take(32)?)?;
+    let accepted_at = i64::from_be_bytes(take(8)?.try_into().ok()?);
+    let receipt_sig = Signature::from_slice(take(SIG_LEN)?).ok()?;
+    let upload = UploadId(u64::from_be_bytes(take(8)?.try_into().ok()?));
+    let chunk_count = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    if at != bytes.len() || header.digest() != digest {
+        return None;
+    }
+    Some(StoredSnapshot {
+        signed: SignedHeader { header, signature },
+        digest,
+        receipt: Receipt {
+            state: header.state,
+            sequence: header.sequence,
+            digest,
+            accepted_at_unix_ms: accepted_at,
+            signature: receipt_sig,
+        },
+        upload,
+        chunk_count,
+    })
+}
+
+/// Equivocation layout: version, header encoding, signature, conflicting digest, time.
+pub(crate) fn encode_equivocation(e: &Equivocation) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + HEADER_LEN + SIG_LEN + 32 + 8);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&e.signed.header.encode());
+    out.extend_from_slice(&e.signed.signature.to_bytes());
+    out.extend_from_slice(&e.conflicts_with.0);
+    out.extend_from_slice(&e.recorded_at_unix_ms.to_be_bytes());
+    out
+}
+
+pub(crate) fn decode_equivocation(bytes: &[u8]) -> Option<Equivocation> {
+    if bytes.len() != 1 + HEADER_LEN + SIG_LEN + 32 + 8 || bytes[0] != RECORD_VERSION {
+        return None;
+    }
+    let b = &bytes[1..];
+    let header = SnapshotHeader::decode(&b[..HEADER_LEN])?;
+    let signature = Signature::from_slice(&b[HEADER_LEN..HEADER_LEN + SIG_LEN]).ok()?;
+    let rest = &b[HEADER_LEN + SIG_LEN..];
+    Some(Equivocation {
+        signed: SignedHeader { header, signature },
+        conflicts_with: SnapshotDigest::from_slice(&rest[..32])?,
+        recorded_at_unix_ms: i64::from_be_bytes(rest[32..40].try_into().ok()?),
+    })
+}

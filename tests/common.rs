@@ -1,0 +1,265 @@
+//! Shared fixtures: an in-process coordinator on 127.0.0.1:0 with a temporary
+//! store, member keys, and helpers to build and send signed snapshots.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use tally::config::Limits;
+use tally::ingest::Ingestor;
+use tally::item::{Item, Status};
+use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
+use tally::serial::CanonicalRule;
+use tally::service::convert::{receipt_from_proto, signed_header_to_proto};
+use tally::snapshot::{Receipt, SignedHeader, SnapshotDigest, build_snapshot, sort_items};
+use tally::state::StateCode;
+use tally::store::{SledStore, SnapshotStore};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub fn state(s: &str) -> StateCode {
+    StateCode::parse(s).expect("test state code")
+}
+
+/// Deterministic keys so failures are reproducible.
+pub fn state_key(s: &str) -> SigningKey {
+    let mut seed = [0u8; 32];
+    seed[..3].copy_from_slice(s.as_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+pub fn coordinator_key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+/// A coordinator running in this process; `stop` shuts it down and releases the store.
+pub struct TestCoordinator {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn SnapshotStore>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestCoordinator {
+    pub async fn start(data_dir: &Path, members: &[&str]) -> TestCoordinator {
+        Self::start_with_limits(data_dir, members, Limits::default()).await
+    }
+
+    pub async fn start_with_limits(
+        data_dir: &Path,
+        members: &[&str],
+        limits: Limits,
+    ) -> TestCoordinator {
+        let store: Arc<dyn SnapshotStore> =
+            Arc::new(SledStore::open(data_dir).expect("open store"));
+        let ingestor = Ingestor::new(
+            store.clone(),
+            members
+                .iter()
+                .map(|s| (state(s), state_key(s).verifying_key())),
+            coordinator_key(),
+            limits,
+            CanonicalRule::default(),
+        );
+        Self::serve(store, ingestor).await
+    }
+
+    pub async fn serve(store: Arc<dyn SnapshotStore>, ingestor: Ingestor) -> TestCoordinator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tally::server::serve(ingestor, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        TestCoordinator {
+            addr,
+            store,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::connect(self.url()).await.expect("connect")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+        // Wait until every other handle on the store is gone, so sled's
+        // lock is released before a restart on the same directory.
+        for _ in 0..200 {
+            if Arc::strong_count(&self.store) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// One row of a test inventory: (model, serial, status, counterparty).
+pub type Row<'a> = (&'a str, &'a str, Status, Option<&'a str>);
+
+pub fn items(rows: &[Row<'_>]) -> Vec<Item> {
+    let rule = CanonicalRule::default();
+    let mut items: Vec<Item> = rows
+        .iter()
+        .map(|(m, s, st, cp)| {
+            Item::new(m, s, *st, "Depot 1", cp.map(state), &rule).expect("valid test item")
+        })
+        .collect();
+    sort_items(&mut items);
+    items
+}
+
+/// `n` distinct in-service launchers: 9P39 serials L000000, L000001, ...
+pub fn many_items(n: usize) -> Vec<Item> {
+    let rule = CanonicalRule::default();
+    let mut items: Vec<Item> = (0..n)
+        .map(|i| {
+            Item::new(
+                "9P39",
+                &format!("L{i:06}"),
+                Status::InService,
+                "Depot 1",
+                None,
+                &rule,
+            )
+            .expect("valid item")
+        })
+        .collect();
+    sort_items(&mut items);
+    items
+}
+
+/// A signed snapshot and its leaf chunks, split every `per_chunk` leaves.
+pub struct TestSnapshot {
+    pub signed: SignedHeader,
+    pub chunks: Vec<Vec<u8>>,
+}
+
+impl TestSnapshot {
+    pub fn digest(&self) -> SnapshotDigest {
+        self.signed.digest()
+    }
+}
+
+pub fn snapshot(st: &str, sequence: u64, previous: SnapshotDigest, items: &[Item]) -> TestSnapshot {
+    let unsigned = build_snapshot(
+        state(st),
+        sequence,
+        1_790_000_000_000 + sequence as i64,
+        previous,
+        items,
+    );
+    TestSnapshot {
+        signed: unsigned.header.sign(&state_key(st)),
+        chunks: unsigned.chunks,
+    }
+}
+
+pub fn header_msg(signed: &SignedHeader) -> proto::SubmitRequest {
+    proto::SubmitRequest {
+        part: Some(submit_request::Part::Header(signed_header_to_proto(signed))),
+    }
+}
+
+pub fn chunk_msg(leaves: &[u8]) -> proto::SubmitRequest {
+    proto::SubmitRequest {
+        part: Some(submit_request::Part::Chunk(proto::ItemChunk {
+            leaves: leaves.to_vec().into(),
+        })),
+    }
+}
+
+/// Sends raw messages as one Submit stream.
+pub async fn send(
+    client: &mut SnapshotsClient<Channel>,
+    messages: Vec<proto::SubmitRequest>,
+) -> Result<Receipt, tonic::Status> {
+    let response = client.submit(tokio_stream::iter(messages)).await?;
+    Ok(receipt_from_proto(response.get_ref()).expect("well-formed receipt"))
+}
+
+pub async fn submit(
+    client: &mut SnapshotsClient<Channel>,
+    snap: &TestSnapshot,
+) -> Result<Receipt, tonic::Status> {
+    let mut msgs = vec![header_msg(&snap.signed)];
+    msgs.extend(snap.chunks.iter().map(|c| chunk_msg(c)));
+    send(client, msgs).await
+}
+
+/// Everything the coordinator has stored, per state: (sequence, digest) pairs,
+/// plus the equivocation count. Used to show a rejected request changed nothing.
+pub fn stored_state(store: &dyn SnapshotStore) -> (BTreeMap<String, Vec<(u64, String)>>, usize) {
+    let mut out = BTreeMap::new();
+    for st in store.states().expect("states") {
+        let list = store
+            .list(st, 1, usize::MAX)
+            .expect("list")
+            .into_iter()
+            .map(|s| (s.signed.header.sequence, s.digest.to_hex()))
+            .collect();
+        out.insert(st.to_string(), list);
+    }
+    (out, store.equivocations().expect("equivocations").len())
+}
+
+/// Downloads a stored snapshot and checks it end to end: header signature,
+/// receipt signature, and the items against the signed root.
+pub async fn fetch_and_verify(
+    client: &mut SnapshotsClient<Channel>,
+    st: &str,
+    sequence: u64,
+) -> (SignedHeader, Vec<u8>) {
+    use tally::proto::get_snapshot_response::Part;
+    let mut stream = client
+        .get_snapshot(proto::GetSnapshotRequest {
+            state: st.to_string(),
+            sequence,
+        })
+        .await
+        .expect("get snapshot")
+        .into_inner();
+    let mut info = None;
+    let mut leaves = Vec::new();
+    while let Some(msg) = stream.message().await.expect("stream") {
+        match msg.part.expect("part") {
+            Part::Info(i) => info = Some(i),
+            Part::Chunk(c) => leaves.extend_from_slice(&c.leaves),
+        }
+    }
+    let (signed, receipt) =
+        tally::service::convert::snapshot_info_from_proto(&info.expect("info first"))
+            .expect("info");
+    signed
+        .verify(&state_key(st).verifying_key())
+        .expect("header signature");
+    assert!(
+        receipt.verify(&coordinator_key().verifying_key()),
+        "receipt signature"
+    );
+    assert_eq!(receipt.digest, signed.digest());
+    let mut verifier =
+        tally::snapshot::ItemStreamVerifier::new(&signed.header, CanonicalRule::default());
+    verifier.push_chunk(&leaves).expect("leaves verify");
+    verifier.finish().expect("count and root match");
+    (signed, leaves)
+}
