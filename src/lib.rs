@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod generate;
 pub mod ingest;
 pub mod item;
 pub mod keys;

@@ -70,7 +70,9 @@
 //! only spaces and hyphens) is not a valid serial or model.
 //!
 //! Pure ASCII input needs only steps 2 and 4 (NFKC and folding change no ASCII
-//! character), and this implementation takes that shortcut.
+//! character), and input made of ASCII and the basic Cyrillic letters
+//! U+0400–U+045F needs only steps 2–4 (NFKC changes none of them); this
+//! implementation takes these shortcuts, with the same results.
 //!
 //! Unicode version: Rust's case mapping and the normalisation tables used here
 //! are from Unicode 17. Implementations built on an older Unicode version agree
@@ -181,6 +183,10 @@ pub fn fold_lookalike(c: char) -> char {
     }
 }
 
+fn is_ascii_or_basic_cyrillic(c: char) -> bool {
+    c.is_ascii() || ('\u{0400}'..='\u{045F}').contains(&c)
+}
+
 /// Whether step 4 removes `c` as whitespace (independent of the configuration).
 pub fn is_removed_space(c: char) -> bool {
     c.is_whitespace() || INVISIBLE_SPACES.contains(&c)
@@ -191,6 +197,8 @@ impl CanonicalRule {
     pub fn canonicalize(&self, raw: &str) -> String {
         if raw.is_ascii() {
             self.canonicalize_ascii(raw)
+        } else if raw.chars().all(is_ascii_or_basic_cyrillic) {
+            self.canonicalize_basic_cyrillic(raw)
         } else {
             self.canonicalize_general(raw)
         }
@@ -219,9 +227,8 @@ impl CanonicalRule {
         Ok(())
     }
 
-    /// The rule for pure ASCII input: NFKC and folding change nothing, so
-    /// upper-case and remove in one pass.
-    fn canonicalize_ascii(&self, raw: &str) -> String {
+    /// The ASCII characters removed by step 4, as a bit set.
+    fn ascii_removed(&self) -> u128 {
         let mut removed = ASCII_WHITESPACE;
         for b in self.remove_chars.bytes() {
             // Bytes below 0x80 are exactly the ASCII characters of the string.
@@ -229,11 +236,50 @@ impl CanonicalRule {
                 removed |= 1 << b;
             }
         }
+        removed
+    }
+
+    /// The rule for pure ASCII input: NFKC and folding change nothing, so
+    /// upper-case and remove in one pass.
+    fn canonicalize_ascii(&self, raw: &str) -> String {
+        let removed = self.ascii_removed();
         let mut out = String::with_capacity(raw.len());
         for b in raw.bytes() {
             let u = b.to_ascii_uppercase();
             if u < 0x80 && removed & (1 << u) == 0 {
                 out.push(char::from(u));
+            }
+        }
+        out
+    }
+
+    /// The rule for input made of ASCII and the basic Cyrillic letters
+    /// U+0400–U+045F (Russian, Ukrainian, Belarusian, Serbian, Macedonian).
+    /// These are all in NFKC and compose with nothing, none of them is a
+    /// space or a dash, and each has a one-to-one upper-case mapping: so
+    /// steps 1 and 5 change nothing, and the rest is one pass.
+    fn canonicalize_basic_cyrillic(&self, raw: &str) -> String {
+        let removed = self.ascii_removed();
+        let mut out = String::with_capacity(raw.len());
+        for c in raw.chars() {
+            let upper = match u32::from(c) {
+                0x61..=0x7A => c.to_ascii_uppercase(),
+                code @ 0x430..=0x44F => char::from_u32(code - 0x20).unwrap_or(c),
+                code @ 0x450..=0x45F => char::from_u32(code - 0x50).unwrap_or(c),
+                _ => c,
+            };
+            let folded = if self.fold_lookalikes {
+                fold_lookalike(upper)
+            } else {
+                upper
+            };
+            let keep = if folded.is_ascii() {
+                removed & (1 << u32::from(folded)) == 0
+            } else {
+                !self.remove_chars.contains(folded)
+            };
+            if keep {
+                out.push(folded);
             }
         }
         out
@@ -563,7 +609,13 @@ mod tests {
             let once = rule.canonicalize(&s);
             assert_eq!(rule.canonicalize(&once), once, "U+{:04X}", u32::from(c));
             if c.is_ascii() {
-                assert_eq!(rule.canonicalize_general(&s), once);
+                assert_eq!(rule.canonicalize_ascii(&s), rule.canonicalize_general(&s));
+            }
+            if is_ascii_or_basic_cyrillic(c) {
+                assert_eq!(
+                    rule.canonicalize_basic_cyrillic(&s),
+                    rule.canonicalize_general(&s)
+                );
             }
         }
     }
@@ -648,6 +700,16 @@ mod tests {
         ) {
             let spelled = cyrillicise(&s, &lower);
             prop_assert_eq!(canon(&spelled), canon(&s));
+        }
+
+        #[test]
+        fn cyrillic_fast_path_agrees_with_general_path(
+            s in "[\\x00-\\x7F\u{0400}-\u{045F}]{0,24}",
+            rm in "[-/A-Z\u{0400}-\u{045F}]{0,3}",
+            fold in any::<bool>(),
+        ) {
+            let rule = CanonicalRule { fold_lookalikes: fold, remove_chars: rm };
+            prop_assert_eq!(rule.canonicalize_basic_cyrillic(&s), rule.canonicalize_general(&s));
         }
 
         #[test]

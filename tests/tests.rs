@@ -1,5 +1,7 @@
 //! Integration tests: one binary (links stay fast), one module per area.
 
 mod common;
+mod config_examples;
+mod node;
 mod submission;
 mod submission_errors;

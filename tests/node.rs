@@ -1,0 +1,315 @@
+//! The member node: export → signed snapshot in the outbox → coordinator.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tally::config::NodeConfig;
+use tally::node::{Node, NodeError, Prepared};
+use tally::snapshot::SnapshotDigest;
+
+use crate::common::*;
+
+const EXPORT_1: &str = "model,serial,status,site,counterparty\n\
+9K38,ка-0 12,in_service,Depot 4,\n\
+9M39,M-100,in_storage,Depot 4,\n\
+9P39,P-7,transferred_out,,KAZ\n";
+
+const EXPORT_2: &str = "model,serial,status,site,counterparty\n\
+9K38,KA012,in_service,Depot 4,\n\
+9M39,M-100,expended,Range 2,\n";
+
+/// Writes the node's key (the deterministic test key for `st`, so the test
+/// coordinator knows it) and a node config pointing at `coordinator_url`.
+fn node_config(dir: &Path, st: &str, coordinator_url: &str, outbox: &str) -> PathBuf {
+    let keys = dir.join("keys");
+    if !keys.join(format!("{st}.key")).exists() {
+        tally::keys::write_key_pair(&keys, st, &state_key(st)).unwrap();
+    }
+    if !keys.join("coordinator.pub").exists() {
+        tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).unwrap();
+    }
+    let path = dir.join(format!("{st}-{outbox}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "state = '{st}'\nkey_file = 'keys/{st}.key'\ncoordinator = '{coordinator_url}'\n\
+             outbox_dir = '{outbox}'\ncoordinator_public_key_file = 'keys/coordinator.pub'\n\
+             [retry]\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 100\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn write_export(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_signs_into_its_outbox_then_submits_and_the_receipt_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["RUS"]).await;
+    let cfg = node_config(dir.path(), "RUS", &coord.url(), "outbox");
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let export = write_export(dir.path(), "rus-1.csv", EXPORT_1);
+
+    assert_eq!(
+        node.prepare(&export, Some(1_790_000_000_000), None)
+            .unwrap(),
+        Prepared::Signed {
+            sequence: 1,
+            items: 3
+        }
+    );
+    let pending = node.outbox().pending().unwrap();
+    assert_eq!(pending.len(), 1, "stored before anything is sent");
+
+    let receipts = node.submit_pending().await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].digest, pending[0].digest());
+    assert!(node.outbox().pending().unwrap().is_empty());
+
+    let (signed, _) = fetch_and_verify(&mut coord.client().await, "RUS", 1).await;
+    assert_eq!(signed.header.item_count, 3);
+    assert_eq!(signed.header.as_of_unix_ms, 1_790_000_000_000);
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_after_signing_resubmits_the_same_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
+    let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
+    let export = write_export(dir.path(), "arm-1.csv", EXPORT_1);
+    let signed_digest = {
+        let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+        node.prepare(&export, None, None).unwrap();
+        node.outbox().last().unwrap().unwrap().digest()
+        // the node "dies" here: dropped before sending anything
+    };
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    // Running the same export again signs nothing new...
+    assert_eq!(
+        node.prepare(&export, None, None).unwrap(),
+        Prepared::AlreadySigned { sequence: 1 }
+    );
+    // ...and what goes out is the snapshot signed before the crash.
+    let receipts = node.submit_pending().await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].digest, signed_digest);
+    // A new export becomes sequence 2, chained to the first.
+    let export2 = write_export(dir.path(), "arm-2.csv", EXPORT_2);
+    assert_eq!(
+        node.prepare(&export2, None, None).unwrap(),
+        Prepared::Signed {
+            sequence: 2,
+            items: 2
+        }
+    );
+    let r2 = node.submit_pending().await.unwrap();
+    assert_eq!(r2[0].sequence, 2);
+    let (signed2, _) = fetch_and_verify(&mut coord.client().await, "ARM", 2).await;
+    assert_eq!(signed2.header.previous_digest, signed_digest);
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_retries_until_the_coordinator_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reserve a port, then free it: nothing listens there yet.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let cfg = node_config(dir.path(), "KGZ", &format!("http://{addr}"), "outbox");
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    node.prepare(&write_export(dir.path(), "k.csv", EXPORT_1), None, None)
+        .unwrap();
+    let sending = tokio::spawn(async move { node.submit_pending().await });
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        !sending.is_finished(),
+        "still retrying while nothing listens"
+    );
+
+    let store_dir = dir.path().join("coord");
+    let store: std::sync::Arc<dyn tally::store::SnapshotStore> =
+        std::sync::Arc::new(tally::store::SledStore::open(&store_dir).unwrap());
+    let ingestor = tally::ingest::Ingestor::new(
+        store.clone(),
+        [(state("KGZ"), state_key("KGZ").verifying_key())],
+        coordinator_key(),
+        Default::default(),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = tokio::spawn(tally::server::serve(
+        ingestor,
+        listener,
+        std::future::pending(),
+    ));
+    let receipts = tokio::time::timeout(std::time::Duration::from_secs(20), sending)
+        .await
+        .expect("accepted within 20 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(
+        store.latest(state("KGZ")).unwrap().unwrap().digest,
+        receipts[0].digest
+    );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_with_bad_rows_signs_nothing_and_lists_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = node_config(dir.path(), "TJK", "http://127.0.0.1:1", "outbox");
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let export = write_export(
+        dir.path(),
+        "bad.csv",
+        "model,serial,status,site,counterparty\n9K38,A1,in_service,,\n9K38,A2,in-servise,,\n9K38,,in_service,,\n9K38,A4,transferred_out,,\n",
+    );
+    let err = node.prepare(&export, None, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, NodeError::Export(_)), "{msg}");
+    for needle in ["bad.csv:3", "bad.csv:4", "bad.csv:5", "in-servise"] {
+        assert!(msg.contains(needle), "{needle:?} missing from:\n{msg}");
+    }
+    assert!(node.outbox().last().unwrap().is_none(), "nothing signed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinstalled_node_continues_the_coordinators_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["BLR"]).await;
+    let first = {
+        let cfg = node_config(dir.path(), "BLR", &coord.url(), "outbox-old");
+        let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+        node.prepare(&write_export(dir.path(), "b1.csv", EXPORT_1), None, None)
+            .unwrap();
+        node.submit_pending().await.unwrap().remove(0)
+    };
+    // A fresh outbox, same key: it learns the head instead of signing a
+    // conflicting sequence 1.
+    let cfg = node_config(dir.path(), "BLR", &coord.url(), "outbox-new");
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let head = node.fetch_chain_head().await.unwrap();
+    assert_eq!(head, Some((1, first.digest)));
+    assert_eq!(
+        node.prepare(&write_export(dir.path(), "b2.csv", EXPORT_2), None, head)
+            .unwrap(),
+        Prepared::Signed {
+            sequence: 2,
+            items: 2
+        }
+    );
+    node.submit_pending().await.unwrap();
+    assert!(coord.store.equivocations().unwrap().is_empty());
+    assert_ne!(first.digest, SnapshotDigest::GENESIS);
+    coord.stop().await;
+}
+
+fn tally_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_keygen_node_submit_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = tally_cmd()
+        .args(["keygen", "--state", "KAZ", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("KAZ.key"));
+    // Refuses to overwrite an existing key.
+    let again = tally_cmd()
+        .args(["keygen", "--state", "KAZ", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+
+    let key = tally::keys::read_signing_key(&keys.join("KAZ.key")).unwrap();
+    let store: std::sync::Arc<dyn tally::store::SnapshotStore> =
+        std::sync::Arc::new(tally::store::SledStore::open(&dir.path().join("coord")).unwrap());
+    let ingestor = tally::ingest::Ingestor::new(
+        store.clone(),
+        [(state("KAZ"), key.verifying_key())],
+        coordinator_key(),
+        Default::default(),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tally::server::serve(
+        ingestor,
+        listener,
+        std::future::pending(),
+    ));
+
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!("state = 'KAZ'\nkey_file = 'keys/KAZ.key'\ncoordinator = 'http://{addr}'\noutbox_dir = 'outbox'\n"),
+    )
+    .unwrap();
+    let export = write_export(dir.path(), "kaz.csv", EXPORT_1);
+    let submit = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || {
+            tally_cmd()
+                .args(["node", "submit", "--config"])
+                .arg(&cfg)
+                .arg(&export)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&submit.stdout);
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
+    assert!(
+        stdout.contains("signed") && stdout.contains("as sequence 1 (3 items)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("accepted: state KAZ sequence 1 digest"),
+        "{stdout}"
+    );
+
+    let status = tally_cmd()
+        .args(["node", "status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("last accepted: sequence 1"), "{stdout}");
+    assert!(stdout.contains("pending: none"), "{stdout}");
+    assert_eq!(
+        store
+            .latest(state("KAZ"))
+            .unwrap()
+            .unwrap()
+            .signed
+            .header
+            .item_count,
+        3
+    );
+    server.abort();
+}
