@@ -398,6 +398,7 @@ fn protocol_document_vectors_match_the_code() {
 /// standard library only) reproduces every vector.
 #[test]
 fn independent_python_implementation_agrees() {
+    assert!(Path::new(SCRIPT).exists(), "{SCRIPT} is missing");
     let output = match Command::new("python3").arg(SCRIPT).arg(DOC).output() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -406,7 +407,6 @@ fn independent_python_implementation_agrees() {
         }
         Err(e) => panic!("running python3 {SCRIPT}: {e}"),
     };
-    assert!(Path::new(SCRIPT).exists());
     assert!(
         output.status.success(),
         "{SCRIPT} failed ({}):\n{}{}",

@@ -3,5 +3,6 @@
 mod common;
 mod config_examples;
 mod node;
+mod protocol;
 mod submission;
 mod submission_errors;

@@ -11,11 +11,12 @@ vectors only, never for real keys).
 
 Usage: python3 docs/examples/tally_vectors.py [docs/protocol.md]
 Reads every ```vector block, recomputes each expected value from the inputs,
-prints what it checked, and exits 1 on any mismatch (2 if the document cannot
-be read or has no vectors).
+prints what it checked, and exits 1 on any mismatch or if vectors are missing
+(2 if the document cannot be read).
 
-Unicode: this relies on the Python build's unicodedata tables (3.11 has
-Unicode 14); the vectors use only characters assigned long before that.
+Needs Python 3.7 or later. Unicode: this relies on the Python build's
+unicodedata tables (3.11 has Unicode 14); the vectors use only characters
+assigned long before that.
 """
 
 import hashlib

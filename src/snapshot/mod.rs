@@ -2,7 +2,7 @@
 //!
 //! A snapshot is one state's complete inventory at a moment. What is signed is
 //! not protobuf but the fixed-layout header encoding below (docs/protocol.md
-//! §3), so any language can reproduce it byte for byte:
+//! §4), so any language can reproduce it byte for byte:
 //!
 //! ```text
 //! "tally/v1/snapshot-header" 0x00   25 bytes, domain separation
@@ -145,9 +145,10 @@ pub struct BadSignature {
 }
 
 impl SignedHeader {
-    /// Checks the signature with `verify_strict` (rejects malleable and
-    /// small-order encodings), so one header has exactly one valid signature
-    /// per key.
+    /// Checks the signature with `verify_strict`, which rejects non-canonical
+    /// signature scalars and small-order keys. A snapshot's identity is its
+    /// digest, not its signature, so two valid signatures over one header
+    /// are still one snapshot.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), BadSignature> {
         key.verify_strict(&self.header.encode(), &self.signature)
             .map_err(|_| BadSignature {
