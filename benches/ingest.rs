@@ -17,6 +17,10 @@ use tally::snapshot::{ItemStreamVerifier, SnapshotDigest, build_snapshot, sort_i
 use tally::state::{StateCode, StateSet};
 use tally::store::{SledStore, SnapshotStore};
 
+/// The same allocator as the `tally` binary, so the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

@@ -181,6 +181,9 @@ impl CoordinatorConfig {
                 public_key,
             });
         }
+        raw.canonical
+            .check()
+            .map_err(|e| invalid(path, format!("canonical.remove_chars: {e}")))?;
         if raw.limits.max_message_bytes < 64 * 1024 {
             return Err(invalid(
                 path,
@@ -270,6 +273,9 @@ impl NodeConfig {
                 ),
             ));
         }
+        raw.canonical
+            .check()
+            .map_err(|e| invalid(path, format!("canonical.remove_chars: {e}")))?;
         let coordinator_public_key = raw
             .coordinator_public_key_file
             .map(|f| keys::read_verifying_key(&resolve(&base, &f)))

@@ -136,6 +136,8 @@ pub enum ProblemKind {
     UnexpectedCounterparty { found: String, status: Status },
     #[error("counterparty {0}")]
     InvalidCounterparty(InvalidStateCode),
+    #[error("the value is {len} bytes long; at most {max} bytes are allowed")]
+    TooLong { len: usize, max: usize },
     #[error("counterparty {code} is not a known state (expected one of {})", join_codes(.known))]
     UnknownCounterparty {
         code: StateCode,
@@ -683,6 +685,14 @@ fn parse_row(record: &ByteRecord, opts: &ExportOptions) -> Result<Item, ProblemL
                     status,
                 },
             )),
+            Err(ItemError::TooLong { field, len, max }) => {
+                let column = match field {
+                    "model" => Column::Model,
+                    "serial" => Column::Serial,
+                    _ => Column::Site,
+                };
+                problems.push((Some(column), ProblemKind::TooLong { len, max }));
+            }
             Err(ItemError::Model(_)) => problems.push(empty_model(model)),
             Err(ItemError::Serial(_)) => problems.push(empty_serial(serial)),
         }
@@ -794,6 +804,23 @@ mod tests {
         kind: ProblemKind,
     ) -> Vec<(u64, Option<usize>, ProblemKind)> {
         vec![(line, column, kind)]
+    }
+
+    #[test]
+    fn overlong_field_names_its_column() {
+        let long_site = "D".repeat(crate::item::MAX_FIELD_BYTES + 5);
+        let text = format!("{H}9K38,A1,in_service,{long_site},\n");
+        assert_eq!(
+            problems(&text),
+            one(
+                2,
+                Some(4),
+                ProblemKind::TooLong {
+                    len: crate::item::MAX_FIELD_BYTES + 5,
+                    max: crate::item::MAX_FIELD_BYTES
+                }
+            )
+        );
     }
 
     #[test]

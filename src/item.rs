@@ -89,9 +89,20 @@ impl FromStr for Status {
     }
 }
 
+/// Longest raw model, serial or site accepted, in UTF-8 bytes. Keeps every
+/// field (and its canonical form, which NFKC can lengthen) far inside the
+/// u16 length prefix of the leaf encoding.
+pub const MAX_FIELD_BYTES: usize = 256;
+
 /// Why a set of raw fields is not a valid item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ItemError {
+    #[error("{field} is {len} bytes long; at most {max} bytes are allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("model {0}")]
     Model(CanonicalError),
     #[error("serial {0}")]
@@ -105,6 +116,36 @@ pub enum ItemError {
         counterparty: StateCode,
         status: Status,
     },
+}
+
+/// The rules on raw fields that do not involve canonicalisation: lengths,
+/// and counterparty present if and only if the status is `transferred_out`.
+pub fn check_fields(
+    model: &str,
+    serial: &str,
+    status: Status,
+    site: &str,
+    counterparty: Option<StateCode>,
+) -> Result<(), ItemError> {
+    for (field, value) in [("model", model), ("serial", serial), ("site", site)] {
+        if value.len() > MAX_FIELD_BYTES {
+            return Err(ItemError::TooLong {
+                field,
+                len: value.len(),
+                max: MAX_FIELD_BYTES,
+            });
+        }
+    }
+    match (status, counterparty) {
+        (Status::TransferredOut, None) => Err(ItemError::MissingCounterparty),
+        (status, Some(counterparty)) if status != Status::TransferredOut => {
+            Err(ItemError::UnexpectedCounterparty {
+                counterparty,
+                status,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One article as reported: raw spellings kept (they are signed evidence),
@@ -134,20 +175,11 @@ impl Item {
         counterparty: Option<StateCode>,
         rule: &CanonicalRule,
     ) -> Result<Item, ItemError> {
+        check_fields(model, serial, status, site, counterparty)?;
         let key = ItemKey {
             model: CanonicalModel::from_raw(model, rule).map_err(ItemError::Model)?,
             serial: CanonicalSerial::from_raw(serial, rule).map_err(ItemError::Serial)?,
         };
-        match (status, counterparty) {
-            (Status::TransferredOut, None) => return Err(ItemError::MissingCounterparty),
-            (status, Some(counterparty)) if status != Status::TransferredOut => {
-                return Err(ItemError::UnexpectedCounterparty {
-                    counterparty,
-                    status,
-                });
-            }
-            _ => {}
-        }
         Ok(Item {
             key,
             model: model.to_string(),
@@ -172,6 +204,28 @@ mod tests {
         assert_eq!(Status::from_code(0), None);
         assert_eq!(Status::from_code(7), None);
         assert!("In_Service".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn overlong_fields_are_refused_by_name() {
+        let rule = CanonicalRule::default();
+        let long = "X".repeat(MAX_FIELD_BYTES + 1);
+        let ok = "X".repeat(MAX_FIELD_BYTES);
+        assert!(Item::new(&ok, &ok, Status::InService, &ok, None, &rule).is_ok());
+        for (m, s, site, field) in [
+            (&long, &ok, &ok, "model"),
+            (&ok, &long, &ok, "serial"),
+            (&ok, &ok, &long, "site"),
+        ] {
+            assert_eq!(
+                Item::new(m, s, Status::InService, site, None, &rule),
+                Err(ItemError::TooLong {
+                    field,
+                    len: MAX_FIELD_BYTES + 1,
+                    max: MAX_FIELD_BYTES
+                })
+            );
+        }
     }
 
     #[test]

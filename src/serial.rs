@@ -13,9 +13,11 @@
 //! `fold_lookalikes` (default `true`) and `remove_chars` (default `"-"`).
 //! Steps, in this order:
 //!
-//! 1. **Normalise** the whole string to Unicode Normalization Form KC (NFKC).
-//!    Full-width `ＫＡ０１２` becomes `KA012`, the ligature `ﬁ` becomes `fi`,
-//!    no-break spaces become spaces.
+//! 1. **Normalise** the whole string to Unicode Normalization Form KC (NFKC;
+//!    Python `unicodedata.normalize("NFKC", s)`, Java
+//!    `Normalizer.normalize(s, Normalizer.Form.NFKC)`). Full-width `ＫＡ０１２`
+//!    becomes `KA012`, the ligature `ﬁ` becomes `fi`, no-break spaces become
+//!    spaces.
 //! 2. **Upper-case** every character with the full, locale-independent Unicode
 //!    mapping (`UnicodeData.txt` plus the unconditional mappings of
 //!    `SpecialCasing.txt`): `ß` becomes `SS`, `i` becomes `I` (never the Turkish
@@ -60,10 +62,11 @@
 //!      U+FF0D into `-`, U+FE58 and U+FE31 into U+2014, U+FE32 into U+2013 and
 //!      super-/subscript minus into U+2212; it leaves the others as they are.)
 //! 5. **Normalise** the result to NFKC again. Upper-casing can leave a sequence
-//!    that NFKC composes (`ΐ` upper-cases to `Ϊ` + U+0301), and removing a
-//!    hyphen or folding a letter can put a combining mark next to a new base
-//!    letter (`A-` + U+0301 becomes `Á`). This step makes the rule idempotent:
-//!    applying it to its own output changes nothing.
+//!    that NFKC composes (`ΐ` upper-cases to `Ι` + U+0308 + U+0301, which
+//!    NFKC turns into `Ϊ` + U+0301), and removing a hyphen or folding a letter
+//!    can put a combining mark next to a new base letter (`A-` + U+0301
+//!    becomes `Á`). This step makes the rule idempotent: applying it to its
+//!    own output changes nothing.
 //!
 //! With the default rule, `ка-0 12`, `KA012`, `K A–012` (en dash) and
 //! `ＫＡ０１２` all become `KA012`. A result that is empty (the raw value held
@@ -74,10 +77,13 @@
 //! U+0400–U+045F needs only steps 2–4 (NFKC changes none of them); this
 //! implementation takes these shortcuts, with the same results.
 //!
-//! Unicode version: Rust's case mapping and the normalisation tables used here
-//! are from Unicode 17. Implementations built on an older Unicode version agree
-//! on every character assigned by then; serials are expected to be written in
-//! Latin, Cyrillic and digits.
+//! Unicode version: this implementation uses the case mapping of the Rust
+//! standard library it is built with (Unicode 17 for Rust 1.95) and the
+//! normalisation tables of the `unicode-normalization` crate (0.1.26: Unicode
+//! 18). NFKC of assigned characters never changes between Unicode versions,
+//! and case mappings almost never do (the exception so far is Georgian, in
+//! Unicode 11), so implementations on other versions agree on Latin, Cyrillic,
+//! digits and punctuation, which is what serials are written in.
 //!
 //! A custom `remove_chars` must list only characters that steps 1–3 leave
 //! alone and that NFKC cannot compose out of others; [`CanonicalRule::check`]
@@ -202,6 +208,24 @@ impl CanonicalRule {
         } else {
             self.canonicalize_general(raw)
         }
+    }
+
+    /// Returns true if and only if `canonical == self.canonicalize(raw)`.
+    /// Allocation-free for ASCII input, the common case when the coordinator
+    /// checks the canonical forms inside every submitted leaf.
+    pub fn is_canonical_form(&self, raw: &str, canonical: &str) -> bool {
+        if !raw.is_ascii() {
+            return self.canonicalize(raw) == canonical;
+        }
+        let removed = self.ascii_removed();
+        let mut expected = canonical.bytes();
+        for b in raw.bytes() {
+            let u = b.to_ascii_uppercase();
+            if removed & (1 << u) == 0 && expected.next() != Some(u) {
+                return false;
+            }
+        }
+        expected.next().is_none()
     }
 
     /// Checks that `remove_chars` keeps the rule idempotent: every listed
@@ -657,6 +681,14 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn is_canonical_form_agrees_with_canonicalize(raw in "[ a-zA-Z0-9кА\\-\\t]{0,12}", other in "[A-Z0-9]{0,6}") {
+            let rule = CanonicalRule::default();
+            let canonical = rule.canonicalize(&raw);
+            prop_assert!(rule.is_canonical_form(&raw, &canonical));
+            prop_assert_eq!(rule.is_canonical_form(&raw, &other), other == canonical);
+        }
 
         #[test]
         fn idempotent_on_arbitrary_strings(s in any::<String>()) {

@@ -24,8 +24,8 @@
 
 use std::cmp::Ordering;
 
-use crate::item::{Item, Status};
-use crate::serial::CanonicalRule;
+use crate::item::{Item, ItemError, Status, check_fields};
+use crate::serial::{CanonicalError, CanonicalRule};
 use crate::state::StateCode;
 
 /// Version byte that starts every leaf encoding.
@@ -67,8 +67,9 @@ pub struct LeafRef<'a> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Item::new bounds every field far below u16::MAX; saturate rather than
-    // wrap if a caller ever bypasses it, so the leaf stays self-consistent.
+    // Item::new bounds raw fields to MAX_FIELD_BYTES, so canonical forms too
+    // stay far below u16::MAX; saturate rather than wrap if a caller ever
+    // bypasses it, so the leaf stays parseable.
     let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -86,17 +87,77 @@ pub fn encode_leaf(item: &Item, out: &mut Vec<u8>) {
     put_str(out, item.counterparty.as_ref().map_or("", |c| c.as_str()));
 }
 
-/// Sorts items into the defined snapshot order (see the module docs).
+/// The defined snapshot order between two items (see the module docs).
+pub fn item_order(a: &Item, b: &Item) -> Ordering {
+    a.key.cmp(&b.key).then_with(|| {
+        // Same key: only now pay for encoding, to order the duplicates.
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        encode_leaf(a, &mut ea);
+        encode_leaf(b, &mut eb);
+        ea.cmp(&eb)
+    })
+}
+
+/// Bytes of `model 0x00 serial` kept inline for sorting; longer keys are
+/// finished by [`item_order`].
+const SORT_PREFIX: usize = 24;
+
+/// `model 0x00 serial`, truncated or zero-padded to [`SORT_PREFIX`] bytes.
+/// Without NUL bytes in the key, comparing these arrays agrees with
+/// [`item_order`] wherever they differ.
+fn sort_prefix(item: &Item) -> [u8; SORT_PREFIX] {
+    let mut p = [0u8; SORT_PREFIX];
+    let model = item.key.model.as_str().as_bytes();
+    let serial = item.key.serial.as_str().as_bytes();
+    let m = model.len().min(SORT_PREFIX);
+    p[..m].copy_from_slice(&model[..m]);
+    if m + 1 < SORT_PREFIX {
+        let s = serial.len().min(SORT_PREFIX - m - 1);
+        p[m + 1..m + 1 + s].copy_from_slice(&serial[..s]);
+    }
+    p
+}
+
+/// Sorts items into the defined snapshot order, on all cores.
+///
+/// Items are large and their keys live on the heap, so this sorts compact
+/// (inline key prefix, index) pairs, then moves each item once by following
+/// the permutation's cycles.
 pub fn sort_items(items: &mut [Item]) {
-    items.sort_unstable_by(|a, b| {
-        a.key.cmp(&b.key).then_with(|| {
-            // Same key: only now pay for encoding, to order the duplicates.
-            let (mut ea, mut eb) = (Vec::new(), Vec::new());
-            encode_leaf(a, &mut ea);
-            encode_leaf(b, &mut eb);
-            ea.cmp(&eb)
-        })
+    use rayon::prelude::*;
+    let has_nul =
+        |i: &Item| i.key.model.as_str().contains('\0') || i.key.serial.as_str().contains('\0');
+    let Ok(len) = u32::try_from(items.len()) else {
+        items.par_sort_unstable_by(item_order);
+        return;
+    };
+    if items.par_iter().any(has_nul) {
+        items.par_sort_unstable_by(item_order);
+        return;
+    }
+    let mut order: Vec<([u8; SORT_PREFIX], u32)> = items
+        .par_iter()
+        .zip(0..len)
+        .map(|(item, i)| (sort_prefix(item), i))
+        .collect();
+    order.par_sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| item_order(&items[a.1 as usize], &items[b.1 as usize]))
     });
+    let mut order: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
+    // Position i must receive the item now at order[i].
+    for start in 0..items.len() {
+        let mut current = start;
+        loop {
+            let next = order[current] as usize;
+            order[current] = current as u32;
+            if next == start {
+                break;
+            }
+            items.swap(current, next);
+            current = next;
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -162,25 +223,38 @@ impl<'a> LeafRef<'a> {
     }
 
     /// Checks the content rules: canonical forms match `rule` applied to the raw
-    /// fields, and the status/counterparty pairing holds.
+    /// fields, and the field rules of [`Item::new`] hold. Allocation-free for
+    /// ASCII leaves: this runs once per item on the ingest path.
     pub fn check(&self, rule: &CanonicalRule) -> Result<(), LeafError> {
-        let item = self.to_item(rule)?;
-        for (field, expected, found) in [
+        check_fields(
+            self.model,
+            self.serial,
+            self.status,
+            self.site,
+            self.counterparty,
+        )?;
+        for (field, raw, found, empty) in [
             (
                 "canonical_model",
-                item.key.model.as_str(),
+                self.model,
                 self.canonical_model,
+                ItemError::Model(CanonicalError::Empty),
             ),
             (
                 "canonical_serial",
-                item.key.serial.as_str(),
+                self.serial,
                 self.canonical_serial,
+                ItemError::Serial(CanonicalError::Empty),
             ),
         ] {
-            if expected != found {
+            if found.is_empty() || !rule.is_canonical_form(raw, found) {
+                let expected = rule.canonicalize(raw);
+                if expected.is_empty() {
+                    return Err(empty.into());
+                }
                 return Err(LeafError::NonCanonical {
                     field,
-                    expected: expected.to_string(),
+                    expected,
                     found: found.to_string(),
                 });
             }
@@ -330,6 +404,36 @@ mod tests {
         assert_eq!(keys, ["9K38/Z", "9M39/A", "9M39/A", "9M39/B"]);
         // Duplicates are ordered by their encodings: in_service (1) before lost (6).
         assert_eq!(items[1].status, Status::InService);
+    }
+
+    proptest::proptest! {
+        /// The fast prefix sort agrees with a plain sort by `item_order`,
+        /// including long keys (past the inline prefix), duplicates, NUL
+        /// bytes and non-ASCII serials.
+        #[test]
+        fn sort_items_agrees_with_the_reference_order(
+            rows in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["9K38", "9M39", "A", "AB", "MODEL-WITH-A-VERY-LONG-NAME-X"]),
+                    "[A-C\\x00к-]{1,30}",
+                    proptest::sample::select(Status::ALL.to_vec()),
+                ),
+                0..200,
+            )
+        ) {
+            let rule = CanonicalRule::default();
+            let mut items: Vec<Item> = rows
+                .iter()
+                .filter_map(|(m, s, st)| {
+                    let cp = (*st == Status::TransferredOut).then(|| "KAZ".parse().unwrap());
+                    Item::new(m, s, *st, "", cp, &rule).ok()
+                })
+                .collect();
+            let mut expected = items.clone();
+            expected.sort_by(item_order);
+            sort_items(&mut items);
+            proptest::prop_assert_eq!(items, expected);
+        }
     }
 
     #[test]
