@@ -319,6 +319,67 @@ mod tests {
     use crate::item::{Item, Status};
     use crate::serial::CanonicalRule;
 
+    fn small_snapshot() -> (SignedHeader, Vec<u8>, ed25519_dalek::VerifyingKey) {
+        let rule = CanonicalRule::default();
+        let kaz = StateCode::parse("KAZ").unwrap();
+        let mut items = vec![
+            Item::new("9K38", "ка-0 12", Status::InService, "D1", None, &rule).unwrap(),
+            Item::new("9M39", "M1", Status::TransferredOut, "", Some(kaz), &rule).unwrap(),
+            Item::new("AK-74M", "x 9", Status::Lost, "D2", None, &rule).unwrap(),
+        ];
+        sort_items(&mut items);
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let unsigned = build_snapshot(kaz, 3, 1_790_000_000_000, SnapshotDigest([9; 32]), &items);
+        (
+            unsigned.header.sign(&key),
+            unsigned.chunks.concat(),
+            key.verifying_key(),
+        )
+    }
+
+    fn items_verify(signed: &SignedHeader, leaves: &[u8]) -> bool {
+        let mut v = ItemStreamVerifier::new(&signed.header, CanonicalRule::default());
+        v.push_chunk(leaves).is_ok() && v.finish().is_ok()
+    }
+
+    /// Flipping any single bit of the header encoding, of the signature or of
+    /// the item leaves makes verification fail.
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let (signed, leaves, key) = small_snapshot();
+        assert!(signed.verify(&key).is_ok());
+        assert!(items_verify(&signed, &leaves));
+
+        let encoded = signed.header.encode();
+        for bit in 0..encoded.len() * 8 {
+            let mut bytes = encoded;
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            // Either the bytes no longer parse as a header, or the signature fails.
+            if let Some(header) = SnapshotHeader::decode(&bytes) {
+                let tampered = SignedHeader {
+                    header,
+                    signature: signed.signature,
+                };
+                assert!(tampered.verify(&key).is_err(), "header bit {bit}");
+            }
+        }
+        let sig = signed.signature.to_bytes();
+        for bit in 0..sig.len() * 8 {
+            let mut bytes = sig;
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let tampered = SignedHeader {
+                header: signed.header,
+                signature: ed25519_dalek::Signature::from_bytes(&bytes),
+            };
+            assert!(tampered.verify(&key).is_err(), "signature bit {bit}");
+        }
+        for bit in 0..leaves.len() * 8 {
+            let mut bytes = leaves.clone();
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            assert!(!items_verify(&signed, &bytes), "leaf bit {bit}");
+        }
+    }
+
     /// The parallel block build equals the plain one-leaf-at-a-time tree, on
     /// both sides of block boundaries.
     #[test]
