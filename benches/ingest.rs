@@ -5,17 +5,15 @@
 //! phase. The coordinator runs in-process on 127.0.0.1 with a sled store in a
 //! temporary directory; the client is a real tonic client over loopback.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tally::export::{ExportOptions, read_export};
-use tally::ingest::Ingestor;
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use tally::serial::CanonicalRule;
 use tally::service::convert::signed_header_to_proto;
 use tally::snapshot::{ItemStreamVerifier, SnapshotDigest, build_snapshot, sort_items};
 use tally::state::{StateCode, StateSet};
-use tally::store::{SledStore, SnapshotStore};
+use tally::store::SledStore;
 
 /// The same allocator as the `tally` binary, so the numbers are the binary's.
 #[global_allocator]
@@ -120,21 +118,22 @@ fn main() {
     for _ in 0..runs {
         let dir = tempfile::tempdir().expect("tempdir");
         let elapsed = runtime.block_on(async {
-            let store: Arc<dyn SnapshotStore> =
-                Arc::new(SledStore::open(dir.path()).expect("store"));
-            let ingestor = Ingestor::new(
-                store,
+            let coordinator = tally::server::assemble(
+                SledStore::open(dir.path()).expect("store"),
                 [(state, key.verifying_key())],
                 ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
                 Default::default(),
                 rule.clone(),
-            );
+                Default::default(),
+                std::time::Duration::from_secs(3600),
+            )
+            .expect("coordinator");
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(tally::server::serve(ingestor, listener, async {
+            let server = tokio::spawn(tally::server::serve(coordinator, listener, async {
                 let _ = stopped.await;
             }));
             let mut client = SnapshotsClient::connect(format!("http://{addr}"))

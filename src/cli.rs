@@ -142,12 +142,12 @@ pub async fn shutdown_signal() {
 
 async fn coordinator(config: PathBuf) -> Result<()> {
     let config = CoordinatorConfig::load(&config)?;
-    let ingestor = crate::server::build_ingestor(&config)?;
+    let coordinator = crate::server::build_coordinator(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     println!("coordinator listening on {}", listener.local_addr()?);
-    crate::server::serve(ingestor, listener, shutdown_signal()).await?;
+    crate::server::serve(coordinator, listener, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -89,6 +89,32 @@ struct RawMember {
     state: StateCode,
     public_key: Option<String>,
     public_key_file: Option<PathBuf>,
+    /// Expected time between snapshots; absent: never overdue.
+    cadence_hours: Option<f64>,
+}
+
+/// Settings of the reconciliation rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// Hours after a transfer's declaring snapshot (as-of time) before
+    /// `transfer_not_received` opens. 0 alerts at once.
+    pub transfer_grace_hours: f64,
+    /// How often the clock-based rules are re-evaluated, in seconds.
+    pub tick_seconds: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            transfer_grace_hours: 168.0,
+            tick_seconds: 60,
+        }
+    }
+}
+
+fn hours_to_ms(hours: f64) -> i64 {
+    (hours * 3_600_000.0).round() as i64
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +129,8 @@ struct RawCoordinatorConfig {
     #[serde(default)]
     canonical: CanonicalRule,
     #[serde(default)]
+    reconcile: ReconcileSettings,
+    #[serde(default)]
     members: Vec<RawMember>,
 }
 
@@ -115,6 +143,8 @@ fn default_listen() -> SocketAddr {
 pub struct Member {
     pub state: StateCode,
     pub public_key: VerifyingKey,
+    /// Expected time between snapshots, in milliseconds.
+    pub cadence_ms: Option<i64>,
 }
 
 /// The coordinator's validated configuration.
@@ -125,10 +155,23 @@ pub struct CoordinatorConfig {
     pub key_file: PathBuf,
     pub limits: Limits,
     pub canonical: CanonicalRule,
+    pub reconcile: ReconcileSettings,
     pub members: Vec<Member>,
 }
 
 impl CoordinatorConfig {
+    /// The engine settings this configuration asks for.
+    pub fn engine_config(&self) -> crate::reconcile::EngineConfig {
+        crate::reconcile::EngineConfig {
+            transfer_grace_ms: hours_to_ms(self.reconcile.transfer_grace_hours),
+            cadence_ms: self
+                .members
+                .iter()
+                .filter_map(|m| m.cadence_ms.map(|c| (m.state, c)))
+                .collect(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
         let raw: RawCoordinatorConfig = parse_toml(path)?;
         let base = base_dir(path);
@@ -176,9 +219,19 @@ impl CoordinatorConfig {
                     ));
                 }
             };
+            let cadence_ms = match m.cadence_hours {
+                Some(h) if !(h.is_finite() && h > 0.0) => {
+                    return Err(invalid(
+                        path,
+                        format!("members[{i}].cadence_hours: must be a positive number of hours"),
+                    ));
+                }
+                h => h.map(hours_to_ms),
+            };
             members.push(Member {
                 state: m.state,
                 public_key,
+                cadence_ms,
             });
         }
         raw.canonical
@@ -189,6 +242,17 @@ impl CoordinatorConfig {
                 path,
                 "limits.max_message_bytes: must be at least 65536",
             ));
+        }
+        if !(raw.reconcile.transfer_grace_hours.is_finite()
+            && raw.reconcile.transfer_grace_hours >= 0.0)
+        {
+            return Err(invalid(
+                path,
+                "reconcile.transfer_grace_hours: must be 0 or more",
+            ));
+        }
+        if raw.reconcile.tick_seconds == 0 {
+            return Err(invalid(path, "reconcile.tick_seconds: must be at least 1"));
         }
         if raw.limits.max_items_per_snapshot == 0 {
             return Err(invalid(
@@ -202,6 +266,7 @@ impl CoordinatorConfig {
             key_file: resolve(&base, &raw.key_file),
             limits: raw.limits,
             canonical: raw.canonical,
+            reconcile: raw.reconcile,
             members,
         })
     }

@@ -7,6 +7,7 @@
 //! synchronous Rust without I/O; `store`, `service`, `server` and `node` sit
 //! at the edges.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod export;
@@ -16,6 +17,8 @@ pub mod item;
 pub mod keys;
 pub mod merkle;
 pub mod node;
+pub mod reconcile;
+pub mod reconciler;
 pub mod serial;
 pub mod server;
 pub mod service;

@@ -2,15 +2,23 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::config::CoordinatorConfig;
-use crate::ingest::Ingestor;
+use crate::alerts::{AlertStore, AlertStoreError};
+use crate::config::{CoordinatorConfig, Limits};
+use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
 use crate::proto::snapshots_server::SnapshotsServer;
+use crate::reconcile::EngineConfig;
+use crate::reconciler::{ReconcileError, Reconciler};
+use crate::serial::CanonicalRule;
 use crate::service::snapshots::SnapshotsService;
+use crate::state::StateCode;
 use crate::store::{SledStore, SnapshotStore, StoreError};
 
 /// Why the coordinator could not start or stopped serving.
@@ -28,32 +36,73 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("opening alerts: {0}")]
+    Alerts(#[from] AlertStoreError),
+    #[error("rebuilding reconciliation state: {0}")]
+    Reconcile(#[from] ReconcileError),
+}
+
+/// Everything the coordinator serves: ingestion and reconciliation.
+#[derive(Clone)]
+pub struct Coordinator {
+    pub ingestor: Ingestor,
+    pub reconciler: Arc<Reconciler>,
+    /// How often the clock-based rules are re-evaluated.
+    pub tick: Duration,
+}
+
+/// Puts a coordinator together on an opened store: rebuilds the
+/// reconciliation state from the stored snapshots before serving.
+#[allow(clippy::too_many_arguments)]
+pub fn assemble(
+    store: SledStore,
+    members: impl IntoIterator<Item = (StateCode, VerifyingKey)>,
+    key: SigningKey,
+    limits: Limits,
+    rule: CanonicalRule,
+    engine: EngineConfig,
+    tick: Duration,
+) -> Result<Coordinator, ServerError> {
+    let alerts = Arc::new(AlertStore::open(store.db())?);
+    let store: Arc<dyn SnapshotStore> = Arc::new(store);
+    let reconciler = Arc::new(Reconciler::open(
+        store.clone(),
+        alerts,
+        engine,
+        now_unix_ms(),
+    )?);
+    Ok(Coordinator {
+        ingestor: Ingestor::new(store, members, key, limits, rule),
+        reconciler,
+        tick,
+    })
 }
 
 /// Opens the store and loads the key named by `config`.
-pub fn build_ingestor(config: &CoordinatorConfig) -> Result<Ingestor, ServerError> {
+pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, ServerError> {
     let key = keys::read_signing_key(&config.key_file)?;
     let store = SledStore::open(&config.data_dir).map_err(|source| ServerError::Store {
         path: config.data_dir.clone(),
         source,
     })?;
-    let store: Arc<dyn SnapshotStore> = Arc::new(store);
-    Ok(Ingestor::new(
+    assemble(
         store,
         config.members.iter().map(|m| (m.state, m.public_key)),
         key,
         config.limits.clone(),
         config.canonical.clone(),
-    ))
+        config.engine_config(),
+        Duration::from_secs(config.reconcile.tick_seconds),
+    )
 }
 
 /// Serves the coordinator on `listener` until `shutdown` completes.
 pub async fn serve(
-    ingestor: Ingestor,
+    coordinator: Coordinator,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let max_message = ingestor.limits().max_message_bytes;
+    let max_message = coordinator.ingestor.limits().max_message_bytes;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SnapshotsServer<SnapshotsService>>()
@@ -62,14 +111,49 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let snapshots = SnapshotsServer::new(SnapshotsService::new(ingestor))
-        .max_decoding_message_size(max_message);
+    let snapshots = SnapshotsServer::new(SnapshotsService::new(
+        coordinator.ingestor.clone(),
+        coordinator.reconciler.clone(),
+    ))
+    .max_decoding_message_size(max_message);
+
+    // The clock-based rules run on a timer until shutdown.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let ticker = {
+        let reconciler = coordinator.reconciler.clone();
+        let period = coordinator.tick;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = stop_rx.changed() => break,
+                }
+                let r = reconciler.clone();
+                match tokio::task::spawn_blocking(move || r.tick(now_unix_ms())).await {
+                    Ok(Ok(events)) if !events.is_empty() => {
+                        tracing::info!(changes = events.len(), "clock-based rules changed alerts");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "clock-based reconciliation failed"),
+                    Err(e) => tracing::error!(error = %e, "clock task failed"),
+                }
+            }
+        })
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
-    tonic::transport::Server::builder()
+    let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(snapshots)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    let _ = ticker.await;
+    result?;
     Ok(())
 }

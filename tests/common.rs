@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use tally::config::Limits;
-use tally::ingest::Ingestor;
 use tally::item::{Item, Status};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
+use tally::reconcile::EngineConfig;
+use tally::reconciler::Reconciler;
 use tally::serial::CanonicalRule;
+use tally::server::Coordinator;
 use tally::service::convert::{receipt_from_proto, signed_header_to_proto};
 use tally::snapshot::{Receipt, SignedHeader, SnapshotDigest, build_snapshot, sort_items};
 use tally::state::StateCode;
@@ -38,6 +40,7 @@ pub fn coordinator_key() -> SigningKey {
 pub struct TestCoordinator {
     pub addr: SocketAddr,
     pub store: Arc<dyn SnapshotStore>,
+    pub reconciler: Option<Arc<Reconciler>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -52,28 +55,20 @@ impl TestCoordinator {
         members: &[&str],
         limits: Limits,
     ) -> TestCoordinator {
-        let store: Arc<dyn SnapshotStore> =
-            Arc::new(SledStore::open(data_dir).expect("open store"));
-        let ingestor = Ingestor::new(
-            store.clone(),
-            members
-                .iter()
-                .map(|s| (state(s), state_key(s).verifying_key())),
-            coordinator_key(),
-            limits,
-            CanonicalRule::default(),
-        );
-        Self::serve(store, ingestor).await
+        let coordinator = assemble(data_dir, members, limits, EngineConfig::default());
+        Self::serve(coordinator).await
     }
 
-    pub async fn serve(store: Arc<dyn SnapshotStore>, ingestor: Ingestor) -> TestCoordinator {
+    pub async fn serve(coordinator: Coordinator) -> TestCoordinator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
+        let store = coordinator.ingestor.store().clone();
+        let reconciler = coordinator.reconciler.clone();
         let task = tokio::spawn(async move {
-            tally::server::serve(ingestor, listener, async {
+            tally::server::serve(coordinator, listener, async {
                 let _ = rx.await;
             })
             .await
@@ -82,6 +77,7 @@ impl TestCoordinator {
         TestCoordinator {
             addr,
             store,
+            reconciler: Some(reconciler),
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -102,6 +98,7 @@ impl TestCoordinator {
         if let Some(task) = self.task.take() {
             task.await.expect("server task");
         }
+        self.reconciler = None;
         // Wait until every other handle on the store is gone, so sled's
         // lock is released before a restart on the same directory.
         for _ in 0..200 {
@@ -111,6 +108,27 @@ impl TestCoordinator {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
+}
+
+/// A coordinator on a sled store in `data_dir`, members keyed with [`state_key`].
+pub fn assemble(
+    data_dir: &Path,
+    members: &[&str],
+    limits: Limits,
+    engine: EngineConfig,
+) -> Coordinator {
+    tally::server::assemble(
+        SledStore::open(data_dir).expect("open store"),
+        members
+            .iter()
+            .map(|s| (state(s), state_key(s).verifying_key())),
+        coordinator_key(),
+        limits,
+        CanonicalRule::default(),
+        engine,
+        std::time::Duration::from_secs(3600),
+    )
+    .expect("assemble coordinator")
 }
 
 /// One row of a test inventory: (model, serial, status, counterparty).

@@ -133,19 +133,16 @@ async fn the_node_retries_until_the_coordinator_comes_up() {
         "still retrying while nothing listens"
     );
 
-    let store_dir = dir.path().join("coord");
-    let store: std::sync::Arc<dyn tally::store::SnapshotStore> =
-        std::sync::Arc::new(tally::store::SledStore::open(&store_dir).unwrap());
-    let ingestor = tally::ingest::Ingestor::new(
-        store.clone(),
-        [(state("KGZ"), state_key("KGZ").verifying_key())],
-        coordinator_key(),
+    let coordinator = assemble(
+        &dir.path().join("coord"),
+        &["KGZ"],
         Default::default(),
         Default::default(),
     );
+    let store = coordinator.ingestor.store().clone();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let server = tokio::spawn(tally::server::serve(
-        ingestor,
+        coordinator,
         listener,
         std::future::pending(),
     ));
@@ -241,19 +238,21 @@ async fn cli_keygen_node_submit_and_status() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
 
     let key = tally::keys::read_signing_key(&keys.join("KAZ.key")).unwrap();
-    let store: std::sync::Arc<dyn tally::store::SnapshotStore> =
-        std::sync::Arc::new(tally::store::SledStore::open(&dir.path().join("coord")).unwrap());
-    let ingestor = tally::ingest::Ingestor::new(
-        store.clone(),
+    let coordinator = tally::server::assemble(
+        tally::store::SledStore::open(&dir.path().join("coord")).unwrap(),
         [(state("KAZ"), key.verifying_key())],
         coordinator_key(),
         Default::default(),
         Default::default(),
-    );
+        Default::default(),
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    let store = coordinator.ingestor.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(tally::server::serve(
-        ingestor,
+        coordinator,
         listener,
         std::future::pending(),
     ));

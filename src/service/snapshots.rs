@@ -1,6 +1,7 @@
 //! `tally.v1.Snapshots`: submission and read-back of signed snapshots.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -10,8 +11,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::convert::{receipt_to_proto, signed_header_from_proto, snapshot_info_to_proto};
-use crate::ingest::{Admission, IngestError, Ingestor, Upload};
+use crate::ingest::{Admission, IngestError, Ingestor, Upload, now_unix_ms};
 use crate::proto::{self, get_snapshot_response, submit_request};
+use crate::reconciler::Reconciler;
 use crate::state::StateCode;
 
 /// Chunks buffered between the network reader and the verifier. Small and
@@ -23,11 +25,15 @@ const LIST_LIMIT: usize = 1000;
 
 pub struct SnapshotsService {
     ingestor: Ingestor,
+    reconciler: Arc<Reconciler>,
 }
 
 impl SnapshotsService {
-    pub fn new(ingestor: Ingestor) -> SnapshotsService {
-        SnapshotsService { ingestor }
+    pub fn new(ingestor: Ingestor, reconciler: Arc<Reconciler>) -> SnapshotsService {
+        SnapshotsService {
+            ingestor,
+            reconciler,
+        }
     }
 }
 
@@ -178,6 +184,28 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         let result = submit(self.ingestor.clone(), request.into_inner())
             .instrument(span.clone())
             .await;
+        if result.is_ok() {
+            // The snapshot is durably accepted; reconcile it before answering,
+            // so alerts are current when the submitter gets its receipt. A
+            // failure here does not undo the acceptance: the next catch-up
+            // (next submission, or start-up) reconciles it.
+            let reconciler = self.reconciler.clone();
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || reconciler.catch_up(now_unix_ms())).await {
+                Ok(Ok(events)) => {
+                    let _enter = span.enter();
+                    tracing::info!(
+                        alert_changes = events.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "reconciled"
+                    );
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reconciliation failed; will retry on the next catch-up")
+                }
+                Err(e) => tracing::error!(error = %e, "reconciliation task failed"),
+            }
+        }
         let _enter = span.enter();
         match &result {
             Ok(receipt) => {

@@ -86,6 +86,8 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError>;
     /// Discards an upload's chunks.
     fn abort(&self, upload: UploadId) -> Result<(), StoreError>;
+    /// Chunk `index` (0-based) of an accepted snapshot.
+    fn chunk(&self, snapshot: &StoredSnapshot, index: u32) -> Result<Vec<u8>, StoreError>;
     /// The chunks of an accepted snapshot, in order.
     fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError>;
 

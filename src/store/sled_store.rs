@@ -57,6 +57,11 @@ impl SledStore {
         Ok(store)
     }
 
+    /// The underlying database, for other components' trees (alerts).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     fn remove_orphan_chunks(&self) -> Result<usize, StoreError> {
         let mut committed = BTreeSet::new();
         for entry in self.snapshots.iter() {
@@ -182,6 +187,13 @@ impl SnapshotStore for SledStore {
             self.chunks.remove(key?)?;
         }
         Ok(())
+    }
+
+    fn chunk(&self, snapshot: &StoredSnapshot, index: u32) -> Result<Vec<u8>, StoreError> {
+        self.chunks
+            .get(chunk_key(snapshot.upload, index))?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| corrupt(format!("chunk {index} of upload {}", snapshot.upload.0)))
     }
 
     fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError> {

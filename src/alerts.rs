@@ -1,0 +1,350 @@
+//! Durable alerts and their event log.
+//!
+//! The engine decides which conditions hold; this module gives each
+//! occurrence of a condition an id, keeps its history, and records every
+//! change as an event with a strictly increasing cursor. An alert and the
+//! event that changed it are written in one sled transaction, so a watcher
+//! that resumes from its last cursor sees exactly what happened.
+//!
+//! Identity: at most one *current* alert per [`AlertKey`]. When a condition
+//! clears, its alert stays (status `cleared`) and stops being current; if the
+//! condition returns, a new alert is opened that links to the old one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::reconcile::{AlertBody, AlertChange, AlertKey, SnapshotRef};
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// The condition holds and nobody has acted on it.
+    Open,
+    /// The condition holds; an operator has seen it.
+    Acknowledged,
+    /// An operator closed it with a reason.
+    Resolved,
+    /// A later snapshot (or the clock) removed the cause.
+    Cleared,
+}
+
+/// One entry of an alert's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub cursor: u64,
+    pub at_unix_ms: i64,
+    pub action: EventKind,
+    /// The snapshot that caused the change, if one did.
+    pub by: Option<SnapshotRef>,
+    pub note: String,
+}
+
+/// What happened to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Opened,
+    Updated,
+    Cleared,
+}
+
+/// A stored alert: one occurrence of a condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: u64,
+    pub key: AlertKey,
+    pub status: AlertStatus,
+    pub body: AlertBody,
+    pub opened_at_unix_ms: i64,
+    pub updated_at_unix_ms: i64,
+    /// The earlier occurrence of the same condition, if it had cleared before.
+    pub previous_occurrence: Option<u64>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One change, as stored in the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub cursor: u64,
+    pub alert_id: u64,
+    pub kind: EventKind,
+    pub at_unix_ms: i64,
+    pub key: AlertKey,
+    pub status: AlertStatus,
+}
+
+/// Why the alert store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertStoreError {
+    #[error("alert storage failed: {0}")]
+    Backend(#[from] sled::Error),
+    #[error("stored alert record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<TransactionError<AlertStoreError>> for AlertStoreError {
+    fn from(e: TransactionError<AlertStoreError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => AlertStoreError::Backend(e),
+        }
+    }
+}
+
+/// Alerts in sled: `alerts` (id → alert), `alert_latest` (identity → id of
+/// its newest occurrence; current if that one is not cleared),
+/// `alert_events` (cursor → event).
+pub struct AlertStore {
+    db: sled::Db,
+    alerts: sled::Tree,
+    latest: sled::Tree,
+    events: sled::Tree,
+    /// Serialises writers so ids and cursors are handed out in order.
+    next: Mutex<Counters>,
+}
+
+struct Counters {
+    alert_id: u64,
+    cursor: u64,
+}
+
+fn identity(key: &AlertKey) -> Vec<u8> {
+    // JSON of a struct with fixed field order: stable, and readable in a dump.
+    serde_json::to_vec(key).unwrap_or_default()
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64, AlertStoreError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| AlertStoreError::Corrupt("key is not 8 bytes".into()))
+}
+
+fn last_u64(tree: &sled::Tree) -> Result<u64, AlertStoreError> {
+    match tree.last()? {
+        Some((k, _)) => be_u64(&k),
+        None => Ok(0),
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, AlertStoreError> {
+    serde_json::to_vec(value).map_err(|e| AlertStoreError::Corrupt(e.to_string()))
+}
+
+impl AlertStore {
+    /// Opens the alert trees inside an existing sled database.
+    pub fn open(db: &sled::Db) -> Result<AlertStore, AlertStoreError> {
+        let alerts = db.open_tree("alerts")?;
+        let latest = db.open_tree("alert_latest")?;
+        let events = db.open_tree("alert_events")?;
+        let next = Counters {
+            alert_id: last_u64(&alerts)? + 1,
+            cursor: last_u64(&events)? + 1,
+        };
+        Ok(AlertStore {
+            db: db.clone(),
+            alerts,
+            latest,
+            events,
+            next: Mutex::new(next),
+        })
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, AlertStoreError> {
+        serde_json::from_slice(bytes).map_err(|e| AlertStoreError::Corrupt(e.to_string()))
+    }
+
+    pub fn get(&self, id: u64) -> Result<Option<Alert>, AlertStoreError> {
+        self.alerts
+            .get(id.to_be_bytes())?
+            .map(|v| Self::decode(&v))
+            .transpose()
+    }
+
+    /// The newest occurrence of a condition, cleared or not.
+    fn newest(&self, ident: &[u8]) -> Result<Option<Alert>, AlertStoreError> {
+        match self.latest.get(ident)? {
+            Some(id) => self.get(be_u64(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The current occurrence of a condition: its newest, unless cleared.
+    pub fn current(&self, key: &AlertKey) -> Result<Option<Alert>, AlertStoreError> {
+        Ok(self
+            .newest(&identity(key))?
+            .filter(|a| a.status != AlertStatus::Cleared))
+    }
+
+    /// Every alert whose condition currently holds (open, acknowledged, or
+    /// resolved by an operator while the condition still holds).
+    pub fn current_alerts(&self) -> Result<Vec<Alert>, AlertStoreError> {
+        let mut out = Vec::new();
+        for entry in self.latest.iter() {
+            let (_, id) = entry?;
+            if let Some(a) = self.get(be_u64(&id)?)?
+                && a.status != AlertStatus::Cleared
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// All stored alerts, by id.
+    pub fn all(&self) -> Result<Vec<Alert>, AlertStoreError> {
+        self.alerts
+            .iter()
+            .values()
+            .map(|v| Self::decode(&v?))
+            .collect()
+    }
+
+    /// Events with a cursor greater than `after`, oldest first, at most `limit`.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AlertEvent>, AlertStoreError> {
+        self.events
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .values()
+            .take(limit)
+            .map(|v| Self::decode(&v?))
+            .collect()
+    }
+
+    /// The newest cursor handed out (0 if none).
+    pub fn last_cursor(&self) -> u64 {
+        self.next.lock().map_or(0, |n| n.cursor - 1)
+    }
+
+    /// Records the engine's changes as alert updates and events, all in one
+    /// transaction, then flushes.
+    pub fn apply(
+        &self,
+        changes: &[AlertChange],
+        now_unix_ms: i64,
+    ) -> Result<Vec<AlertEvent>, AlertStoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| AlertStoreError::Corrupt("alert counter lock poisoned".into()))?;
+        let mut counters = Counters {
+            alert_id: next.alert_id,
+            cursor: next.cursor,
+        };
+        // Alerts touched by this batch, by identity: a key can change twice in
+        // one batch (e.g. by a snapshot and by the clock).
+        let mut touched: HashMap<Vec<u8>, Alert> = HashMap::new();
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            let ident = identity(change.key());
+            let newest = match touched.remove(&ident) {
+                Some(a) => Some(a),
+                None => self.newest(&ident)?,
+            };
+            let (alert, event) =
+                match Self::next_state(&mut counters, change, newest.clone(), now_unix_ms) {
+                    Some(pair) => pair,
+                    None => {
+                        if let Some(a) = newest {
+                            touched.insert(ident, a);
+                        }
+                        continue;
+                    }
+                };
+            touched.insert(ident, alert);
+            events.push(event);
+        }
+        let encoded: Vec<(Vec<u8>, u64, Vec<u8>)> = touched
+            .iter()
+            .map(|(ident, a)| Ok((ident.clone(), a.id, json(a)?)))
+            .collect::<Result<_, AlertStoreError>>()?;
+        let encoded_events: Vec<(u64, Vec<u8>)> = events
+            .iter()
+            .map(|e| Ok((e.cursor, json(e)?)))
+            .collect::<Result<_, AlertStoreError>>()?;
+        (&self.alerts, &self.latest, &self.events).transaction(|(alerts, latest, ev)| {
+            for (ident, id, bytes) in &encoded {
+                alerts.insert(&id.to_be_bytes(), bytes.as_slice())?;
+                latest.insert(ident.as_slice(), &id.to_be_bytes())?;
+            }
+            for (cursor, bytes) in &encoded_events {
+                ev.insert(&cursor.to_be_bytes(), bytes.as_slice())?;
+            }
+            Ok::<_, ConflictableTransactionError<AlertStoreError>>(())
+        })?;
+        self.db.flush()?;
+        *next = counters;
+        Ok(events)
+    }
+
+    /// The alert after `change`, and its event; `None` if the change does
+    /// not apply (updating or clearing a condition that is not current).
+    fn next_state(
+        counters: &mut Counters,
+        change: &AlertChange,
+        newest: Option<Alert>,
+        now: i64,
+    ) -> Option<(Alert, AlertEvent)> {
+        let key = change.key();
+        let current = newest.clone().filter(|a| a.status != AlertStatus::Cleared);
+        let (mut alert, kind, by, note) = match (change, current) {
+            (AlertChange::Opened { body, .. }, None) => {
+                let alert = Alert {
+                    id: counters.alert_id,
+                    key: key.clone(),
+                    status: AlertStatus::Open,
+                    body: body.clone(),
+                    opened_at_unix_ms: now,
+                    updated_at_unix_ms: now,
+                    previous_occurrence: newest.map(|a| a.id),
+                    history: Vec::new(),
+                };
+                counters.alert_id += 1;
+                (alert, EventKind::Opened, None, body.summary.clone())
+            }
+            (AlertChange::Opened { body, .. } | AlertChange::Updated { body, .. }, Some(mut a)) => {
+                a.body = body.clone();
+                (a, EventKind::Updated, None, body.summary.clone())
+            }
+            (AlertChange::Cleared { by, .. }, Some(mut a)) => {
+                a.status = AlertStatus::Cleared;
+                let note = match by {
+                    Some(b) => format!("cleared by {} sequence {}", b.state, b.sequence),
+                    None => "cleared".to_string(),
+                };
+                (a, EventKind::Cleared, *by, note)
+            }
+            (AlertChange::Updated { .. } | AlertChange::Cleared { .. }, None) => return None,
+        };
+        let cursor = counters.cursor;
+        counters.cursor += 1;
+        alert.updated_at_unix_ms = now;
+        alert.history.push(HistoryEntry {
+            cursor,
+            at_unix_ms: now,
+            action: kind,
+            by,
+            note,
+        });
+        let event = AlertEvent {
+            cursor,
+            alert_id: alert.id,
+            kind,
+            at_unix_ms: now,
+            key: key.clone(),
+            status: alert.status,
+        };
+        Some((alert, event))
+    }
+}

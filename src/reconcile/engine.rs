@@ -1,0 +1,833 @@
+//! The incremental engine. See the module docs of `reconcile` for the rules.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::item::Status;
+use crate::serial::ItemKey;
+use crate::state::StateCode;
+
+use super::keys::{KeyId, KeyTable};
+use super::model::*;
+
+/// Settings of the time-based rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// How long after the declaring snapshot's as-of time a transfer must
+    /// show up at the receiving state before `transfer_not_received` opens.
+    pub transfer_grace_ms: i64,
+    /// Expected cadence per state; states not listed are never overdue.
+    pub cadence_ms: BTreeMap<StateCode, i64>,
+}
+
+/// Bits of a cell: one per status (bit `code - 1`), plus "listed twice".
+type Cell = u8;
+const DUP: Cell = 1 << 6;
+const STATUS_BITS: Cell = 0b0011_1111;
+
+fn bit(status: Status) -> Cell {
+    1 << (status.code() - 1)
+}
+
+const HELD: Cell = (1 << (Status::InService as u8 - 1)) | (1 << (Status::InStorage as u8 - 1));
+const DISPOSED: Cell = (1 << (Status::Expended as u8 - 1)) | (1 << (Status::Destroyed as u8 - 1));
+const LOST: Cell = 1 << (Status::Lost as u8 - 1);
+
+fn statuses(cell: Cell) -> Vec<Status> {
+    Status::ALL
+        .into_iter()
+        .filter(|s| cell & bit(*s) != 0)
+        .collect()
+}
+
+/// Index of a state inside the engine.
+type StateIdx = u8;
+
+/// What the engine knows about one state's latest snapshot.
+struct StateSlot {
+    code: StateCode,
+    latest: Option<SnapshotRef>,
+    /// Keys listed in the latest snapshot, each once.
+    keys: Vec<KeyId>,
+    /// Per key id: the statuses the latest snapshot lists (0: not listed).
+    /// Shorter than the key table when the newest keys are not listed here.
+    cells: Vec<Cell>,
+    /// `transferred_out` declarations of the latest snapshot: key → receiving states.
+    declared: HashMap<KeyId, Vec<StateCode>>,
+}
+
+impl StateSlot {
+    fn cell(&self, id: KeyId) -> Cell {
+        self.cells.get(id as usize).copied().unwrap_or(0)
+    }
+
+    fn set_cell(&mut self, id: KeyId, cell: Cell) {
+        let i = id as usize;
+        if i >= self.cells.len() {
+            if cell == 0 {
+                return;
+            }
+            self.cells.resize(i + 1, 0);
+        }
+        self.cells[i] = cell;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Vanished {
+    last_held: SnapshotRef,
+    absent_in: SnapshotRef,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    to: StateCode,
+    declared_in: SnapshotRef,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastHeld {
+    held_in: SnapshotRef,
+    gone_in: SnapshotRef,
+}
+
+/// The reconciliation engine: derived state plus the open alerts.
+pub struct Engine {
+    config: EngineConfig,
+    keys: KeyTable,
+    states: Vec<StateSlot>,
+    state_index: HashMap<StateCode, StateIdx>,
+    vanished: HashMap<(KeyId, StateIdx), Vanished>,
+    transfers: HashMap<(KeyId, StateIdx), Vec<Transfer>>,
+    disposals: HashMap<KeyId, Vec<(SnapshotRef, Cell)>>,
+    last_mention: HashMap<(KeyId, StateIdx), (SnapshotRef, Cell)>,
+    last_held: HashMap<(KeyId, StateIdx), LastHeld>,
+    seizures: HashMap<KeyId, Vec<Seizure>>,
+    equivocations: BTreeMap<(StateCode, u64), EquivocationRef>,
+    /// Transfer grace deadlines still to be looked at: (deadline, key).
+    deadlines: BTreeSet<(i64, KeyId)>,
+    open: BTreeMap<AlertKey, AlertBody>,
+    /// Open alerts that concern an item key, by key id.
+    open_by_key: HashMap<KeyId, Vec<AlertKey>>,
+    /// Scratch: which keys the snapshot being applied has listed already.
+    touched: Vec<bool>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            config,
+            keys: KeyTable::default(),
+            states: Vec::new(),
+            state_index: HashMap::new(),
+            vanished: HashMap::new(),
+            transfers: HashMap::new(),
+            disposals: HashMap::new(),
+            last_mention: HashMap::new(),
+            last_held: HashMap::new(),
+            seizures: HashMap::new(),
+            equivocations: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            open: BTreeMap::new(),
+            open_by_key: HashMap::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Every open alert, by identity.
+    pub fn open_alerts(&self) -> &BTreeMap<AlertKey, AlertBody> {
+        &self.open
+    }
+
+    /// Number of distinct item keys ever seen.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The latest applied snapshot of `state`.
+    pub fn latest(&self, state: StateCode) -> Option<SnapshotRef> {
+        self.state_index
+            .get(&state)
+            .and_then(|&i| self.states[i as usize].latest)
+    }
+
+    fn slot_index(&mut self, code: StateCode) -> StateIdx {
+        if let Some(&i) = self.state_index.get(&code) {
+            return i;
+        }
+        let i = self.states.len() as StateIdx;
+        self.states.push(StateSlot {
+            code,
+            latest: None,
+            keys: Vec::new(),
+            cells: Vec::new(),
+            declared: HashMap::new(),
+        });
+        self.state_index.insert(code, i);
+        i
+    }
+
+    /// Reconciles one accepted snapshot (snapshots of one state must come in
+    /// sequence order). Returns the alert changes it causes, including those
+    /// of the clock at `now_unix_ms`.
+    pub fn apply_snapshot<'a>(
+        &mut self,
+        snapshot: SnapshotRef,
+        items: impl IntoIterator<Item = ItemView<'a>>,
+        lines: &dyn LineSource,
+        now_unix_ms: i64,
+    ) -> Vec<AlertChange> {
+        let s = self.slot_index(snapshot.state);
+        let previous = self.states[s as usize].latest;
+
+        // 1. Intern the new snapshot's keys and build its cells, remembering
+        //    the old cell of every key it lists.
+        let mut old_cells: Vec<(KeyId, Cell)> = Vec::new();
+        let mut new_keys: Vec<KeyId> = Vec::new();
+        let mut new_declared: HashMap<KeyId, Vec<StateCode>> = HashMap::new();
+        for item in items {
+            let id = self
+                .keys
+                .intern(item.canonical_model, item.canonical_serial);
+            if self.touched.len() <= id as usize {
+                self.touched.resize(id as usize + 1, false);
+            }
+            let slot = &mut self.states[s as usize];
+            let b = bit(item.status);
+            if self.touched[id as usize] {
+                let c = slot.cell(id);
+                slot.set_cell(id, c | b | DUP);
+            } else {
+                self.touched[id as usize] = true;
+                old_cells.push((id, slot.cell(id)));
+                new_keys.push(id);
+                slot.set_cell(id, b);
+            }
+            if let (Status::TransferredOut, Some(to)) = (item.status, item.counterparty) {
+                let list = new_declared.entry(id).or_default();
+                if !list.contains(&to) {
+                    list.push(to);
+                }
+            }
+        }
+
+        // 2. Keys that changed: a different cell, different declarations, or
+        //    no longer listed at all.
+        let slot = &mut self.states[s as usize];
+        let old_declared = std::mem::take(&mut slot.declared);
+        let mut changed: Vec<(KeyId, Cell, Cell)> = Vec::new();
+        for &(id, old) in &old_cells {
+            let new = slot.cell(id);
+            if new != old || old_declared.get(&id) != new_declared.get(&id) {
+                changed.push((id, old, new));
+            }
+        }
+        let old_keys = std::mem::take(&mut slot.keys);
+        for &id in &old_keys {
+            if !self.touched.get(id as usize).copied().unwrap_or(false) {
+                let old = slot.cell(id);
+                slot.set_cell(id, 0);
+                changed.push((id, old, 0));
+            }
+        }
+        for &id in &new_keys {
+            self.touched[id as usize] = false;
+        }
+        slot.keys = new_keys;
+        slot.declared = new_declared;
+        slot.latest = Some(snapshot);
+
+        // 3. Update the records that outlive a snapshot.
+        for &(id, old, new) in &changed {
+            let before = old_declared.get(&id).map_or(&[][..], Vec::as_slice);
+            self.update_records(id, s, (old, new), before, previous, snapshot);
+        }
+
+        // 4. Evaluate the changed keys, then the clock.
+        let mut out = Vec::new();
+        for &(id, _, _) in &changed {
+            self.evaluate_key(id, lines, now_unix_ms, Some(snapshot), &mut out);
+        }
+        self.evaluate_clock(lines, now_unix_ms, Some(snapshot), &mut out);
+        out
+    }
+
+    /// `declared_before`: the receiving states the previous snapshot declared
+    /// for this key.
+    fn update_records(
+        &mut self,
+        id: KeyId,
+        s: StateIdx,
+        (old, new): (Cell, Cell),
+        declared_before: &[StateCode],
+        previous: Option<SnapshotRef>,
+        snapshot: SnapshotRef,
+    ) {
+        let k = (id, s);
+        // Vanished: held before, absent now. Any mention ends it.
+        if new != 0 {
+            self.vanished.remove(&k);
+            self.last_mention.remove(&k);
+        } else if let Some(prev) = previous {
+            self.last_mention.insert(k, (prev, old));
+            if old & HELD != 0 {
+                self.vanished.insert(
+                    k,
+                    Vanished {
+                        last_held: prev,
+                        absent_in: snapshot,
+                    },
+                );
+            }
+        }
+        // Last held: the last snapshot that held the key and the first that did not.
+        if new & HELD != 0 {
+            self.last_held.remove(&k);
+        } else if old & HELD != 0
+            && let Some(prev) = previous
+        {
+            self.last_held.insert(
+                k,
+                LastHeld {
+                    held_in: prev,
+                    gone_in: snapshot,
+                },
+            );
+        }
+        // Transfers: withdraw records the snapshot contradicts, open new ones.
+        let declared: Vec<StateCode> = self.states[s as usize]
+            .declared
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
+        let records = self.transfers.entry(k).or_default();
+        if new != 0 {
+            records.retain(|t| declared.contains(&t.to));
+        }
+        for to in declared {
+            if !declared_before.contains(&to) && !records.iter().any(|t| t.to == to) {
+                records.push(Transfer {
+                    to,
+                    declared_in: snapshot,
+                });
+                let deadline = snapshot
+                    .as_of_unix_ms
+                    .saturating_add(self.config.transfer_grace_ms);
+                self.deadlines.insert((deadline, id));
+            }
+        }
+        if records.is_empty() {
+            self.transfers.remove(&k);
+        }
+        // Disposals: the first declaring snapshot of each state, forever.
+        if new & DISPOSED != 0 {
+            let list = self.disposals.entry(id).or_default();
+            if !list.iter().any(|(r, _)| r.state == snapshot.state) {
+                list.push((snapshot, new & DISPOSED));
+            }
+        }
+    }
+
+    /// Records a conflicting signed header; opens its alert.
+    pub fn apply_equivocation(&mut self, e: &EquivocationRef) -> Vec<AlertChange> {
+        let key = AlertKey {
+            kind: AlertKind::ConflictingSubmission,
+            item: None,
+            state: Some(e.state),
+            counterparty: None,
+            sequence: Some(e.sequence),
+        };
+        self.equivocations
+            .entry((e.state, e.sequence))
+            .or_insert_with(|| e.clone());
+        let body = AlertBody {
+            severity: AlertKind::ConflictingSubmission.severity(),
+            spellings: Vec::new(),
+            states: vec![e.state],
+            summary: format!(
+                "{} signed two different snapshots for sequence {}: {} conflicts with {}",
+                e.state, e.sequence, e.submitted, e.conflicts_with
+            ),
+            evidence: Vec::new(),
+            custody: None,
+            seizures: Vec::new(),
+        };
+        let mut out = Vec::new();
+        self.set_alert(None, key, Some(body), None, &mut out);
+        out
+    }
+
+    /// Records a seized item; opens or updates its alert with the custody trail.
+    pub fn apply_seizure(
+        &mut self,
+        seizure: Seizure,
+        lines: &dyn LineSource,
+        now_unix_ms: i64,
+    ) -> Vec<AlertChange> {
+        let id = self
+            .keys
+            .intern(seizure.key.model.as_str(), seizure.key.serial.as_str());
+        self.seizures.entry(id).or_default().push(seizure);
+        let mut out = Vec::new();
+        self.evaluate_key(id, lines, now_unix_ms, None, &mut out);
+        self.evaluate_clock(lines, now_unix_ms, None, &mut out);
+        out
+    }
+
+    /// Applies the clock alone: transfer grace periods and cadences.
+    pub fn tick(&mut self, lines: &dyn LineSource, now_unix_ms: i64) -> Vec<AlertChange> {
+        let mut out = Vec::new();
+        self.evaluate_clock(lines, now_unix_ms, None, &mut out);
+        out
+    }
+
+    /// The custody trail of a key, as far as the engine knows it.
+    pub fn custody(&self, key: &ItemKey) -> Custody {
+        match self.keys.get(key.model.as_str(), key.serial.as_str()) {
+            Some(id) => self.custody_of(id),
+            None => Custody::NeverReported,
+        }
+    }
+
+    fn evaluate_clock(
+        &mut self,
+        lines: &dyn LineSource,
+        now: i64,
+        by: Option<SnapshotRef>,
+        out: &mut Vec<AlertChange>,
+    ) {
+        // Transfers whose grace period has ended.
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.evaluate_key(id, lines, now, by, out);
+        }
+        // Cadences.
+        for i in 0..self.states.len() {
+            let code = self.states[i].code;
+            let key = AlertKey {
+                kind: AlertKind::SnapshotOverdue,
+                item: None,
+                state: Some(code),
+                counterparty: None,
+                sequence: None,
+            };
+            let body = match (self.config.cadence_ms.get(&code), self.states[i].latest) {
+                (Some(&cadence), Some(latest))
+                    if now > latest.as_of_unix_ms.saturating_add(cadence) =>
+                {
+                    Some(AlertBody {
+                        severity: AlertKind::SnapshotOverdue.severity(),
+                        spellings: Vec::new(),
+                        states: vec![code],
+                        summary: format!(
+                            "{code} has not submitted since sequence {} (as of {} ms); expected every {} ms",
+                            latest.sequence, latest.as_of_unix_ms, cadence
+                        ),
+                        evidence: vec![Evidence {
+                            snapshot: latest,
+                            role: "latest snapshot".into(),
+                            lines: Vec::new(),
+                        }],
+                        custody: None,
+                        seizures: Vec::new(),
+                    })
+                }
+                _ => None,
+            };
+            self.set_alert(None, key, body, by, out);
+        }
+    }
+
+    fn holders(&self, id: KeyId) -> Vec<StateIdx> {
+        (0..self.states.len() as StateIdx)
+            .filter(|&s| self.states[s as usize].cell(id) & HELD != 0)
+            .collect()
+    }
+
+    /// The statuses of the state's most recent mention of the key, and the
+    /// snapshot of that mention.
+    fn last_seen(&self, id: KeyId, s: StateIdx) -> Option<(SnapshotRef, Cell)> {
+        let slot = &self.states[s as usize];
+        let cell = slot.cell(id);
+        if cell != 0 {
+            return slot.latest.map(|l| (l, cell));
+        }
+        self.last_mention.get(&(id, s)).copied()
+    }
+
+    fn custody_of(&self, id: KeyId) -> Custody {
+        let best = (0..self.states.len() as StateIdx)
+            .filter_map(|s| self.last_seen(id, s).map(|(r, c)| (s, r, c)))
+            .max_by_key(|(_, r, _)| (r.as_of_unix_ms, r.sequence, r.state));
+        let Some((s, seen, cell)) = best else {
+            return Custody::NeverReported;
+        };
+        let still_listed = self.states[s as usize].cell(id) != 0;
+        let (last_held_in, gone_in) = if still_listed && cell & HELD != 0 {
+            (Some(seen), None)
+        } else {
+            match self.last_held.get(&(id, s)) {
+                Some(h) => (Some(h.held_in), Some(h.gone_in)),
+                None => (None, None),
+            }
+        };
+        Custody::Known {
+            last_custodian: seen.state,
+            last_status: statuses(cell),
+            last_held_in,
+            gone_in,
+            held_now_by: self
+                .holders(id)
+                .into_iter()
+                .map(|h| self.states[h as usize].code)
+                .collect(),
+        }
+    }
+
+    /// Recomputes every alert of one item key and records the differences.
+    fn evaluate_key(
+        &mut self,
+        id: KeyId,
+        lines: &dyn LineSource,
+        now: i64,
+        by: Option<SnapshotRef>,
+        out: &mut Vec<AlertChange>,
+    ) {
+        // Received transfers end here: the receiving state holds the key.
+        let n = self.states.len() as StateIdx;
+        for s in 0..n {
+            if let Some(records) = self.transfers.get_mut(&(id, s)) {
+                let states = &self.states;
+                let index = &self.state_index;
+                let received = |t: &Transfer| {
+                    index
+                        .get(&t.to)
+                        .is_some_and(|&r| states[r as usize].cell(id) & HELD != 0)
+                };
+                records.retain(|t| !received(t));
+                if records.is_empty() {
+                    self.transfers.remove(&(id, s));
+                }
+            }
+        }
+
+        let desired = self.desired_for_key(id, now);
+        let existing: Vec<AlertKey> = self.open_by_key.get(&id).cloned().unwrap_or_default();
+        if desired.is_empty() && existing.is_empty() {
+            return;
+        }
+        let item = self.keys.item_key(id);
+        let mut seen = Vec::with_capacity(desired.len());
+        for d in desired {
+            let key = AlertKey {
+                kind: d.kind,
+                item: Some(item.clone()),
+                state: d.state.map(|s| self.states[s as usize].code),
+                counterparty: d.counterparty,
+                sequence: None,
+            };
+            let body = self.body(id, &item, &d, lines);
+            seen.push(key.clone());
+            self.set_alert(Some(id), key, Some(body), by, out);
+        }
+        for key in existing {
+            if !seen.contains(&key) {
+                self.set_alert(Some(id), key, None, by, out);
+            }
+        }
+    }
+
+    /// Opens, updates or clears one alert so that it matches `body`.
+    fn set_alert(
+        &mut self,
+        id: Option<KeyId>,
+        key: AlertKey,
+        body: Option<AlertBody>,
+        by: Option<SnapshotRef>,
+        out: &mut Vec<AlertChange>,
+    ) {
+        match (self.open.get(&key), body) {
+            (None, None) => {}
+            (Some(old), Some(body)) if *old == body => {}
+            (Some(_), Some(body)) => {
+                self.open.insert(key.clone(), body.clone());
+                out.push(AlertChange::Updated { key, body });
+            }
+            (None, Some(body)) => {
+                if let Some(id) = id {
+                    self.open_by_key.entry(id).or_default().push(key.clone());
+                }
+                self.open.insert(key.clone(), body.clone());
+                out.push(AlertChange::Opened { key, body });
+            }
+            (Some(_), None) => {
+                self.open.remove(&key);
+                if let Some(id) = id
+                    && let Some(list) = self.open_by_key.get_mut(&id)
+                {
+                    list.retain(|k| *k != key);
+                    if list.is_empty() {
+                        self.open_by_key.remove(&id);
+                    }
+                }
+                out.push(AlertChange::Cleared { key, by });
+            }
+        }
+    }
+
+    /// The conditions that hold for a key now (cheap: no evidence yet).
+    fn desired_for_key(&self, id: KeyId, now: i64) -> Vec<Desired> {
+        let mut out = Vec::new();
+        let holders = self.holders(id);
+        let n = self.states.len() as StateIdx;
+        for s in 0..n {
+            if self.states[s as usize].cell(id) & DUP != 0 {
+                out.push(Desired::new(AlertKind::DuplicateInSnapshot, Some(s)));
+            }
+        }
+        if holders.len() >= 2 {
+            out.push(Desired::new(AlertKind::HeldBySeveralStates, None));
+        }
+        for s in 0..n {
+            if self.vanished.contains_key(&(id, s)) {
+                let kind = if holders.is_empty() {
+                    AlertKind::UnaccountedDisappearance
+                } else {
+                    AlertKind::UndeclaredTransfer
+                };
+                out.push(Desired::new(kind, Some(s)));
+            }
+            if let Some(records) = self.transfers.get(&(id, s)) {
+                for t in records {
+                    if now
+                        >= t.declared_in
+                            .as_of_unix_ms
+                            .saturating_add(self.config.transfer_grace_ms)
+                    {
+                        let mut d = Desired::new(AlertKind::TransferNotReceived, Some(s));
+                        d.counterparty = Some(t.to);
+                        out.push(d);
+                    }
+                }
+            }
+            if self.last_seen(id, s).is_some_and(|(_, c)| c & LOST != 0) {
+                out.push(Desired::new(AlertKind::ReportedLost, Some(s)));
+            }
+        }
+        if !holders.is_empty() && self.disposals.contains_key(&id) {
+            out.push(Desired::new(AlertKind::DisposedItemReappears, None));
+        }
+        if self.seizures.contains_key(&id) {
+            out.push(Desired::new(AlertKind::SeizedItem, None));
+        }
+        out
+    }
+
+    fn evidence(
+        &self,
+        snapshot: SnapshotRef,
+        role: &str,
+        item: &ItemKey,
+        lines: &dyn LineSource,
+    ) -> Evidence {
+        Evidence {
+            snapshot,
+            role: role.to_string(),
+            lines: lines.lines(&snapshot, item),
+        }
+    }
+
+    /// Builds the full alert text and evidence for one condition.
+    fn body(&self, id: KeyId, item: &ItemKey, d: &Desired, lines: &dyn LineSource) -> AlertBody {
+        let code = |s: StateIdx| self.states[s as usize].code;
+        let latest = |s: StateIdx| self.states[s as usize].latest;
+        let holders = self.holders(id);
+        let holder_codes: Vec<StateCode> = holders.iter().map(|&h| code(h)).collect();
+        let holds = |evidence: &mut Vec<Evidence>| {
+            for &h in &holders {
+                if let Some(l) = latest(h) {
+                    evidence.push(self.evidence(l, "holds", item, lines));
+                }
+            }
+        };
+        let mut evidence = Vec::new();
+        let mut states: Vec<StateCode> = d.state.map(code).into_iter().collect();
+        let mut custody = None;
+        let mut seizures = Vec::new();
+        let summary = match d.kind {
+            AlertKind::DuplicateInSnapshot => {
+                let s = d.state.unwrap_or_default();
+                if let Some(l) = latest(s) {
+                    evidence.push(self.evidence(l, "lists the key more than once", item, lines));
+                }
+                format!("{} lists {item} more than once in one snapshot", code(s))
+            }
+            AlertKind::HeldBySeveralStates => {
+                holds(&mut evidence);
+                states.extend(holder_codes.iter().copied());
+                format!("{item} is held by {}", join(&holder_codes))
+            }
+            AlertKind::UnaccountedDisappearance | AlertKind::UndeclaredTransfer => {
+                let s = d.state.unwrap_or_default();
+                if let Some(v) = self.vanished.get(&(id, s)) {
+                    evidence.push(self.evidence(v.last_held, "last held", item, lines));
+                    evidence.push(Evidence {
+                        snapshot: v.absent_in,
+                        role: "absent without a declaration".into(),
+                        lines: Vec::new(),
+                    });
+                }
+                if d.kind == AlertKind::UndeclaredTransfer {
+                    holds(&mut evidence);
+                    states.extend(holder_codes.iter().copied());
+                    format!(
+                        "{item} left {}'s books without a declaration and is now held by {}",
+                        code(s),
+                        join(&holder_codes)
+                    )
+                } else {
+                    format!(
+                        "{item} left {}'s books without a declaration and no member holds it",
+                        code(s)
+                    )
+                }
+            }
+            AlertKind::TransferNotReceived => {
+                let s = d.state.unwrap_or_default();
+                let to = d.counterparty;
+                if let Some(t) = self
+                    .transfers
+                    .get(&(id, s))
+                    .and_then(|r| r.iter().find(|t| Some(t.to) == to))
+                {
+                    evidence.push(self.evidence(
+                        t.declared_in,
+                        "declared transferred_out",
+                        item,
+                        lines,
+                    ));
+                }
+                if let Some(to) = to {
+                    states.push(to);
+                    if let Some(l) = self.state_index.get(&to).and_then(|&r| latest(r)) {
+                        evidence.push(Evidence {
+                            snapshot: l,
+                            role: "receiving state's latest snapshot does not hold it".into(),
+                            lines: Vec::new(),
+                        });
+                    }
+                }
+                format!(
+                    "{} declared {item} transferred to {} but it has not arrived",
+                    code(s),
+                    to.map_or_else(|| "?".to_string(), |t| t.to_string())
+                )
+            }
+            AlertKind::DisposedItemReappears => {
+                if let Some(list) = self.disposals.get(&id) {
+                    for (r, cell) in list {
+                        let role = format!("declared {}", join_statuses(*cell));
+                        evidence.push(self.evidence(*r, &role, item, lines));
+                        states.push(r.state);
+                    }
+                }
+                holds(&mut evidence);
+                states.extend(holder_codes.iter().copied());
+                format!(
+                    "{item} was declared destroyed or expended and is held again by {}",
+                    join(&holder_codes)
+                )
+            }
+            AlertKind::ReportedLost => {
+                let s = d.state.unwrap_or_default();
+                if let Some((r, _)) = self.last_seen(id, s) {
+                    evidence.push(self.evidence(r, "declared lost", item, lines));
+                }
+                format!("{} reports {item} lost", code(s))
+            }
+            AlertKind::SeizedItem => {
+                let trail = self.custody_of(id);
+                if let Custody::Known {
+                    last_custodian,
+                    last_held_in,
+                    ..
+                } = &trail
+                {
+                    states.push(*last_custodian);
+                    if let Some(r) = last_held_in {
+                        evidence.push(self.evidence(*r, "last held", item, lines));
+                    }
+                }
+                seizures = self.seizures.get(&id).cloned().unwrap_or_default();
+                let summary = match &trail {
+                    Custody::NeverReported => {
+                        format!("{item} was seized; no member ever reported it")
+                    }
+                    Custody::Known { last_custodian, .. } => {
+                        format!("{item} was seized; last on the books of {last_custodian}")
+                    }
+                };
+                custody = Some(trail);
+                summary
+            }
+            AlertKind::ConflictingSubmission | AlertKind::SnapshotOverdue => String::new(),
+        };
+        states.sort();
+        states.dedup();
+        let mut spellings: Vec<String> = evidence
+            .iter()
+            .flat_map(|e| e.lines.iter().map(|l| l.serial.clone()))
+            .chain(seizures.iter().map(|s| s.serial.clone()))
+            .collect();
+        spellings.sort();
+        spellings.dedup();
+        AlertBody {
+            severity: d.kind.severity(),
+            spellings,
+            states,
+            summary,
+            evidence,
+            custody,
+            seizures,
+        }
+    }
+}
+
+/// A condition found for a key, before its evidence is gathered.
+struct Desired {
+    kind: AlertKind,
+    state: Option<StateIdx>,
+    counterparty: Option<StateCode>,
+}
+
+impl Desired {
+    fn new(kind: AlertKind, state: Option<StateIdx>) -> Desired {
+        Desired {
+            kind,
+            state,
+            counterparty: None,
+        }
+    }
+}
+
+fn join(codes: &[StateCode]) -> String {
+    codes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn join_statuses(cell: Cell) -> String {
+    statuses(cell & STATUS_BITS)
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}

@@ -1,0 +1,305 @@
+//! Scenario tests: one or more per alert kind, through the public engine API.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::item::Status::{self, *};
+use crate::serial::{CanonicalRule, ItemKey};
+use crate::snapshot::SnapshotDigest;
+use crate::state::StateCode;
+
+const HOUR: i64 = 3_600_000;
+
+fn code(s: &str) -> StateCode {
+    StateCode::parse(s).unwrap()
+}
+
+fn key(model: &str, serial: &str) -> ItemKey {
+    crate::item::Item::new(
+        model,
+        serial,
+        InService,
+        "",
+        None,
+        &CanonicalRule::default(),
+    )
+    .unwrap()
+    .key
+}
+
+/// Rows: (model, raw serial, status, counterparty).
+type Row<'a> = (&'a str, &'a str, Status, Option<&'a str>);
+
+struct World {
+    engine: Engine,
+    seq: BTreeMap<StateCode, u64>,
+    now: i64,
+}
+
+impl World {
+    fn new(grace: i64) -> World {
+        World {
+            engine: Engine::new(EngineConfig {
+                transfer_grace_ms: grace,
+                cadence_ms: BTreeMap::new(),
+            }),
+            seq: BTreeMap::new(),
+            now: 1_000 * HOUR,
+        }
+    }
+
+    fn submit(&mut self, state: &str, rows: &[Row<'_>]) -> Vec<AlertChange> {
+        let st = code(state);
+        let seq = self.seq.entry(st).or_insert(0);
+        *seq += 1;
+        let mut digest = [0u8; 32];
+        digest[..3].copy_from_slice(state.as_bytes());
+        digest[8..16].copy_from_slice(&seq.to_be_bytes());
+        let snapshot = SnapshotRef {
+            state: st,
+            sequence: *seq,
+            digest: SnapshotDigest(digest),
+            as_of_unix_ms: self.now,
+        };
+        let rule = CanonicalRule::default();
+        let items: Vec<crate::item::Item> = rows
+            .iter()
+            .map(|(m, s, status, cp)| {
+                crate::item::Item::new(m, s, *status, "Depot", cp.map(code), &rule).unwrap()
+            })
+            .collect();
+        let views = items.iter().map(|i| ItemView {
+            canonical_model: i.key.model.as_str(),
+            canonical_serial: i.key.serial.as_str(),
+            model: &i.model,
+            serial: &i.serial,
+            status: i.status,
+            site: &i.site,
+            counterparty: i.counterparty,
+        });
+        self.engine
+            .apply_snapshot(snapshot, views, &NoLines, self.now)
+    }
+
+    fn open(&self) -> Vec<String> {
+        self.engine
+            .open_alerts()
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
+    }
+}
+
+#[track_caller]
+fn assert_open(w: &World, expected: &[&str]) {
+    assert_eq!(w.open(), expected);
+}
+
+#[test]
+fn one_serial_spelled_in_cyrillic_and_latin_by_two_states_is_held_twice() {
+    let mut w = World::new(0);
+    w.submit("RUS", &[("9K38", "ка-0 12", InService, None)]);
+    let changes = w.submit("KAZ", &[("9k38", "KA012", InStorage, None)]);
+    assert_open(&w, &["held_by_several_states 9K38/KA012"]);
+    let AlertChange::Opened { body, .. } = &changes[0] else {
+        panic!("{changes:?}")
+    };
+    assert_eq!(body.states, [code("KAZ"), code("RUS")]);
+}
+
+#[test]
+fn a_confirmed_transfer_does_not_alert() {
+    let mut w = World::new(24 * HOUR);
+    w.submit("RUS", &[("9P39", "P-1", InService, None)]);
+    w.submit("RUS", &[("9P39", "P-1", TransferredOut, Some("KAZ"))]);
+    w.submit("KAZ", &[("9P39", "P1", InService, None)]);
+    w.now += 48 * HOUR;
+    // RUS later drops the row entirely: the transfer was declared, not a disappearance.
+    w.submit("RUS", &[]);
+    assert!(w.engine.tick(&NoLines, w.now).is_empty());
+    assert_open(&w, &[]);
+}
+
+#[test]
+fn a_transfer_not_received_opens_after_the_grace_period_and_clears_on_receipt() {
+    let mut w = World::new(24 * HOUR);
+    w.submit("RUS", &[("9P39", "P-1", TransferredOut, Some("KAZ"))]);
+    assert_open(&w, &[]);
+    w.now += 23 * HOUR;
+    assert!(w.engine.tick(&NoLines, w.now).is_empty());
+    w.now += 2 * HOUR;
+    let opened = w.engine.tick(&NoLines, w.now);
+    assert_eq!(opened.len(), 1);
+    assert_open(&w, &["transfer_not_received 9P39/P1 RUS -> KAZ"]);
+    let cleared = w.submit("KAZ", &[("9P39", "P1", InService, None)]);
+    match &cleared[..] {
+        [AlertChange::Cleared { by: Some(by), .. }] => assert_eq!(by.state, code("KAZ")),
+        other => panic!("{other:?}"),
+    }
+    assert_open(&w, &[]);
+}
+
+#[test]
+fn a_destroyed_item_that_stays_destroyed_is_quiet_and_one_that_reappears_alerts() {
+    let mut w = World::new(0);
+    w.submit("ARM", &[("9M39", "M7", InStorage, None)]);
+    w.submit("ARM", &[("9M39", "M7", Destroyed, None)]);
+    w.submit("ARM", &[("9M39", "M7", Destroyed, None)]);
+    w.submit("ARM", &[]);
+    assert_open(&w, &[]);
+    w.submit("TJK", &[("9M39", "м-7", InService, None)]);
+    assert_open(&w, &["disposed_item_reappears 9M39/M7"]);
+    w.submit("TJK", &[]);
+    // TJK dropped it again without declaring: that is its own finding.
+    assert_open(&w, &["unaccounted_disappearance 9M39/M7 TJK"]);
+}
+
+#[test]
+fn a_vanished_item_is_unaccounted_then_an_undeclared_transfer_then_cleared() {
+    let mut w = World::new(0);
+    w.submit("BLR", &[("9K38", "A1", InService, None)]);
+    w.submit("BLR", &[]);
+    assert_open(&w, &["unaccounted_disappearance 9K38/A1 BLR"]);
+    w.submit("KGZ", &[("9K38", "a-1", InService, None)]);
+    assert_open(&w, &["undeclared_transfer 9K38/A1 BLR"]);
+    // BLR corrects its books: it declares the transfer.
+    let changes = w.submit("BLR", &[("9K38", "A1", TransferredOut, Some("KGZ"))]);
+    assert_open(&w, &[]);
+    assert!(changes.iter().any(|c| matches!(c, AlertChange::Cleared { by: Some(b), .. } if b.state == code("BLR") && b.sequence == 3)));
+}
+
+#[test]
+fn reported_lost_stays_until_the_state_lists_it_otherwise() {
+    let mut w = World::new(0);
+    w.submit("KAZ", &[("AK-74M", "X 9", Lost, None)]);
+    assert_open(&w, &["reported_lost AK74M/X9 KAZ"]);
+    w.submit("KAZ", &[]);
+    assert_open(&w, &["reported_lost AK74M/X9 KAZ"]);
+    w.submit("KAZ", &[("AK-74M", "X9", InStorage, None)]);
+    assert_open(&w, &[]);
+}
+
+#[test]
+fn a_duplicate_clears_with_the_snapshot_that_removes_it() {
+    let mut w = World::new(0);
+    w.submit(
+        "RUS",
+        &[
+            ("9K38", "KA-012", InService, None),
+            ("9K38", "ка012", InStorage, None),
+        ],
+    );
+    assert_open(&w, &["duplicate_in_snapshot 9K38/KA012 RUS"]);
+    let changes = w.submit("RUS", &[("9K38", "KA-012", InService, None)]);
+    match &changes[..] {
+        [AlertChange::Cleared { by: Some(by), .. }] => assert_eq!(by.sequence, 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn seized_items_carry_their_custody_trail() {
+    let mut w = World::new(0);
+    w.submit("RUS", &[("9P39", "L-55", InService, None)]);
+    w.now += HOUR;
+    w.submit("RUS", &[("9P39", "L-55", InStorage, None)]);
+    w.now += HOUR;
+    w.submit("RUS", &[]);
+    let seizure = |serial: &str| Seizure {
+        key: key("9P39", serial),
+        model: "9P39".into(),
+        serial: serial.into(),
+        seized_at_unix_ms: w.now,
+        place: "border".into(),
+        note: String::new(),
+    };
+    let s1 = seizure("L55");
+    let s2 = seizure("Z-1");
+    w.engine.apply_seizure(s1, &NoLines, w.now);
+    w.engine.apply_seizure(s2, &NoLines, w.now);
+    let alerts = w.engine.open_alerts();
+    let trail = |serial: &str| {
+        alerts
+            .iter()
+            .find(|(k, _)| k.kind == AlertKind::SeizedItem && k.item == Some(key("9P39", serial)))
+            .and_then(|(_, b)| b.custody.clone())
+            .unwrap()
+    };
+    assert_eq!(trail("Z1"), Custody::NeverReported);
+    match trail("L55") {
+        Custody::Known {
+            last_custodian,
+            last_status,
+            last_held_in,
+            gone_in,
+            held_now_by,
+        } => {
+            assert_eq!(last_custodian, code("RUS"));
+            assert_eq!(last_status, [InStorage]);
+            assert_eq!(last_held_in.unwrap().sequence, 2);
+            assert_eq!(gone_in.unwrap().sequence, 3);
+            assert!(held_now_by.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn equivocations_alert_once_per_state_and_sequence() {
+    let mut w = World::new(0);
+    let e = EquivocationRef {
+        state: code("TJK"),
+        sequence: 4,
+        submitted: SnapshotDigest([1; 32]),
+        conflicts_with: SnapshotDigest([2; 32]),
+    };
+    assert_eq!(w.engine.apply_equivocation(&e).len(), 1);
+    assert!(w.engine.apply_equivocation(&e).is_empty());
+    assert_open(&w, &["conflicting_submission TJK #4"]);
+}
+
+#[test]
+fn overdue_opens_with_the_clock_and_clears_with_the_next_snapshot() {
+    let mut w = World::new(0);
+    w.engine = Engine::new(EngineConfig {
+        transfer_grace_ms: 0,
+        cadence_ms: [(code("KGZ"), 24 * HOUR)].into_iter().collect(),
+    });
+    w.submit("KGZ", &[]);
+    w.now += 24 * HOUR;
+    assert!(w.engine.tick(&NoLines, w.now).is_empty());
+    w.now += 1;
+    assert_eq!(w.engine.tick(&NoLines, w.now).len(), 1);
+    assert_open(&w, &["snapshot_overdue KGZ"]);
+    w.submit("KGZ", &[]);
+    assert_open(&w, &[]);
+}
+
+#[test]
+fn the_same_inventory_again_changes_nothing() {
+    let mut w = World::new(0);
+    let rows = [
+        ("9K38", "A1", InService, None),
+        ("9K38", "A1", InService, None),
+        ("9M39", "B", Lost, None),
+        ("9P39", "C", TransferredOut, Some("KAZ")),
+    ];
+    w.submit("RUS", &rows);
+    let before = w.engine.open_alerts().clone();
+    assert!(w.submit("RUS", &rows).is_empty());
+    assert_eq!(w.engine.open_alerts(), &before);
+}
+
+#[test]
+fn a_condition_that_returns_is_opened_again() {
+    let mut w = World::new(0);
+    w.submit("RUS", &[("9K38", "A1", InService, None)]);
+    w.submit("KAZ", &[("9K38", "A1", InService, None)]);
+    w.submit("KAZ", &[("9K38", "A1", TransferredOut, Some("RUS"))]);
+    assert_open(&w, &[]);
+    let changes = w.submit("KAZ", &[("9K38", "A1", InService, None)]);
+    assert!(
+        matches!(&changes[..], [AlertChange::Opened { .. }]),
+        "{changes:?}"
+    );
+}

@@ -1,0 +1,356 @@
+//! The coordinator's side of reconciliation: feeds accepted snapshots from the
+//! store into the engine, in acceptance order, and records the resulting
+//! alert changes durably.
+//!
+//! The engine's state is derived: at start-up it is rebuilt by replaying the
+//! stored snapshots (and equivocations, and seizure reports) without emitting
+//! anything, and then compared with the persisted alerts; only the
+//! differences become events (for example the effect of a snapshot that was
+//! accepted just before a crash and never reconciled).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
+use crate::reconcile::{
+    AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, SnapshotRef,
+};
+use crate::serial::ItemKey;
+use crate::snapshot::{LeafRef, leaf::leaves};
+use crate::state::StateCode;
+use crate::store::{SnapshotStore, StoreError, StoredSnapshot};
+
+/// Why reconciliation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Alerts(#[from] AlertStoreError),
+    #[error("stored snapshot {state} {sequence} has an unreadable leaf: {reason}")]
+    BadLeaf {
+        state: StateCode,
+        sequence: u64,
+        reason: String,
+    },
+    #[error("reconciler lock poisoned")]
+    Poisoned,
+}
+
+fn snapshot_ref(s: &StoredSnapshot) -> SnapshotRef {
+    SnapshotRef {
+        state: s.signed.header.state,
+        sequence: s.signed.header.sequence,
+        digest: s.digest,
+        as_of_unix_ms: s.signed.header.as_of_unix_ms,
+    }
+}
+
+struct State {
+    engine: Engine,
+    /// Last reconciled sequence per state.
+    applied: HashMap<StateCode, u64>,
+    /// Number of equivocation records already given to the engine.
+    equivocations_seen: usize,
+}
+
+/// Engine plus storage: the coordinator's reconciliation service.
+pub struct Reconciler {
+    state: Mutex<State>,
+    store: Arc<dyn SnapshotStore>,
+    alerts: Arc<AlertStore>,
+    lines: StoreLines,
+}
+
+impl Reconciler {
+    /// Rebuilds the engine from the store and brings the persisted alerts in
+    /// line with it.
+    pub fn open(
+        store: Arc<dyn SnapshotStore>,
+        alerts: Arc<AlertStore>,
+        config: EngineConfig,
+        now_unix_ms: i64,
+    ) -> Result<Reconciler, ReconcileError> {
+        let reconciler = Reconciler {
+            state: Mutex::new(State {
+                engine: Engine::new(config),
+                applied: HashMap::new(),
+                equivocations_seen: 0,
+            }),
+            lines: StoreLines::new(store.clone()),
+            store,
+            alerts,
+        };
+        let started = std::time::Instant::now();
+        {
+            let mut state = reconciler
+                .state
+                .lock()
+                .map_err(|_| ReconcileError::Poisoned)?;
+            // Silent replay: the changes are not events, only the end state counts.
+            reconciler.catch_up_locked(&mut state, now_unix_ms)?;
+            let engine = &state.engine;
+            let mut changes = Vec::new();
+            let persisted = reconciler.alerts.current_alerts()?;
+            for alert in &persisted {
+                if !engine.open_alerts().contains_key(&alert.key) {
+                    changes.push(AlertChange::Cleared {
+                        key: alert.key.clone(),
+                        by: None,
+                    });
+                }
+            }
+            for (key, body) in engine.open_alerts() {
+                match persisted.iter().find(|a| a.key == *key) {
+                    Some(a) if a.body == *body => {}
+                    _ => changes.push(AlertChange::Opened {
+                        key: key.clone(),
+                        body: body.clone(),
+                    }),
+                }
+            }
+            let events = reconciler.alerts.apply(&changes, now_unix_ms)?;
+            tracing::info!(
+                keys = engine.key_count(),
+                open_alerts = engine.open_alerts().len(),
+                recorded_changes = events.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "reconciliation state rebuilt from stored snapshots"
+            );
+        }
+        Ok(reconciler)
+    }
+
+    pub fn alerts(&self) -> &Arc<AlertStore> {
+        &self.alerts
+    }
+
+    /// Reconciles every accepted snapshot and equivocation not yet applied,
+    /// applies the clock, and records the changes. Blocks: call it off the
+    /// async runtime.
+    pub fn catch_up(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
+        let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+        let changes = self.catch_up_locked(&mut state, now_unix_ms)?;
+        Ok(self.alerts.apply(&changes, now_unix_ms)?)
+    }
+
+    /// Applies the clock alone (transfer grace periods, cadences).
+    pub fn tick(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
+        let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+        let changes = state.engine.tick(&self.lines, now_unix_ms);
+        Ok(self.alerts.apply(&changes, now_unix_ms)?)
+    }
+
+    /// Runs `f` with read access to the engine.
+    pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T, ReconcileError> {
+        let state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+        Ok(f(&state.engine))
+    }
+
+    fn catch_up_locked(
+        &self,
+        state: &mut State,
+        now: i64,
+    ) -> Result<Vec<AlertChange>, ReconcileError> {
+        // Snapshots not yet applied, in acceptance order across states.
+        let mut pending: Vec<StoredSnapshot> = Vec::new();
+        for code in self.store.states()? {
+            let from = state.applied.get(&code).copied().unwrap_or(0) + 1;
+            pending.extend(self.store.list(code, from, usize::MAX)?);
+        }
+        pending.sort_by_key(|s| {
+            (
+                s.receipt.accepted_at_unix_ms,
+                s.signed.header.state,
+                s.signed.header.sequence,
+            )
+        });
+        let mut changes = Vec::new();
+        for snapshot in &pending {
+            changes.extend(self.apply_snapshot(state, snapshot, now)?);
+        }
+        let equivocations = self.store.equivocations()?;
+        for e in equivocations.iter().skip(state.equivocations_seen) {
+            changes.extend(state.engine.apply_equivocation(&EquivocationRef {
+                state: e.signed.header.state,
+                sequence: e.signed.header.sequence,
+                submitted: e.signed.digest(),
+                conflicts_with: e.conflicts_with,
+            }));
+        }
+        state.equivocations_seen = equivocations.len();
+        changes.extend(state.engine.tick(&self.lines, now));
+        Ok(changes)
+    }
+
+    fn apply_snapshot(
+        &self,
+        state: &mut State,
+        snapshot: &StoredSnapshot,
+        now: i64,
+    ) -> Result<Vec<AlertChange>, ReconcileError> {
+        let header = &snapshot.signed.header;
+        let chunks: Vec<Vec<u8>> = self.store.chunks(snapshot)?.collect::<Result<_, _>>()?;
+        let bad = |reason: String| ReconcileError::BadLeaf {
+            state: header.state,
+            sequence: header.sequence,
+            reason,
+        };
+        // Parse everything first: a stored snapshot was verified at
+        // acceptance, so a failure here means the store is damaged.
+        let mut views: Vec<ItemView<'_>> = Vec::with_capacity(header.item_count as usize);
+        let mut first_keys = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
+            let mut first = true;
+            for leaf in leaves(chunk) {
+                let (leaf, _) = leaf.map_err(|e| bad(e.to_string()))?;
+                if first {
+                    first_keys.push((
+                        leaf.canonical_model.to_string(),
+                        leaf.canonical_serial.to_string(),
+                    ));
+                    first = false;
+                }
+                views.push(ItemView::from(leaf));
+            }
+        }
+        let reference = snapshot_ref(snapshot);
+        self.lines.index(snapshot, first_keys);
+        let changes = state
+            .engine
+            .apply_snapshot(reference, views, &self.lines, now);
+        state.applied.insert(header.state, header.sequence);
+        Ok(changes)
+    }
+}
+
+/// A chunk parsed once for lookups: its bytes and where each leaf starts.
+struct DecodedChunk {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl DecodedChunk {
+    fn leaf(&self, i: usize) -> Option<LeafRef<'_>> {
+        LeafRef::parse(&self.bytes[self.starts[i]..])
+            .ok()
+            .map(|(l, _)| l)
+    }
+}
+
+/// Evidence lines read from stored snapshots. Finds a key by binary search
+/// over each snapshot's chunk index (first key of every chunk, recorded when
+/// the snapshot was reconciled), then inside the chunk. Recently used chunks
+/// are kept decoded, because one reconciliation looks up many keys of the
+/// same few snapshots.
+pub struct StoreLines {
+    store: Arc<dyn SnapshotStore>,
+    index: Mutex<HashMap<(StateCode, u64), Arc<SnapshotIndex>>>,
+    cache: Mutex<HashMap<(StateCode, u64, usize), Arc<DecodedChunk>>>,
+}
+
+struct SnapshotIndex {
+    snapshot: StoredSnapshot,
+    first_keys: Vec<(String, String)>,
+}
+
+/// Decoded chunks kept at most (about 1 MiB each).
+const CHUNK_CACHE: usize = 64;
+
+impl StoreLines {
+    fn new(store: Arc<dyn SnapshotStore>) -> StoreLines {
+        StoreLines {
+            store,
+            index: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn index(&self, snapshot: &StoredSnapshot, first_keys: Vec<(String, String)>) {
+        if let Ok(mut index) = self.index.lock() {
+            index.insert(
+                (
+                    snapshot.signed.header.state,
+                    snapshot.signed.header.sequence,
+                ),
+                Arc::new(SnapshotIndex {
+                    snapshot: snapshot.clone(),
+                    first_keys,
+                }),
+            );
+        }
+    }
+
+    fn chunk(&self, index: &SnapshotIndex, i: usize) -> Option<Arc<DecodedChunk>> {
+        let h = &index.snapshot.signed.header;
+        let id = (h.state, h.sequence, i);
+        if let Some(c) = self.cache.lock().ok()?.get(&id) {
+            return Some(c.clone());
+        }
+        let bytes = self.store.chunk(&index.snapshot, i as u32).ok()?;
+        let mut starts = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            starts.push(at);
+            let (_, len) = LeafRef::parse(&bytes[at..]).ok()?;
+            at += len;
+        }
+        let decoded = Arc::new(DecodedChunk { bytes, starts });
+        let mut cache = self.cache.lock().ok()?;
+        if cache.len() >= CHUNK_CACHE {
+            cache.clear();
+        }
+        cache.insert(id, decoded.clone());
+        Some(decoded)
+    }
+}
+
+impl LineSource for StoreLines {
+    fn lines(&self, snapshot: &SnapshotRef, key: &ItemKey) -> Vec<Line> {
+        let Some(index) = self
+            .index
+            .lock()
+            .ok()
+            .and_then(|i| i.get(&(snapshot.state, snapshot.sequence)).cloned())
+        else {
+            return Vec::new();
+        };
+        let target = (key.model.as_str(), key.serial.as_str());
+        // The last chunk starting at or before the key; rows of one key may
+        // run on into the next chunk.
+        let first = index
+            .first_keys
+            .partition_point(|(m, s)| (m.as_str(), s.as_str()) < target)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for c in first..index.first_keys.len() {
+            let Some(chunk) = self.chunk(&index, c) else {
+                break;
+            };
+            let start = {
+                let mut lo = 0;
+                let mut hi = chunk.starts.len();
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    match chunk.leaf(mid) {
+                        Some(l) if l.key_strs() < target => lo = mid + 1,
+                        _ => hi = mid,
+                    }
+                }
+                lo
+            };
+            let mut i = start;
+            while let Some(leaf) = (i < chunk.starts.len()).then(|| chunk.leaf(i)).flatten() {
+                if leaf.key_strs() != target {
+                    return out;
+                }
+                out.push(ItemView::from(leaf).line());
+                i += 1;
+            }
+            if i < chunk.starts.len() {
+                break;
+            }
+        }
+        out
+    }
+}
