@@ -4,5 +4,6 @@ mod common;
 mod config_examples;
 mod node;
 mod protocol;
+mod reconciliation;
 mod submission;
 mod submission_errors;
