@@ -237,6 +237,15 @@ impl CoordinatorConfig {
         raw.canonical
             .check()
             .map_err(|e| invalid(path, format!("canonical.remove_chars: {e}")))?;
+        if members.len() > crate::reconcile::MAX_STATES {
+            return Err(invalid(
+                path,
+                format!(
+                    "members: at most {} states are supported",
+                    crate::reconcile::MAX_STATES
+                ),
+            ));
+        }
         if raw.limits.max_message_bytes < 64 * 1024 {
             return Err(invalid(
                 path,

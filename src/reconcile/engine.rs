@@ -1,6 +1,8 @@
 //! The incremental engine. See the module docs of `reconcile` for the rules.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::HashMap;
 
 use crate::item::Status;
 use crate::serial::ItemKey;
@@ -38,6 +40,15 @@ fn statuses(cell: Cell) -> Vec<Status> {
         .filter(|s| cell & bit(*s) != 0)
         .collect()
 }
+
+/// Per-key hints: which side records may exist for a key. Set when a record
+/// is added and never cleared, so a clear bit means "certainly none" and the
+/// common case (no records at all) costs one byte read instead of a hash
+/// lookup per state and per map.
+const HINT_VANISHED: u8 = 1;
+const HINT_TRANSFER: u8 = 1 << 1;
+const HINT_MENTION: u8 = 1 << 2;
+const HINT_LAST_HELD: u8 = 1 << 3;
 
 /// Index of a state inside the engine.
 type StateIdx = u8;
@@ -110,6 +121,8 @@ pub struct Engine {
     open_by_key: HashMap<KeyId, Vec<AlertKey>>,
     /// Scratch: which keys the snapshot being applied has listed already.
     touched: Vec<bool>,
+    /// Per key id: `HINT_*` bits.
+    hints: Vec<u8>,
 }
 
 impl Engine {
@@ -130,7 +143,20 @@ impl Engine {
             open: BTreeMap::new(),
             open_by_key: HashMap::new(),
             touched: Vec::new(),
+            hints: Vec::new(),
         }
+    }
+
+    fn hint(&self, id: KeyId) -> u8 {
+        self.hints.get(id as usize).copied().unwrap_or(0)
+    }
+
+    fn set_hint(&mut self, id: KeyId, bit: u8) {
+        let i = id as usize;
+        if i >= self.hints.len() {
+            self.hints.resize(i + 1, 0);
+        }
+        self.hints[i] |= bit;
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -154,10 +180,18 @@ impl Engine {
             .and_then(|&i| self.states[i as usize].latest)
     }
 
+    /// The slot of a state, created on first sight. Panics past
+    /// [`super::MAX_STATES`] states: the coordinator's configuration refuses
+    /// more members than that, and only members' snapshots are accepted.
     fn slot_index(&mut self, code: StateCode) -> StateIdx {
         if let Some(&i) = self.state_index.get(&code) {
             return i;
         }
+        assert!(
+            self.states.len() < super::MAX_STATES,
+            "more than {} states",
+            super::MAX_STATES
+        );
         let i = self.states.len() as StateIdx;
         self.states.push(StateSlot {
             code,
@@ -273,7 +307,9 @@ impl Engine {
             self.last_mention.remove(&k);
         } else if let Some(prev) = previous {
             self.last_mention.insert(k, (prev, old));
+            self.set_hint(id, HINT_MENTION);
             if old & HELD != 0 {
+                self.set_hint(id, HINT_VANISHED);
                 self.vanished.insert(
                     k,
                     Vanished {
@@ -289,6 +325,7 @@ impl Engine {
         } else if old & HELD != 0
             && let Some(prev) = previous
         {
+            self.set_hint(id, HINT_LAST_HELD);
             self.last_held.insert(
                 k,
                 LastHeld {
@@ -303,6 +340,12 @@ impl Engine {
             .get(&id)
             .cloned()
             .unwrap_or_default();
+        if !declared.is_empty() {
+            self.set_hint(id, HINT_TRANSFER);
+        }
+        if self.hint(id) & HINT_TRANSFER == 0 {
+            return self.record_disposal(id, new, snapshot);
+        }
         let records = self.transfers.entry(k).or_default();
         if new != 0 {
             records.retain(|t| declared.contains(&t.to));
@@ -322,7 +365,11 @@ impl Engine {
         if records.is_empty() {
             self.transfers.remove(&k);
         }
-        // Disposals: the first declaring snapshot of each state, forever.
+        self.record_disposal(id, new, snapshot);
+    }
+
+    /// Disposals: the first declaring snapshot of each state, forever.
+    fn record_disposal(&mut self, id: KeyId, new: Cell, snapshot: SnapshotRef) {
         if new & DISPOSED != 0 {
             let list = self.disposals.entry(id).or_default();
             if !list.iter().any(|(r, _)| r.state == snapshot.state) {
@@ -458,6 +505,9 @@ impl Engine {
         if cell != 0 {
             return slot.latest.map(|l| (l, cell));
         }
+        if self.hint(id) & HINT_MENTION == 0 {
+            return None;
+        }
         self.last_mention.get(&(id, s)).copied()
     }
 
@@ -500,7 +550,11 @@ impl Engine {
         out: &mut Vec<AlertChange>,
     ) {
         // Received transfers end here: the receiving state holds the key.
-        let n = self.states.len() as StateIdx;
+        let n = if self.hint(id) & HINT_TRANSFER != 0 {
+            self.states.len() as StateIdx
+        } else {
+            0
+        };
         for s in 0..n {
             if let Some(records) = self.transfers.get_mut(&(id, s)) {
                 let states = &self.states;
@@ -584,26 +638,37 @@ impl Engine {
     /// The conditions that hold for a key now (cheap: no evidence yet).
     fn desired_for_key(&self, id: KeyId, now: i64) -> Vec<Desired> {
         let mut out = Vec::new();
-        let holders = self.holders(id);
+        // Bit s set: state s holds the key. Allocation-free: this runs for
+        // every key of a first snapshot.
+        let holders = self
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.cell(id) & HELD != 0)
+            .fold(0u128, |mask, (s, _)| mask | (1 << s));
         let n = self.states.len() as StateIdx;
         for s in 0..n {
             if self.states[s as usize].cell(id) & DUP != 0 {
                 out.push(Desired::new(AlertKind::DuplicateInSnapshot, Some(s)));
             }
         }
-        if holders.len() >= 2 {
+        if holders.count_ones() >= 2 {
             out.push(Desired::new(AlertKind::HeldBySeveralStates, None));
         }
+        let hint = self.hint(id);
         for s in 0..n {
-            if self.vanished.contains_key(&(id, s)) {
-                let kind = if holders.is_empty() {
+            if hint & HINT_VANISHED != 0 && self.vanished.contains_key(&(id, s)) {
+                let kind = if holders == 0 {
                     AlertKind::UnaccountedDisappearance
                 } else {
                     AlertKind::UndeclaredTransfer
                 };
                 out.push(Desired::new(kind, Some(s)));
             }
-            if let Some(records) = self.transfers.get(&(id, s)) {
+            if let Some(records) = (hint & HINT_TRANSFER != 0)
+                .then(|| self.transfers.get(&(id, s)))
+                .flatten()
+            {
                 for t in records {
                     if now
                         >= t.declared_in
@@ -620,7 +685,7 @@ impl Engine {
                 out.push(Desired::new(AlertKind::ReportedLost, Some(s)));
             }
         }
-        if !holders.is_empty() && self.disposals.contains_key(&id) {
+        if holders != 0 && self.disposals.contains_key(&id) {
             out.push(Desired::new(AlertKind::DisposedItemReappears, None));
         }
         if self.seizures.contains_key(&id) {

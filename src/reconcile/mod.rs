@@ -61,6 +61,9 @@ mod keys;
 pub mod model;
 
 pub use engine::{Engine, EngineConfig};
+
+/// Most states one engine tracks (holder sets are 128-bit masks).
+pub const MAX_STATES: usize = 128;
 pub use model::*;
 
 #[cfg(test)]
