@@ -4,6 +4,7 @@ mod common;
 mod config_examples;
 mod node;
 mod protocol;
+mod reconcile_oracle;
 mod reconciliation;
 mod submission;
 mod submission_errors;
