@@ -47,6 +47,28 @@
 //! When the condition stops holding the alert is cleared, naming the snapshot
 //! whose arrival cleared it (none when the clock cleared it).
 //!
+//! # Precise points
+//! These follow from the definitions above; the oracle test
+//! (`tests/reconcile_oracle.rs`) checks each.
+//! - A state holds a key if any of its rows for the key is held; the same
+//!   test decides "vanished" and "received".
+//! - A state's first snapshot never creates a vanished record, and a key
+//!   that went from held to declared (lost, transferred, disposed) and then
+//!   absent leaves none either.
+//! - One snapshot may declare a key transferred to two states: two records,
+//!   neither withdraws the other. A transfer whose receiver already holds the
+//!   key when it is declared is received at once.
+//! - `disposed_item_reappears` opens in any order of events, including a
+//!   holder that held the key before another state declared it destroyed.
+//! - `reported_lost` stays open after later snapshots drop the row.
+//! - Time: every call that takes `now_unix_ms` also applies the clock, so a
+//!   snapshot of one state can open time-based alerts of others. `now` is
+//!   expected never to go back; a snapshot's as-of time may be later than
+//!   `now` (its grace period then simply has not started).
+//! - Alert identity fields: only those in brackets in the table are set;
+//!   for `transfer_not_received`, `state` is the sender and `counterparty`
+//!   the receiver.
+//!
 //! # Cost model
 //! Applying a snapshot of `n` items walks its items once (interning keys and
 //! comparing each key's statuses with the previous snapshot's: O(n) hash
