@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/tally/v1/snapshots.proto"];
+    let protos = [
+        "proto/tally/v1/snapshots.proto",
+        "proto/tally/v1/alerts.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -42,6 +42,9 @@ pub struct HistoryEntry {
     /// The snapshot that caused the change, if one did.
     pub by: Option<SnapshotRef>,
     pub note: String,
+    /// For `resolved`: the operator's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ResolutionReason>,
 }
 
 /// What happened to an alert.
@@ -51,6 +54,87 @@ pub enum EventKind {
     Opened,
     Updated,
     Cleared,
+    Acknowledged,
+    Resolved,
+    Reopened,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Opened => "opened",
+            EventKind::Updated => "updated",
+            EventKind::Cleared => "cleared",
+            EventKind::Acknowledged => "acknowledged",
+            EventKind::Resolved => "resolved",
+            EventKind::Reopened => "reopened",
+        }
+    }
+}
+
+/// Why an operator closed an alert: a fixed list, so reports can count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionReason {
+    FalsePositive,
+    DataEntryError,
+    Located,
+    TransferConfirmed,
+    WrittenOff,
+    ReferredForInvestigation,
+}
+
+impl ResolutionReason {
+    pub const ALL: [ResolutionReason; 6] = [
+        ResolutionReason::FalsePositive,
+        ResolutionReason::DataEntryError,
+        ResolutionReason::Located,
+        ResolutionReason::TransferConfirmed,
+        ResolutionReason::WrittenOff,
+        ResolutionReason::ReferredForInvestigation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolutionReason::FalsePositive => "false_positive",
+            ResolutionReason::DataEntryError => "data_entry_error",
+            ResolutionReason::Located => "located",
+            ResolutionReason::TransferConfirmed => "transfer_confirmed",
+            ResolutionReason::WrittenOff => "written_off",
+            ResolutionReason::ReferredForInvestigation => "referred_for_investigation",
+        }
+    }
+}
+
+impl std::str::FromStr for ResolutionReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ResolutionReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let valid: Vec<&str> = ResolutionReason::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "unknown reason '{s}' (expected one of {})",
+                    valid.join(", ")
+                )
+            })
+    }
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no alert with id {0}")]
+    NotFound(u64),
+    #[error("alert {id} is {status:?}; it cannot be {action}")]
+    InvalidTransition {
+        id: u64,
+        status: AlertStatus,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] AlertStoreError),
 }
 
 /// A stored alert: one occurrence of a condition.
@@ -106,7 +190,13 @@ pub struct AlertStore {
     events: sled::Tree,
     /// Serialises writers so ids and cursors are handed out in order.
     next: Mutex<Counters>,
+    /// Committed events, in cursor order, for live watchers. Bounded: a
+    /// watcher that falls behind gets `Lagged` and re-reads from storage.
+    live: tokio::sync::broadcast::Sender<AlertEvent>,
 }
+
+/// Events buffered for live watchers before a slow one must re-read storage.
+const LIVE_BUFFER: usize = 4096;
 
 struct Counters {
     alert_id: u64,
@@ -152,7 +242,13 @@ impl AlertStore {
             latest,
             events,
             next: Mutex::new(next),
+            live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
         })
+    }
+
+    /// Live events from now on (pair with [`AlertStore::events_after`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AlertEvent> {
+        self.live.subscribe()
     }
 
     fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, AlertStoreError> {
@@ -203,6 +299,27 @@ impl AlertStore {
             .values()
             .map(|v| Self::decode(&v?))
             .collect()
+    }
+
+    /// One page of alerts, newest first: those with id below `before` that
+    /// `keep` accepts, at most `limit`; and whether more follow.
+    pub fn page_before(
+        &self,
+        before: u64,
+        limit: usize,
+        keep: impl Fn(&Alert) -> bool,
+    ) -> Result<(Vec<Alert>, bool), AlertStoreError> {
+        let mut out = Vec::with_capacity(limit);
+        for v in self.alerts.range(..before.to_be_bytes()).values().rev() {
+            let alert: Alert = Self::decode(&v?)?;
+            if keep(&alert) {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(alert);
+            }
+        }
+        Ok((out, false))
     }
 
     /// Events with a cursor greater than `after`, oldest first, at most `limit`.
@@ -265,9 +382,22 @@ impl AlertStore {
             touched.insert(ident, alert);
             events.push(event);
         }
-        let encoded: Vec<(Vec<u8>, u64, Vec<u8>)> = touched
+        let alerts: Vec<(Vec<u8>, Alert)> = touched.into_iter().collect();
+        self.write(&alerts, &events)?;
+        *next = counters;
+        self.publish(&events);
+        Ok(events)
+    }
+
+    /// Writes alerts and events in one transaction and flushes.
+    fn write(
+        &self,
+        alerts: &[(Vec<u8>, Alert)],
+        events: &[AlertEvent],
+    ) -> Result<(), AlertStoreError> {
+        let encoded: Vec<(&[u8], u64, Vec<u8>)> = alerts
             .iter()
-            .map(|(ident, a)| Ok((ident.clone(), a.id, json(a)?)))
+            .map(|(ident, a)| Ok((ident.as_slice(), a.id, json(a)?)))
             .collect::<Result<_, AlertStoreError>>()?;
         let encoded_events: Vec<(u64, Vec<u8>)> = events
             .iter()
@@ -276,7 +406,7 @@ impl AlertStore {
         (&self.alerts, &self.latest, &self.events).transaction(|(alerts, latest, ev)| {
             for (ident, id, bytes) in &encoded {
                 alerts.insert(&id.to_be_bytes(), bytes.as_slice())?;
-                latest.insert(ident.as_slice(), &id.to_be_bytes())?;
+                latest.insert(*ident, &id.to_be_bytes())?;
             }
             for (cursor, bytes) in &encoded_events {
                 ev.insert(&cursor.to_be_bytes(), bytes.as_slice())?;
@@ -284,8 +414,115 @@ impl AlertStore {
             Ok::<_, ConflictableTransactionError<AlertStoreError>>(())
         })?;
         self.db.flush()?;
-        *next = counters;
-        Ok(events)
+        Ok(())
+    }
+
+    /// Hands committed events to live watchers. Called with the counter lock
+    /// held, so watchers see cursors in order.
+    fn publish(&self, events: &[AlertEvent]) {
+        for e in events {
+            // No watcher is not an error.
+            let _ = self.live.send(e.clone());
+        }
+    }
+
+    /// An operator acknowledges an open alert.
+    pub fn acknowledge(&self, id: u64, note: &str, now: i64) -> Result<Alert, ActionError> {
+        self.act(
+            id,
+            now,
+            EventKind::Acknowledged,
+            note,
+            None,
+            |status| match status {
+                AlertStatus::Open => Ok(AlertStatus::Acknowledged),
+                _ => Err("acknowledged"),
+            },
+        )
+    }
+
+    /// An operator resolves an open or acknowledged alert with a reason.
+    pub fn resolve(
+        &self,
+        id: u64,
+        reason: ResolutionReason,
+        note: &str,
+        now: i64,
+    ) -> Result<Alert, ActionError> {
+        self.act(
+            id,
+            now,
+            EventKind::Resolved,
+            note,
+            Some(reason),
+            |status| match status {
+                AlertStatus::Open | AlertStatus::Acknowledged => Ok(AlertStatus::Resolved),
+                _ => Err("resolved"),
+            },
+        )
+    }
+
+    /// An operator reopens a resolved alert (its condition still holds:
+    /// cleared alerts cannot be reopened; a returning condition opens anew).
+    pub fn reopen(&self, id: u64, note: &str, now: i64) -> Result<Alert, ActionError> {
+        self.act(
+            id,
+            now,
+            EventKind::Reopened,
+            note,
+            None,
+            |status| match status {
+                AlertStatus::Resolved => Ok(AlertStatus::Open),
+                _ => Err("reopened"),
+            },
+        )
+    }
+
+    fn act(
+        &self,
+        id: u64,
+        now: i64,
+        kind: EventKind,
+        note: &str,
+        reason: Option<ResolutionReason>,
+        transition: impl FnOnce(AlertStatus) -> Result<AlertStatus, &'static str>,
+    ) -> Result<Alert, ActionError> {
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| AlertStoreError::Corrupt("alert counter lock poisoned".into()))?;
+        let mut alert = self.get(id)?.ok_or(ActionError::NotFound(id))?;
+        alert.status =
+            transition(alert.status).map_err(|action| ActionError::InvalidTransition {
+                id,
+                status: alert.status,
+                action,
+            })?;
+        let cursor = next.cursor;
+        alert.updated_at_unix_ms = now;
+        alert.history.push(HistoryEntry {
+            cursor,
+            at_unix_ms: now,
+            action: kind,
+            by: None,
+            note: note.to_string(),
+            reason,
+        });
+        let event = AlertEvent {
+            cursor,
+            alert_id: id,
+            kind,
+            at_unix_ms: now,
+            key: alert.key.clone(),
+            status: alert.status,
+        };
+        self.write(
+            &[(identity(&alert.key), alert.clone())],
+            std::slice::from_ref(&event),
+        )?;
+        next.cursor += 1;
+        self.publish(std::slice::from_ref(&event));
+        Ok(alert)
     }
 
     /// The alert after `change`, and its event; `None` if the change does
@@ -336,6 +573,7 @@ impl AlertStore {
             action: kind,
             by,
             note,
+            reason: None,
         });
         let event = AlertEvent {
             cursor,

@@ -68,7 +68,6 @@ pub fn inventory_csv(state: StateCode, n: usize, seed: u64) -> String {
 // Reconciliation scenario: two rounds of exports with planted discrepancies.
 // ---------------------------------------------------------------------------
 
-
 /// What to generate: `states` × `items_per_state` held items in round 1, a
 /// round 2 that differs from it in about `change_percent` % of the items,
 /// and `planted_per_kind` planted cases of every discrepancy (and of every
@@ -391,7 +390,10 @@ pub fn reconcile_scenario(config: &ScenarioConfig) -> Scenario {
             let b = base(i);
             own.push((
                 i,
-                [vec![b.with_status(Lost, None)], vec![b.with_status(InStorage, None)]],
+                [
+                    vec![b.with_status(Lost, None)],
+                    vec![b.with_status(InStorage, None)],
+                ],
             ));
 
             if !cross {
@@ -689,7 +691,11 @@ mod tests {
         for state in MEMBER_STATES {
             for v in 0..SERIAL_SPELLINGS {
                 let raw = spell_serial(state, 12_345, v);
-                assert_eq!(rule.canonicalize(&raw), format!("KA{state}00012345"), "{raw}");
+                assert_eq!(
+                    rule.canonicalize(&raw),
+                    format!("KA{state}00012345"),
+                    "{raw}"
+                );
             }
         }
         for model in MODELS {

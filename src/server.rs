@@ -13,10 +13,12 @@ use crate::alerts::{AlertStore, AlertStoreError};
 use crate::config::{CoordinatorConfig, Limits};
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
+use crate::proto::alerts_server::AlertsServer;
 use crate::proto::snapshots_server::SnapshotsServer;
 use crate::reconcile::EngineConfig;
 use crate::reconciler::{ReconcileError, Reconciler};
 use crate::serial::CanonicalRule;
+use crate::service::alerts::AlertsService;
 use crate::service::snapshots::SnapshotsService;
 use crate::state::StateCode;
 use crate::store::{SledStore, SnapshotStore, StoreError};
@@ -49,6 +51,8 @@ pub struct Coordinator {
     pub reconciler: Arc<Reconciler>,
     /// How often the clock-based rules are re-evaluated.
     pub tick: Duration,
+    /// The canonical rule, for requests that name items.
+    pub rule: CanonicalRule,
 }
 
 /// Puts a coordinator together on an opened store: rebuilds the
@@ -72,9 +76,10 @@ pub fn assemble(
         now_unix_ms(),
     )?);
     Ok(Coordinator {
-        ingestor: Ingestor::new(store, members, key, limits, rule),
+        ingestor: Ingestor::new(store, members, key, limits, rule.clone()),
         reconciler,
         tick,
+        rule,
     })
 }
 
@@ -116,6 +121,10 @@ pub async fn serve(
         coordinator.reconciler.clone(),
     ))
     .max_decoding_message_size(max_message);
+    let alerts = AlertsServer::new(AlertsService::new(
+        coordinator.reconciler.alerts().clone(),
+        coordinator.rule.clone(),
+    ));
 
     // The clock-based rules run on a timer until shutdown.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -151,6 +160,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(snapshots)
+        .add_service(alerts)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = ticker.await;

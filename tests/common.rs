@@ -110,6 +110,21 @@ impl TestCoordinator {
     }
 }
 
+/// Opens the store, waiting briefly if a coordinator stopped a moment ago
+/// still holds sled's lock (released when its background flusher stops).
+pub fn open_store(data_dir: &Path) -> SledStore {
+    for _ in 0..100 {
+        match SledStore::open(data_dir) {
+            Ok(store) => return store,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open store: {e}"),
+        }
+    }
+    panic!("store still locked after 2 s");
+}
+
 /// A coordinator on a sled store in `data_dir`, members keyed with [`state_key`].
 pub fn assemble(
     data_dir: &Path,
@@ -118,7 +133,7 @@ pub fn assemble(
     engine: EngineConfig,
 ) -> Coordinator {
     tally::server::assemble(
-        SledStore::open(data_dir).expect("open store"),
+        open_store(data_dir),
         members
             .iter()
             .map(|s| (state(s), state_key(s).verifying_key())),

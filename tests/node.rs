@@ -41,6 +41,21 @@ fn node_config(dir: &Path, st: &str, coordinator_url: &str, outbox: &str) -> Pat
     path
 }
 
+/// Opens a node, waiting briefly if a node dropped a moment ago still holds
+/// the outbox lock (sled releases it when its background flusher stops).
+fn open_node(cfg: &Path) -> Node {
+    for _ in 0..100 {
+        match Node::open(NodeConfig::load(cfg).unwrap()) {
+            Ok(node) => return node,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("outbox still locked after 2 s");
+}
+
 fn write_export(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -52,7 +67,7 @@ async fn node_signs_into_its_outbox_then_submits_and_the_receipt_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let coord = TestCoordinator::start(&dir.path().join("coord"), &["RUS"]).await;
     let cfg = node_config(dir.path(), "RUS", &coord.url(), "outbox");
-    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let node = open_node(&cfg);
     let export = write_export(dir.path(), "rus-1.csv", EXPORT_1);
 
     assert_eq!(
@@ -84,12 +99,12 @@ async fn a_node_that_dies_after_signing_resubmits_the_same_snapshot() {
     let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
     let export = write_export(dir.path(), "arm-1.csv", EXPORT_1);
     let signed_digest = {
-        let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+        let node = open_node(&cfg);
         node.prepare(&export, None, None).unwrap();
         node.outbox().last().unwrap().unwrap().digest()
         // the node "dies" here: dropped before sending anything
     };
-    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let node = open_node(&cfg);
     // Running the same export again signs nothing new...
     assert_eq!(
         node.prepare(&export, None, None).unwrap(),
@@ -123,7 +138,7 @@ async fn the_node_retries_until_the_coordinator_comes_up() {
     let addr = probe.local_addr().unwrap();
     drop(probe);
     let cfg = node_config(dir.path(), "KGZ", &format!("http://{addr}"), "outbox");
-    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let node = open_node(&cfg);
     node.prepare(&write_export(dir.path(), "k.csv", EXPORT_1), None, None)
         .unwrap();
     let sending = tokio::spawn(async move { node.submit_pending().await });
@@ -163,7 +178,7 @@ async fn the_node_retries_until_the_coordinator_comes_up() {
 async fn an_export_with_bad_rows_signs_nothing_and_lists_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = node_config(dir.path(), "TJK", "http://127.0.0.1:1", "outbox");
-    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let node = open_node(&cfg);
     let export = write_export(
         dir.path(),
         "bad.csv",
@@ -184,7 +199,7 @@ async fn a_reinstalled_node_continues_the_coordinators_chain() {
     let coord = TestCoordinator::start(&dir.path().join("coord"), &["BLR"]).await;
     let first = {
         let cfg = node_config(dir.path(), "BLR", &coord.url(), "outbox-old");
-        let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+        let node = open_node(&cfg);
         node.prepare(&write_export(dir.path(), "b1.csv", EXPORT_1), None, None)
             .unwrap();
         node.submit_pending().await.unwrap().remove(0)
@@ -192,7 +207,7 @@ async fn a_reinstalled_node_continues_the_coordinators_chain() {
     // A fresh outbox, same key: it learns the head instead of signing a
     // conflicting sequence 1.
     let cfg = node_config(dir.path(), "BLR", &coord.url(), "outbox-new");
-    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let node = open_node(&cfg);
     let head = node.fetch_chain_head().await.unwrap();
     assert_eq!(head, Some((1, first.digest)));
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Integration tests: one binary (links stay fast), one module per area.
 
+mod alerts_api;
 mod common;
 mod config_examples;
 mod node;

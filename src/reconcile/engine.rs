@@ -491,10 +491,14 @@ impl Engine {
         }
     }
 
+    /// The states whose latest snapshot holds the key, by state code (so
+    /// evidence and text do not depend on the order states first appeared).
     fn holders(&self, id: KeyId) -> Vec<StateIdx> {
-        (0..self.states.len() as StateIdx)
+        let mut h: Vec<StateIdx> = (0..self.states.len() as StateIdx)
             .filter(|&s| self.states[s as usize].cell(id) & HELD != 0)
-            .collect()
+            .collect();
+        h.sort_by_key(|&s| self.states[s as usize].code);
+        h
     }
 
     /// The statuses of the state's most recent mention of the key, and the

@@ -2,6 +2,7 @@
 //! domain, encode the answer. Generated types stop here; errors are mapped to
 //! `tonic::Status` once, in [`status`].
 
+pub mod alerts;
 pub mod convert;
 pub mod snapshots;
 pub mod status;

@@ -1,0 +1,374 @@
+//! The operator side of alerts over real gRPC: actions and their history,
+//! errors, paging, and watching from a cursor without gaps or duplicates.
+
+use std::sync::Arc;
+
+use tally::alerts::AlertStore;
+use tally::item::Status::*;
+use tally::proto::{self, alerts_client::AlertsClient};
+use tally::reconcile::{AlertBody, AlertChange, AlertKey, AlertKind, Severity};
+use tally::serial::{CanonicalRule, ItemKey};
+use tally::snapshot::SnapshotDigest;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::*;
+
+async fn alerts_client(coord: &TestCoordinator) -> AlertsClient<Channel> {
+    AlertsClient::connect(coord.url()).await.expect("connect")
+}
+
+fn store(coord: &TestCoordinator) -> Arc<AlertStore> {
+    coord.reconciler.as_ref().expect("running").alerts().clone()
+}
+
+/// `n` synthetic "reported lost" alerts for serials S0.., opened directly in
+/// the alert store (the engine's output format), so tests can make thousands.
+fn synthetic(n: usize, from: usize) -> Vec<AlertChange> {
+    let rule = CanonicalRule::default();
+    (from..from + n)
+        .map(|i| {
+            let item = tally::item::Item::new("9M39", &format!("S{i}"), Lost, "", None, &rule)
+                .expect("item");
+            AlertChange::Opened {
+                key: AlertKey {
+                    kind: AlertKind::ReportedLost,
+                    item: Some(ItemKey::clone(&item.key)),
+                    state: Some(state("RUS")),
+                    counterparty: None,
+                    sequence: None,
+                },
+                body: AlertBody {
+                    severity: Severity::Medium,
+                    spellings: vec![format!("S{i}")],
+                    states: vec![state("RUS")],
+                    summary: format!("RUS reports 9M39/S{i} lost"),
+                    evidence: Vec::new(),
+                    custody: None,
+                    seizures: Vec::new(),
+                },
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_are_recorded_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
+    let mut snaps = coord.client().await;
+    submit(
+        &mut snaps,
+        &snapshot(
+            "RUS",
+            1,
+            SnapshotDigest::GENESIS,
+            &items(&[("9K38", "ка-0 12", InService, None)]),
+        ),
+    )
+    .await
+    .unwrap();
+    submit(
+        &mut snaps,
+        &snapshot(
+            "KAZ",
+            1,
+            SnapshotDigest::GENESIS,
+            &items(&[("9K38", "KA012", InService, None)]),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let mut client = alerts_client(&coord).await;
+    let list = client
+        .list_alerts(proto::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.alerts.len(), 1);
+    let alert = &list.alerts[0];
+    assert_eq!(alert.kind, "held_by_several_states");
+    assert_eq!(
+        (alert.model.as_str(), alert.serial.as_str()),
+        ("9K38", "KA012")
+    );
+    assert_eq!(alert.states, ["KAZ", "RUS"]);
+    assert_eq!(alert.status, proto::AlertStatus::Open as i32);
+    assert_eq!(alert.evidence.len(), 2);
+    let id = alert.id;
+
+    let acked = client
+        .acknowledge_alert(proto::AcknowledgeAlertRequest {
+            id,
+            note: "looking".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.status, proto::AlertStatus::Acknowledged as i32);
+
+    // Resolving needs a reason from the fixed list.
+    let err = client
+        .resolve_alert(proto::ResolveAlertRequest {
+            id,
+            reason: 0,
+            note: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("false_positive"),
+        "{}",
+        err.message()
+    );
+    let err = client
+        .resolve_alert(proto::ResolveAlertRequest {
+            id,
+            reason: 99,
+            note: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let resolved = client
+        .resolve_alert(proto::ResolveAlertRequest {
+            id,
+            reason: proto::ResolutionReason::DataEntryError as i32,
+            note: "KAZ typed a RUS serial".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.status, proto::AlertStatus::Resolved as i32);
+
+    // Acknowledging a resolved alert, resolving it again, unknown ids.
+    let err = client
+        .acknowledge_alert(proto::AcknowledgeAlertRequest {
+            id,
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("cannot be acknowledged"),
+        "{}",
+        err.message()
+    );
+    let err = client
+        .resolve_alert(proto::ResolveAlertRequest {
+            id,
+            reason: proto::ResolutionReason::Located as i32,
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let err = client
+        .resolve_alert(proto::ResolveAlertRequest {
+            id: 999_999,
+            reason: proto::ResolutionReason::Located as i32,
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("999999"));
+    let err = client
+        .get_alert(proto::GetAlertRequest { id: 424_242 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let reopened = client
+        .reopen_alert(proto::ReopenAlertRequest {
+            id,
+            note: "not a typo after all".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reopened.status, proto::AlertStatus::Open as i32);
+
+    let full = client
+        .get_alert(proto::GetAlertRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<(&str, &str)> = full
+        .history
+        .iter()
+        .map(|h| (h.action.as_str(), h.note.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("opened", "9K38/KA012 is held by KAZ, RUS"),
+            ("acknowledged", "looking"),
+            ("resolved", "KAZ typed a RUS serial"),
+            ("reopened", "not a typo after all"),
+        ]
+    );
+    assert_eq!(
+        full.history[2].reason,
+        proto::ResolutionReason::DataEntryError as i32
+    );
+    assert!(full.history.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    assert!(full.history.iter().all(|h| h.at_unix_ms > 0));
+
+    // Filters: bad values are named; good ones select.
+    let err = client
+        .list_alerts(proto::ListAlertsRequest {
+            kind: "missing_item".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("held_by_several_states"));
+    let by_state = |s: &str| proto::ListAlertsRequest {
+        state: s.into(),
+        ..Default::default()
+    };
+    let mut c2 = client.clone();
+    assert_eq!(
+        c2.list_alerts(by_state("KAZ"))
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts
+            .len(),
+        1
+    );
+    assert_eq!(
+        c2.list_alerts(by_state("ARM"))
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts
+            .len(),
+        0
+    );
+    let by_model = proto::ListAlertsRequest {
+        model: "9k-38".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        c2.list_alerts(by_model)
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts
+            .len(),
+        1
+    );
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_through_ten_thousand_alerts_returns_each_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    store(&coord).apply(&synthetic(10_000, 0), 1).unwrap();
+    let mut client = alerts_client(&coord).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_alerts(proto::ListAlertsRequest {
+                page_size: 700,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        for a in &page.alerts {
+            assert!(seen.insert(a.id), "alert {} returned twice", a.id);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 10_000);
+    assert_eq!(pages, 15);
+    let err = client
+        .list_alerts(proto::ListAlertsRequest {
+            page_token: "abc".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    drop(client);
+    coord.stop().await;
+}
+
+async fn collect(stream: &mut tonic::Streaming<proto::AlertEvent>, n: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+            .await
+            .expect("event within 20 s")
+            .expect("stream ok")
+            .expect("stream open");
+        out.push(e.cursor);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_from_cursor_zero_gets_every_stored_event_then_live_ones_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    let alerts = store(&coord);
+    // 1,000 stored events, in several batches.
+    for b in 0..10 {
+        alerts.apply(&synthetic(100, b * 100), 1).unwrap();
+    }
+    let mut client = alerts_client(&coord).await;
+    let mut w1 = client
+        .watch_alerts(proto::WatchAlertsRequest { after_cursor: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut w2 = client
+        .watch_alerts(proto::WatchAlertsRequest { after_cursor: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    // Live events are committed while the watchers are still replaying.
+    let writer = {
+        let alerts = alerts.clone();
+        tokio::task::spawn_blocking(move || {
+            for b in 0..5 {
+                alerts.apply(&synthetic(100, 1000 + b * 100), 2).unwrap();
+            }
+        })
+    };
+    let got1 = collect(&mut w1, 1500).await;
+    let got2 = collect(&mut w2, 1500).await;
+    writer.await.unwrap();
+    let expected: Vec<u64> = (1..=1500).collect();
+    assert_eq!(got1, expected, "every event once, in order");
+    assert_eq!(got2, expected, "two watchers see the same sequence");
+
+    // Resuming from a cursor continues right after it.
+    let mut w3 = client
+        .watch_alerts(proto::WatchAlertsRequest { after_cursor: 1234 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        collect(&mut w3, 266).await,
+        (1235..=1500).collect::<Vec<u64>>()
+    );
+    drop((w1, w2, w3, client));
+    coord.stop().await;
+}
