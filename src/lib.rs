@@ -19,6 +19,7 @@ pub mod merkle;
 pub mod node;
 pub mod reconcile;
 pub mod reconciler;
+pub mod seizures;
 pub mod serial;
 pub mod server;
 pub mod service;

@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
 use crate::reconcile::{
-    AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, SnapshotRef,
+    AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, Seizure,
+    SnapshotRef,
 };
+use crate::seizures::{SeizureLog, SeizureLogError, SeizureReport};
 use crate::serial::ItemKey;
 use crate::snapshot::{LeafRef, leaf::leaves};
 use crate::state::StateCode;
@@ -33,6 +35,8 @@ pub enum ReconcileError {
         sequence: u64,
         reason: String,
     },
+    #[error(transparent)]
+    Seizures(#[from] SeizureLogError),
     #[error("reconciler lock poisoned")]
     Poisoned,
 }
@@ -59,6 +63,7 @@ pub struct Reconciler {
     state: Mutex<State>,
     store: Arc<dyn SnapshotStore>,
     alerts: Arc<AlertStore>,
+    seizures: Arc<SeizureLog>,
     lines: StoreLines,
 }
 
@@ -68,6 +73,7 @@ impl Reconciler {
     pub fn open(
         store: Arc<dyn SnapshotStore>,
         alerts: Arc<AlertStore>,
+        seizures: Arc<SeizureLog>,
         config: EngineConfig,
         now_unix_ms: i64,
     ) -> Result<Reconciler, ReconcileError> {
@@ -80,6 +86,7 @@ impl Reconciler {
             lines: StoreLines::new(store.clone()),
             store,
             alerts,
+            seizures,
         };
         let started = std::time::Instant::now();
         {
@@ -87,8 +94,17 @@ impl Reconciler {
                 .state
                 .lock()
                 .map_err(|_| ReconcileError::Poisoned)?;
-            // Silent replay: the changes are not events, only the end state counts.
+            // Silent replay: the changes are not events, only the end state
+            // counts. Seizure alerts depend only on the reports and the
+            // current custody, so reports can follow the snapshots.
             reconciler.catch_up_locked(&mut state, now_unix_ms)?;
+            for report in reconciler.seizures.all()? {
+                for item in report.items {
+                    state
+                        .engine
+                        .apply_seizure(item, &reconciler.lines, now_unix_ms);
+                }
+            }
             let engine = &state.engine;
             let mut changes = Vec::new();
             let persisted = reconciler.alerts.current_alerts()?;
@@ -132,6 +148,31 @@ impl Reconciler {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
         let changes = self.catch_up_locked(&mut state, now_unix_ms)?;
         Ok(self.alerts.apply(&changes, now_unix_ms)?)
+    }
+
+    /// Records a seizure report durably, matches each item and records the
+    /// resulting alert changes.
+    pub fn report_seizures(
+        &self,
+        items: Vec<Seizure>,
+        now_unix_ms: i64,
+    ) -> Result<SeizureReport, ReconcileError> {
+        let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+        let report = self.seizures.record(items, now_unix_ms)?;
+        let mut changes = Vec::new();
+        for item in &report.items {
+            changes.extend(
+                state
+                    .engine
+                    .apply_seizure(item.clone(), &self.lines, now_unix_ms),
+            );
+        }
+        self.alerts.apply(&changes, now_unix_ms)?;
+        Ok(report)
+    }
+
+    pub fn seizure_log(&self) -> &Arc<SeizureLog> {
+        &self.seizures
     }
 
     /// Applies the clock alone (transfer grace periods, cadences).

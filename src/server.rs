@@ -14,11 +14,15 @@ use crate::config::{CoordinatorConfig, Limits};
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
 use crate::proto::alerts_server::AlertsServer;
+use crate::proto::coordinator_server::CoordinatorServer;
+use crate::proto::seizures_server::SeizuresServer;
 use crate::proto::snapshots_server::SnapshotsServer;
 use crate::reconcile::EngineConfig;
 use crate::reconciler::{ReconcileError, Reconciler};
+use crate::seizures::{SeizureLog, SeizureLogError};
 use crate::serial::CanonicalRule;
 use crate::service::alerts::AlertsService;
+use crate::service::operations::{CoordinatorService, SeizuresService};
 use crate::service::snapshots::SnapshotsService;
 use crate::state::StateCode;
 use crate::store::{SledStore, SnapshotStore, StoreError};
@@ -40,6 +44,8 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("opening alerts: {0}")]
     Alerts(#[from] AlertStoreError),
+    #[error("opening seizure reports: {0}")]
+    Seizures(#[from] SeizureLogError),
     #[error("rebuilding reconciliation state: {0}")]
     Reconcile(#[from] ReconcileError),
 }
@@ -68,10 +74,12 @@ pub fn assemble(
     tick: Duration,
 ) -> Result<Coordinator, ServerError> {
     let alerts = Arc::new(AlertStore::open(store.db())?);
+    let seizures = Arc::new(SeizureLog::open(store.db())?);
     let store: Arc<dyn SnapshotStore> = Arc::new(store);
     let reconciler = Arc::new(Reconciler::open(
         store.clone(),
         alerts,
+        seizures,
         engine,
         now_unix_ms(),
     )?);
@@ -126,6 +134,15 @@ pub async fn serve(
         coordinator.rule.clone(),
     ));
 
+    let seizures = SeizuresServer::new(SeizuresService::new(
+        coordinator.reconciler.clone(),
+        coordinator.rule.clone(),
+    ));
+    let status = CoordinatorServer::new(CoordinatorService::new(
+        coordinator.ingestor.clone(),
+        coordinator.reconciler.clone(),
+    ));
+
     // The clock-based rules run on a timer until shutdown.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let ticker = {
@@ -161,6 +178,8 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(snapshots)
         .add_service(alerts)
+        .add_service(seizures)
+        .add_service(status)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = ticker.await;

@@ -4,6 +4,7 @@ mod alerts_api;
 mod common;
 mod config_examples;
 mod node;
+mod operations;
 mod protocol;
 mod reconcile_oracle;
 mod reconciliation;

@@ -108,7 +108,8 @@ fn evidence(e: &Evidence) -> proto::Evidence {
     }
 }
 
-fn custody(c: &Custody) -> proto::Custody {
+/// The wire form of a custody trail.
+pub fn custody_to_proto(c: &Custody) -> proto::Custody {
     match c {
         Custody::NeverReported => proto::Custody {
             never_reported: true,
@@ -177,7 +178,7 @@ pub fn alert_to_proto(a: &Alert) -> proto::Alert {
                 reason: h.reason.map_or(0, |r| reason_to_proto(r) as i32),
             })
             .collect(),
-        custody: a.body.custody.as_ref().map(custody),
+        custody: a.body.custody.as_ref().map(custody_to_proto),
     }
 }
 

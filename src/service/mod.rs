@@ -4,5 +4,6 @@
 
 pub mod alerts;
 pub mod convert;
+pub mod operations;
 pub mod snapshots;
 pub mod status;

@@ -1,0 +1,232 @@
+//! `tally.v1.Seizures` and `tally.v1.Coordinator`: seizure reports and status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::alerts::custody_to_proto;
+use crate::ingest::{Ingestor, now_unix_ms};
+use crate::proto;
+use crate::reconcile::{AlertKey, AlertKind, Seizure};
+use crate::reconciler::Reconciler;
+use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
+use crate::state::StateCode;
+
+/// Largest number of items in one seizure report.
+const MAX_SEIZED_ITEMS: usize = 10_000;
+
+pub struct SeizuresService {
+    reconciler: Arc<Reconciler>,
+    rule: CanonicalRule,
+}
+
+impl SeizuresService {
+    pub fn new(reconciler: Arc<Reconciler>, rule: CanonicalRule) -> SeizuresService {
+        SeizuresService { reconciler, rule }
+    }
+}
+
+fn seizure_from_proto(
+    i: usize,
+    item: &proto::SeizedItem,
+    rule: &CanonicalRule,
+) -> Result<Seizure, Status> {
+    let bad = |what: String| Status::invalid_argument(format!("items[{i}]: {what}"));
+    for (field, value) in [
+        ("model", &item.model),
+        ("serial", &item.serial),
+        ("place", &item.place),
+    ] {
+        if value.len() > crate::item::MAX_FIELD_BYTES {
+            return Err(bad(format!(
+                "{field} is {} bytes long; at most {} bytes are allowed",
+                value.len(),
+                crate::item::MAX_FIELD_BYTES
+            )));
+        }
+    }
+    let key = ItemKey {
+        model: CanonicalModel::from_raw(&item.model, rule)
+            .map_err(|e| bad(format!("model '{}' {e}", item.model)))?,
+        serial: CanonicalSerial::from_raw(&item.serial, rule)
+            .map_err(|e| bad(format!("serial '{}' {e}", item.serial)))?,
+    };
+    Ok(Seizure {
+        key,
+        model: item.model.clone(),
+        serial: item.serial.clone(),
+        seized_at_unix_ms: item.seized_at_unix_ms,
+        place: item.place.clone(),
+        note: item.note.clone(),
+    })
+}
+
+fn seizure_to_proto(s: &Seizure) -> proto::SeizedItem {
+    proto::SeizedItem {
+        model: s.model.clone(),
+        serial: s.serial.clone(),
+        seized_at_unix_ms: s.seized_at_unix_ms,
+        place: s.place.clone(),
+        note: s.note.clone(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("task failed: {e}")))?
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "operator request failed");
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl proto::seizures_server::Seizures for SeizuresService {
+    async fn report_seizures(
+        &self,
+        request: Request<proto::ReportSeizuresRequest>,
+    ) -> Result<Response<proto::ReportSeizuresResponse>, Status> {
+        let req = request.into_inner();
+        if req.items.is_empty() {
+            return Err(Status::invalid_argument(
+                "a seizure report needs at least one item",
+            ));
+        }
+        if req.items.len() > MAX_SEIZED_ITEMS {
+            return Err(Status::resource_exhausted(format!(
+                "{} items in one report; at most {MAX_SEIZED_ITEMS} are accepted",
+                req.items.len()
+            )));
+        }
+        let items = req
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| seizure_from_proto(i, item, &self.rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        let reconciler = self.reconciler.clone();
+        let response = blocking(move || {
+            let report = reconciler
+                .report_seizures(items, now_unix_ms())
+                .map_err(internal)?;
+            let mut matches = Vec::with_capacity(report.items.len());
+            for item in &report.items {
+                let key = AlertKey {
+                    kind: AlertKind::SeizedItem,
+                    item: Some(item.key.clone()),
+                    state: None,
+                    counterparty: None,
+                    sequence: None,
+                };
+                let alert = reconciler.alerts().current(&key).map_err(internal)?;
+                let custody = reconciler
+                    .with_engine(|e| e.custody(&item.key))
+                    .map_err(internal)?;
+                matches.push(proto::SeizureMatch {
+                    model: item.key.model.to_string(),
+                    serial: item.key.serial.to_string(),
+                    alert_id: alert.map_or(0, |a| a.id),
+                    custody: Some(custody_to_proto(&custody)),
+                });
+            }
+            Ok(proto::ReportSeizuresResponse {
+                report_id: report.id,
+                matches,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_seizure_reports(
+        &self,
+        _request: Request<proto::ListSeizureReportsRequest>,
+    ) -> Result<Response<proto::ListSeizureReportsResponse>, Status> {
+        let reconciler = self.reconciler.clone();
+        let reports = blocking(move || reconciler.seizure_log().all().map_err(internal)).await?;
+        Ok(Response::new(proto::ListSeizureReportsResponse {
+            reports: reports
+                .iter()
+                .map(|r| proto::SeizureReport {
+                    id: r.id,
+                    reported_at_unix_ms: r.reported_at_unix_ms,
+                    items: r.items.iter().map(seizure_to_proto).collect(),
+                })
+                .collect(),
+        }))
+    }
+}
+
+pub struct CoordinatorService {
+    ingestor: Ingestor,
+    reconciler: Arc<Reconciler>,
+}
+
+impl CoordinatorService {
+    pub fn new(ingestor: Ingestor, reconciler: Arc<Reconciler>) -> CoordinatorService {
+        CoordinatorService {
+            ingestor,
+            reconciler,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::coordinator_server::Coordinator for CoordinatorService {
+    async fn get_status(
+        &self,
+        _request: Request<proto::GetStatusRequest>,
+    ) -> Result<Response<proto::CoordinatorStatus>, Status> {
+        let ingestor = self.ingestor.clone();
+        let reconciler = self.reconciler.clone();
+        let status = blocking(move || {
+            let current = reconciler.alerts().current_alerts().map_err(internal)?;
+            let mut by_kind: BTreeMap<AlertKind, u64> =
+                AlertKind::ALL.iter().map(|k| (*k, 0)).collect();
+            let mut overdue: Vec<StateCode> = Vec::new();
+            for a in &current {
+                *by_kind.entry(a.key.kind).or_default() += 1;
+                if a.key.kind == AlertKind::SnapshotOverdue
+                    && let Some(s) = a.key.state
+                {
+                    overdue.push(s);
+                }
+            }
+            let mut states: Vec<StateCode> = ingestor.members().copied().collect();
+            states.sort();
+            let mut members = Vec::with_capacity(states.len());
+            for state in states {
+                let latest = ingestor.store().latest(state).map_err(internal)?;
+                members.push(proto::MemberStatus {
+                    state: state.to_string(),
+                    last_sequence: latest.as_ref().map_or(0, |l| l.signed.header.sequence),
+                    last_as_of_unix_ms: latest
+                        .as_ref()
+                        .map_or(0, |l| l.signed.header.as_of_unix_ms),
+                    last_accepted_at_unix_ms: latest
+                        .as_ref()
+                        .map_or(0, |l| l.receipt.accepted_at_unix_ms),
+                    overdue: overdue.contains(&state),
+                });
+            }
+            Ok(proto::CoordinatorStatus {
+                members,
+                open_alerts: by_kind
+                    .into_iter()
+                    .map(|(kind, open)| proto::AlertCount {
+                        kind: kind.to_string(),
+                        open,
+                    })
+                    .collect(),
+                last_cursor: reconciler.alerts().last_cursor(),
+            })
+        })
+        .await?;
+        Ok(Response::new(status))
+    }
+}
