@@ -1,5 +1,7 @@
 //! Command-line interface: flags in, calls into the library, results out.
 
+pub mod operator;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +45,27 @@ pub enum Command {
     /// Member-state node: sign inventory exports and submit them.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Read, watch and act on discrepancy alerts.
+    Alerts {
+        #[command(flatten)]
+        target: operator::Target,
+        #[command(subcommand)]
+        command: operator::AlertsCommand,
+    },
+    /// Report seized items and see their custody trails.
+    Seized {
+        #[command(flatten)]
+        target: operator::Target,
+        #[command(subcommand)]
+        command: operator::SeizedCommand,
+    },
+    /// Member states' last snapshots, who is overdue, open alerts by kind.
+    Status {
+        #[command(flatten)]
+        target: operator::Target,
+        #[arg(long, value_enum, default_value_t = operator::Format::Table)]
+        format: operator::Format,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +117,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             as_of_unix_ms,
         }) => node_submit(config, export, as_of_unix_ms).await,
         Command::Node(NodeCommand::Status { config }) => node_status(config),
+        Command::Alerts { target, command } => operator::alerts(target, command).await,
+        Command::Seized { target, command } => operator::seized(target, command).await,
+        Command::Status { target, format } => operator::status(target, format).await,
     }
 }
 
