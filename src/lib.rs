@@ -15,6 +15,7 @@ pub mod generate;
 pub mod ingest;
 pub mod item;
 pub mod keys;
+pub mod lookup;
 pub mod merkle;
 pub mod node;
 pub mod reconcile;
