@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod evidence;
 pub mod export;
 pub mod generate;
 pub mod ingest;
@@ -26,6 +27,8 @@ pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod trace;
+pub mod trace_view;
 
 /// Generated protobuf and gRPC types (`proto/tally/v1`). They stop at the service edge.
 pub mod proto {

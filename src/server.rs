@@ -15,13 +15,16 @@ use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
 use crate::proto::alerts_server::AlertsServer;
 use crate::proto::snapshots_server::SnapshotsServer;
+use crate::proto::trace_server::TraceServer;
 use crate::reconcile::EngineConfig;
 use crate::reconciler::{ReconcileError, Reconciler};
 use crate::serial::CanonicalRule;
 use crate::service::alerts::AlertsService;
 use crate::service::snapshots::SnapshotsService;
+use crate::service::trace::TraceService;
 use crate::state::StateCode;
 use crate::store::{SledStore, SnapshotStore, StoreError};
+use crate::trace::Tracer;
 
 /// Why the coordinator could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +128,10 @@ pub async fn serve(
         coordinator.reconciler.alerts().clone(),
         coordinator.rule.clone(),
     ));
+    let trace = TraceServer::new(TraceService::new(
+        Arc::new(Tracer::new(coordinator.reconciler.clone())),
+        coordinator.rule.clone(),
+    ));
 
     // The clock-based rules run on a timer until shutdown.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -161,6 +168,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(snapshots)
         .add_service(alerts)
+        .add_service(trace)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = ticker.await;

@@ -34,7 +34,7 @@ impl AlertsService {
     }
 }
 
-fn status_to_proto(s: AlertStatus) -> proto::AlertStatus {
+pub(crate) fn alert_status_to_proto(s: AlertStatus) -> proto::AlertStatus {
     match s {
         AlertStatus::Open => proto::AlertStatus::Open,
         AlertStatus::Acknowledged => proto::AlertStatus::Acknowledged,
@@ -108,7 +108,7 @@ fn evidence(e: &Evidence) -> proto::Evidence {
     }
 }
 
-fn custody(c: &Custody) -> proto::Custody {
+pub(crate) fn custody_to_proto(c: &Custody) -> proto::Custody {
     match c {
         Custody::NeverReported => proto::Custody {
             never_reported: true,
@@ -156,7 +156,7 @@ pub fn alert_to_proto(a: &Alert) -> proto::Alert {
             .map(|s| s.to_string())
             .unwrap_or_default(),
         sequence: a.key.sequence.unwrap_or_default(),
-        status: status_to_proto(a.status) as i32,
+        status: alert_status_to_proto(a.status) as i32,
         severity,
         spellings: a.body.spellings.clone(),
         states: a.body.states.iter().map(|s| s.to_string()).collect(),
@@ -177,7 +177,7 @@ pub fn alert_to_proto(a: &Alert) -> proto::Alert {
                 reason: h.reason.map_or(0, |r| reason_to_proto(r) as i32),
             })
             .collect(),
-        custody: a.body.custody.as_ref().map(custody),
+        custody: a.body.custody.as_ref().map(custody_to_proto),
     }
 }
 
@@ -188,7 +188,7 @@ fn event_to_proto(e: &AlertEvent) -> proto::AlertEvent {
         action: e.kind.as_str().to_string(),
         at_unix_ms: e.at_unix_ms,
         kind: e.key.kind.to_string(),
-        status: status_to_proto(e.status) as i32,
+        status: alert_status_to_proto(e.status) as i32,
         summary: e.key.to_string(),
     }
 }

@@ -6,3 +6,4 @@ pub mod alerts;
 pub mod convert;
 pub mod snapshots;
 pub mod status;
+pub mod trace;
