@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tally/v1/snapshots.proto",
         "proto/tally/v1/alerts.proto",
         "proto/tally/v1/operations.proto",
+        "proto/tally/v1/trace.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -18,6 +18,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::reconcile::{AlertBody, AlertChange, AlertKey, SnapshotRef};
+use crate::serial::ItemKey;
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +300,21 @@ impl AlertStore {
             .values()
             .map(|v| Self::decode(&v?))
             .collect()
+    }
+
+    /// Every stored alert about `item`, in any status, by id.
+    ///
+    /// Scans all alerts: fine while they number in the thousands. An index
+    /// from item key to alert ids is the step after this one.
+    pub fn for_item(&self, item: &ItemKey) -> Result<Vec<Alert>, AlertStoreError> {
+        let mut out = Vec::new();
+        for v in self.alerts.iter().values() {
+            let alert: Alert = Self::decode(&v?)?;
+            if alert.key.item.as_ref() == Some(item) {
+                out.push(alert);
+            }
+        }
+        Ok(out)
     }
 
     /// One page of alerts, newest first: those with id below `before` that

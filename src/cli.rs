@@ -2,15 +2,20 @@
 
 pub mod operator;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{CoordinatorConfig, NodeConfig};
+use crate::evidence::{self, Bundle, BundleError, EntryError};
 use crate::keys;
 use crate::node::{Node, Prepared};
+use crate::proto::{self, trace_client::TraceClient};
 use crate::state::StateCode;
+use crate::trace_view::{TraceJson, render_table};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +71,63 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = operator::Format::Table)]
         format: operator::Format,
     },
+    /// Trace one item across every stored snapshot of every state, with
+    /// signed evidence for each row.
+    Trace(TraceArgs),
+    /// Check an evidence bundle offline: every signature and inclusion proof.
+    Verify(VerifyArgs),
+}
+
+/// Default coordinator address of the client commands.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people, at most 100 columns wide.
+    Table,
+    /// Stable JSON for scripts (see README.md, "tally trace / tally verify").
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Model, in any spelling (e.g. 9K38, 9К38).
+    #[arg(allow_hyphen_values = true)]
+    pub model: String,
+    /// Serial, in any spelling (e.g. "ка-0 12"); matched in canonical form.
+    #[arg(allow_hyphen_values = true)]
+    pub serial: String,
+    /// Coordinator address.
+    #[arg(long, default_value = DEFAULT_COORDINATOR)]
+    pub coordinator: String,
+    /// Output: a table for people or JSON for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Also write a self-contained evidence bundle (JSON) of the trail to FILE,
+    /// for `tally verify`.
+    #[arg(long, value_name = "FILE")]
+    pub evidence: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Evidence bundle written by `tally trace --evidence`.
+    pub file: PathBuf,
+    /// A state's public key file (64 hex digits, as `tally keygen` writes);
+    /// repeat for every state in the bundle.
+    #[arg(long = "key", value_name = "STATE=PUBKEYFILE", value_parser = parse_key_arg)]
+    pub keys: Vec<(StateCode, PathBuf)>,
+}
+
+fn parse_key_arg(s: &str) -> Result<(StateCode, PathBuf), String> {
+    let (state, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not STATE=PUBKEYFILE (e.g. KAZ=keys/KAZ.pub)"))?;
+    let state = StateCode::parse(state).map_err(|e| e.to_string())?;
+    if path.is_empty() {
+        return Err(format!("no public key file given for {state}"));
+    }
+    Ok((state, PathBuf::from(path)))
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +182,99 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Alerts { target, command } => operator::alerts(target, command).await,
         Command::Seized { target, command } => operator::seized(target, command).await,
         Command::Status { target, format } => operator::status(target, format).await,
+        Command::Trace(args) => trace(args).await,
+        Command::Verify(args) => verify(args),
+    }
+}
+
+/// Largest trace response accepted: every entry carries its evidence (about
+/// 1 KiB), so a long-lived item in many snapshots exceeds gRPC's 4 MiB default.
+const MAX_TRACE_RESPONSE: usize = 256 << 20;
+
+async fn trace(args: TraceArgs) -> Result<()> {
+    let endpoint = tonic::transport::Endpoint::from_shared(args.coordinator.clone())
+        .with_context(|| {
+            format!(
+                "'{}' is not a coordinator address (e.g. {DEFAULT_COORDINATOR})",
+                args.coordinator
+            )
+        })?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
+    let mut client = TraceClient::new(channel).max_decoding_message_size(MAX_TRACE_RESPONSE);
+    let response = client
+        .trace_item(proto::TraceItemRequest {
+            model: args.model.clone(),
+            serial: args.serial.clone(),
+        })
+        .await
+        .map_err(|s| {
+            anyhow!(
+                "the coordinator refused the trace ({:?}): {}",
+                s.code(),
+                s.message()
+            )
+        })?
+        .into_inner();
+
+    if let Some(path) = &args.evidence {
+        let bundle = Bundle::from_response(&response)?;
+        std::fs::write(path, bundle.to_json()?)
+            .with_context(|| format!("cannot write the evidence bundle {}", path.display()))?;
+        let mut states: Vec<&str> = bundle.entries.iter().map(|e| e.state.as_str()).collect();
+        states.sort_unstable();
+        states.dedup();
+        let keys: Vec<String> = states
+            .iter()
+            .map(|s| format!(" --key {s}={s}.pub"))
+            .collect();
+        eprintln!(
+            "evidence bundle with {} entries written to {}; check it offline with: tally verify {}{}",
+            bundle.entries.len(),
+            path.display(),
+            path.display(),
+            keys.concat()
+        );
+    }
+    match args.format {
+        OutputFormat::Table => print!("{}", render_table(&response)),
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(&TraceJson::from_response(&response)?)
+                .context("cannot encode the trace as JSON")?;
+            println!("{json}");
+        }
+    }
+    Ok(())
+}
+
+fn verify(args: VerifyArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let mut keys = BTreeMap::new();
+    for (state, path) in &args.keys {
+        let key = keys::read_verifying_key(path)?;
+        if keys.insert(*state, key).is_some() {
+            bail!("--key {state} is given more than once");
+        }
+    }
+    match evidence::verify_file(&bytes, &keys) {
+        Ok(verified) => {
+            println!("{}: {}", args.file.display(), verified.summary());
+            Ok(())
+        }
+        Err(e) => {
+            let hint = match &e {
+                BundleError::Entry {
+                    source: EntryError::MissingKey { state },
+                    ..
+                } => format!(" (pass --key {state}=PUBKEYFILE)"),
+                _ => String::new(),
+            };
+            bail!("{} is NOT valid evidence: {e}{hint}", args.file.display())
+        }
     }
 }
 

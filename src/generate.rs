@@ -242,7 +242,7 @@ fn row_rng(seed: u64, state: usize, i: usize) -> SplitMix {
 fn base_row(seed: u64, s: usize, state: StateCode, i: usize) -> Row {
     let mut rng = row_rng(seed, s, i);
     let r = rng.next_u64();
-    let status = if r % 3 == 0 {
+    let status = if r.is_multiple_of(3) {
         Status::InStorage
     } else {
         Status::InService
@@ -252,7 +252,7 @@ fn base_row(seed: u64, s: usize, state: StateCode, i: usize) -> Row {
         v @ 0..=3 => 1 + v % (SERIAL_SPELLINGS - 1),
         _ => 0,
     };
-    let model_spelling = u64::from((r >> 16) % 100 == 0);
+    let model_spelling = u64::from((r >> 16).is_multiple_of(100));
     Row {
         model: spell_model(MODELS[i % MODELS.len()], model_spelling),
         serial: spell_serial(state.as_str(), i, spelling),
@@ -275,7 +275,7 @@ fn respelled(row: &Row, state: StateCode, i: usize, n: u64) -> Row {
     Row {
         model: spell_model(model, n / 2 + 1),
         serial: spell_serial(state.as_str(), i, variant),
-        status: if n % 2 == 0 {
+        status: if n.is_multiple_of(2) {
             Status::InService
         } else {
             Status::InStorage

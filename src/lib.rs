@@ -10,11 +10,13 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod evidence;
 pub mod export;
 pub mod generate;
 pub mod ingest;
 pub mod item;
 pub mod keys;
+pub mod lookup;
 pub mod merkle;
 pub mod node;
 pub mod reconcile;
@@ -26,6 +28,8 @@ pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod trace;
+pub mod trace_view;
 
 /// Generated protobuf and gRPC types (`proto/tally/v1`). They stop at the service edge.
 pub mod proto {

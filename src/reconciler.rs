@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
+use crate::lookup::{CachePolicy, ChunkIndex, ChunkStart, SnapshotLookup, owned_key};
 use crate::reconcile::{
     AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, Seizure,
     SnapshotRef,
 };
 use crate::seizures::{SeizureLog, SeizureLogError, SeizureReport};
 use crate::serial::ItemKey;
-use crate::snapshot::{LeafRef, leaf::leaves};
+use crate::snapshot::leaf::leaves;
 use crate::state::StateCode;
 use crate::store::{SnapshotStore, StoreError, StoredSnapshot};
 
@@ -83,7 +84,7 @@ impl Reconciler {
                 applied: HashMap::new(),
                 equivocations_seen: 0,
             }),
-            lines: StoreLines::new(store.clone()),
+            lines: StoreLines(Arc::new(SnapshotLookup::new(store.clone()))),
             store,
             alerts,
             seizures,
@@ -139,6 +140,11 @@ impl Reconciler {
 
     pub fn alerts(&self) -> &Arc<AlertStore> {
         &self.alerts
+    }
+
+    /// Key lookups over the stored snapshots, indexed as they are reconciled.
+    pub fn lookup(&self) -> &Arc<SnapshotLookup> {
+        &self.lines.0
     }
 
     /// Reconciles every accepted snapshot and equivocation not yet applied,
@@ -240,23 +246,25 @@ impl Reconciler {
         // Parse everything first: a stored snapshot was verified at
         // acceptance, so a failure here means the store is damaged.
         let mut views: Vec<ItemView<'_>> = Vec::with_capacity(header.item_count as usize);
-        let mut first_keys = Vec::with_capacity(chunks.len());
-        for chunk in &chunks {
-            let mut first = true;
+        let mut starts = Vec::with_capacity(chunks.len());
+        for (number, chunk) in (0u32..).zip(&chunks) {
+            let first_leaf = views.len() as u64;
             for leaf in leaves(chunk) {
                 let (leaf, _) = leaf.map_err(|e| bad(e.to_string()))?;
-                if first {
-                    first_keys.push((
-                        leaf.canonical_model.to_string(),
-                        leaf.canonical_serial.to_string(),
-                    ));
-                    first = false;
+                if views.len() as u64 == first_leaf {
+                    starts.push(ChunkStart {
+                        chunk: number,
+                        first_leaf,
+                        first_key: owned_key(&leaf),
+                    });
                 }
                 views.push(ItemView::from(leaf));
             }
         }
         let reference = snapshot_ref(snapshot);
-        self.lines.index(snapshot, first_keys);
+        self.lines
+            .0
+            .insert(ChunkIndex::new(snapshot.clone(), starts));
         let changes = state
             .engine
             .apply_snapshot(reference, views, &self.lines, now);
@@ -265,132 +273,26 @@ impl Reconciler {
     }
 }
 
-/// A chunk parsed once for lookups: its bytes and where each leaf starts.
-struct DecodedChunk {
-    bytes: Vec<u8>,
-    starts: Vec<usize>,
-}
-
-impl DecodedChunk {
-    fn leaf(&self, i: usize) -> Option<LeafRef<'_>> {
-        LeafRef::parse(&self.bytes[self.starts[i]..])
-            .ok()
-            .map(|(l, _)| l)
-    }
-}
-
-/// Evidence lines read from stored snapshots. Finds a key by binary search
-/// over each snapshot's chunk index (first key of every chunk, recorded when
-/// the snapshot was reconciled), then inside the chunk. Recently used chunks
-/// are kept decoded, because one reconciliation looks up many keys of the
-/// same few snapshots.
-pub struct StoreLines {
-    store: Arc<dyn SnapshotStore>,
-    index: Mutex<HashMap<(StateCode, u64), Arc<SnapshotIndex>>>,
-    cache: Mutex<HashMap<(StateCode, u64, usize), Arc<DecodedChunk>>>,
-}
-
-struct SnapshotIndex {
-    snapshot: StoredSnapshot,
-    first_keys: Vec<(String, String)>,
-}
-
-/// Decoded chunks kept at most (about 1 MiB each).
-const CHUNK_CACHE: usize = 64;
-
-impl StoreLines {
-    fn new(store: Arc<dyn SnapshotStore>) -> StoreLines {
-        StoreLines {
-            store,
-            index: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn index(&self, snapshot: &StoredSnapshot, first_keys: Vec<(String, String)>) {
-        if let Ok(mut index) = self.index.lock() {
-            index.insert(
-                (
-                    snapshot.signed.header.state,
-                    snapshot.signed.header.sequence,
-                ),
-                Arc::new(SnapshotIndex {
-                    snapshot: snapshot.clone(),
-                    first_keys,
-                }),
-            );
-        }
-    }
-
-    fn chunk(&self, index: &SnapshotIndex, i: usize) -> Option<Arc<DecodedChunk>> {
-        let h = &index.snapshot.signed.header;
-        let id = (h.state, h.sequence, i);
-        if let Some(c) = self.cache.lock().ok()?.get(&id) {
-            return Some(c.clone());
-        }
-        let bytes = self.store.chunk(&index.snapshot, i as u32).ok()?;
-        let mut starts = Vec::new();
-        let mut at = 0;
-        while at < bytes.len() {
-            starts.push(at);
-            let (_, len) = LeafRef::parse(&bytes[at..]).ok()?;
-            at += len;
-        }
-        let decoded = Arc::new(DecodedChunk { bytes, starts });
-        let mut cache = self.cache.lock().ok()?;
-        if cache.len() >= CHUNK_CACHE {
-            cache.clear();
-        }
-        cache.insert(id, decoded.clone());
-        Some(decoded)
-    }
-}
+/// Evidence lines for the engine, read from stored snapshots through the
+/// shared [`SnapshotLookup`] (binary search over each snapshot's chunk index,
+/// recorded when the snapshot was reconciled, then inside the chunk).
+struct StoreLines(Arc<SnapshotLookup>);
 
 impl LineSource for StoreLines {
     fn lines(&self, snapshot: &SnapshotRef, key: &ItemKey) -> Vec<Line> {
-        let Some(index) = self
-            .index
-            .lock()
-            .ok()
-            .and_then(|i| i.get(&(snapshot.state, snapshot.sequence)).cloned())
-        else {
+        let Some(index) = self.0.indexed(snapshot.state, snapshot.sequence) else {
             return Vec::new();
         };
-        let target = (key.model.as_str(), key.serial.as_str());
-        // The last chunk starting at or before the key; rows of one key may
-        // run on into the next chunk.
-        let first = index
-            .first_keys
-            .partition_point(|(m, s)| (m.as_str(), s.as_str()) < target)
-            .saturating_sub(1);
         let mut out = Vec::new();
-        for c in first..index.first_keys.len() {
-            let Some(chunk) = self.chunk(&index, c) else {
-                break;
-            };
-            let start = {
-                let mut lo = 0;
-                let mut hi = chunk.starts.len();
-                while lo < hi {
-                    let mid = (lo + hi) / 2;
-                    match chunk.leaf(mid) {
-                        Some(l) if l.key_strs() < target => lo = mid + 1,
-                        _ => hi = mid,
-                    }
-                }
-                lo
-            };
-            let mut i = start;
-            while let Some(leaf) = (i < chunk.starts.len()).then(|| chunk.leaf(i)).flatten() {
-                if leaf.key_strs() != target {
-                    return out;
-                }
-                out.push(ItemView::from(leaf).line());
-                i += 1;
-            }
-            if i < chunk.starts.len() {
-                break;
-            }
+        let found = self.0.rows(
+            &index,
+            (key.model.as_str(), key.serial.as_str()),
+            CachePolicy::Keep,
+            |row| out.push(ItemView::from(row.leaf).line()),
+        );
+        if let Err(e) = found {
+            // Evidence text is best effort; the alert itself stands.
+            tracing::warn!(error = %e, %key, "could not read evidence lines");
         }
         out
     }

@@ -17,6 +17,7 @@ use crate::proto::alerts_server::AlertsServer;
 use crate::proto::coordinator_server::CoordinatorServer;
 use crate::proto::seizures_server::SeizuresServer;
 use crate::proto::snapshots_server::SnapshotsServer;
+use crate::proto::trace_server::TraceServer;
 use crate::reconcile::EngineConfig;
 use crate::reconciler::{ReconcileError, Reconciler};
 use crate::seizures::{SeizureLog, SeizureLogError};
@@ -24,8 +25,10 @@ use crate::serial::CanonicalRule;
 use crate::service::alerts::AlertsService;
 use crate::service::operations::{CoordinatorService, SeizuresService};
 use crate::service::snapshots::SnapshotsService;
+use crate::service::trace::TraceService;
 use crate::state::StateCode;
 use crate::store::{SledStore, SnapshotStore, StoreError};
+use crate::trace::Tracer;
 
 /// Why the coordinator could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +136,10 @@ pub async fn serve(
         coordinator.reconciler.alerts().clone(),
         coordinator.rule.clone(),
     ));
+    let trace = TraceServer::new(TraceService::new(
+        Arc::new(Tracer::new(coordinator.reconciler.clone())),
+        coordinator.rule.clone(),
+    ));
 
     let seizures = SeizuresServer::new(SeizuresService::new(
         coordinator.reconciler.clone(),
@@ -180,6 +187,7 @@ pub async fn serve(
         .add_service(alerts)
         .add_service(seizures)
         .add_service(status)
+        .add_service(trace)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = ticker.await;

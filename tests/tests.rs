@@ -11,3 +11,4 @@ mod reconcile_oracle;
 mod reconciliation;
 mod submission;
 mod submission_errors;
+mod trace;

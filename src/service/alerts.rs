@@ -34,7 +34,7 @@ impl AlertsService {
     }
 }
 
-fn status_to_proto(s: AlertStatus) -> proto::AlertStatus {
+pub(crate) fn alert_status_to_proto(s: AlertStatus) -> proto::AlertStatus {
     match s {
         AlertStatus::Open => proto::AlertStatus::Open,
         AlertStatus::Acknowledged => proto::AlertStatus::Acknowledged,
@@ -157,7 +157,7 @@ pub fn alert_to_proto(a: &Alert) -> proto::Alert {
             .map(|s| s.to_string())
             .unwrap_or_default(),
         sequence: a.key.sequence.unwrap_or_default(),
-        status: status_to_proto(a.status) as i32,
+        status: alert_status_to_proto(a.status) as i32,
         severity,
         spellings: a.body.spellings.clone(),
         states: a.body.states.iter().map(|s| s.to_string()).collect(),
@@ -189,7 +189,7 @@ fn event_to_proto(e: &AlertEvent) -> proto::AlertEvent {
         action: e.kind.as_str().to_string(),
         at_unix_ms: e.at_unix_ms,
         kind: e.key.kind.to_string(),
-        status: status_to_proto(e.status) as i32,
+        status: alert_status_to_proto(e.status) as i32,
         summary: e.key.to_string(),
     }
 }

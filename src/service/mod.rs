@@ -7,3 +7,4 @@ pub mod convert;
 pub mod operations;
 pub mod snapshots;
 pub mod status;
+pub mod trace;

@@ -4,6 +4,7 @@ use tonic::{Code, Status};
 
 use crate::ingest::IngestError;
 use crate::store::StoreError;
+use crate::trace::TraceError;
 
 impl From<IngestError> for Status {
     fn from(e: IngestError) -> Status {
@@ -29,6 +30,14 @@ impl From<IngestError> for Status {
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
         tracing::error!(error = %e, "storage failure");
+        Status::internal(e.to_string())
+    }
+}
+
+impl From<TraceError> for Status {
+    /// Every trace error is the coordinator's: its storage or its state.
+    fn from(e: TraceError) -> Status {
+        tracing::error!(error = %e, "trace failed");
         Status::internal(e.to_string())
     }
 }

@@ -1,0 +1,434 @@
+//! Finding an item key's rows in stored snapshots, without reading them whole.
+//!
+//! A stored snapshot is a list of chunks of leaves in the defined order
+//! (docs/protocol.md §2.5: by canonical model, then canonical serial). Its
+//! [`ChunkIndex`] records, for each chunk, the key of its first leaf and the
+//! position of that leaf in the snapshot. A lookup binary-searches the index
+//! for the last chunk that starts before the key, then binary-searches inside
+//! that chunk; the rows of one key may run on into the following chunks.
+//!
+//! One lookup therefore reads one chunk (rarely two or more, when a key's
+//! rows straddle a boundary) instead of the whole snapshot. Both the
+//! reconciler (evidence lines for alerts) and the trace use it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::snapshot::LeafRef;
+use crate::snapshot::leaf::{LeafError, leaves};
+use crate::state::StateCode;
+use crate::store::{SnapshotStore, StoreError, StoredSnapshot};
+
+/// Why a lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored chunk does not parse. Snapshots are verified before they are
+    /// stored, so this means the store is damaged; retrying does not help.
+    #[error("stored snapshot {state} {sequence}, chunk {chunk}: unreadable leaf: {source}")]
+    BadLeaf {
+        state: StateCode,
+        sequence: u64,
+        chunk: u32,
+        #[source]
+        source: LeafError,
+    },
+}
+
+/// Where one non-empty chunk of a stored snapshot starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkStart {
+    /// The chunk's number in the store.
+    pub chunk: u32,
+    /// Position of the chunk's first leaf among all the snapshot's leaves.
+    pub first_leaf: u64,
+    /// Canonical model and serial of the chunk's first leaf.
+    pub first_key: (String, String),
+}
+
+/// A stored snapshot and where each of its chunks starts, in order.
+#[derive(Debug, Clone)]
+pub struct ChunkIndex {
+    snapshot: StoredSnapshot,
+    starts: Vec<ChunkStart>,
+}
+
+impl ChunkIndex {
+    /// An index from chunk starts gathered while reading the snapshot
+    /// (the reconciler parses every leaf anyway). `starts` must be in chunk
+    /// order and list only non-empty chunks.
+    pub fn new(snapshot: StoredSnapshot, starts: Vec<ChunkStart>) -> ChunkIndex {
+        ChunkIndex { snapshot, starts }
+    }
+
+    /// Reads every chunk of `snapshot` once to build its index.
+    pub fn read(
+        store: &dyn SnapshotStore,
+        snapshot: &StoredSnapshot,
+    ) -> Result<ChunkIndex, LookupError> {
+        let mut starts = Vec::with_capacity(snapshot.chunk_count as usize);
+        let mut position = 0u64;
+        for (number, chunk) in (0u32..).zip(store.chunks(snapshot)?) {
+            let chunk = chunk?;
+            let first_leaf = position;
+            let mut first_key = None;
+            for leaf in leaves(&chunk) {
+                let (leaf, _) = leaf.map_err(|source| bad_leaf(snapshot, number, source))?;
+                if first_key.is_none() {
+                    first_key = Some(owned_key(&leaf));
+                }
+                position += 1;
+            }
+            if let Some(first_key) = first_key {
+                starts.push(ChunkStart {
+                    chunk: number,
+                    first_leaf,
+                    first_key,
+                });
+            }
+        }
+        Ok(ChunkIndex::new(snapshot.clone(), starts))
+    }
+
+    pub fn snapshot(&self) -> &StoredSnapshot {
+        &self.snapshot
+    }
+
+    pub fn starts(&self) -> &[ChunkStart] {
+        &self.starts
+    }
+
+    fn id(&self) -> (StateCode, u64) {
+        let h = &self.snapshot.signed.header;
+        (h.state, h.sequence)
+    }
+}
+
+pub(crate) fn owned_key(leaf: &LeafRef<'_>) -> (String, String) {
+    (
+        leaf.canonical_model.to_string(),
+        leaf.canonical_serial.to_string(),
+    )
+}
+
+fn bad_leaf(snapshot: &StoredSnapshot, chunk: u32, source: LeafError) -> LookupError {
+    LookupError::BadLeaf {
+        state: snapshot.signed.header.state,
+        sequence: snapshot.signed.header.sequence,
+        chunk,
+        source,
+    }
+}
+
+/// A chunk parsed once for lookups: its bytes and where each leaf starts.
+struct DecodedChunk {
+    bytes: Vec<u8>,
+    /// Start offset of every leaf, then the chunk's length.
+    bounds: Vec<usize>,
+}
+
+impl DecodedChunk {
+    fn decode(bytes: Vec<u8>) -> Result<DecodedChunk, LeafError> {
+        let mut bounds = vec![0];
+        let mut at = 0;
+        while at < bytes.len() {
+            let (_, len) = LeafRef::parse(&bytes[at..])?;
+            at += len;
+            bounds.push(at);
+        }
+        Ok(DecodedChunk { bytes, bounds })
+    }
+
+    fn len(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    /// Leaf `i` and its bytes; parsed when the chunk was decoded, so this
+    /// only fails if `i` is out of range.
+    fn leaf(&self, i: usize) -> Option<(LeafRef<'_>, &[u8])> {
+        let bytes = self
+            .bytes
+            .get(*self.bounds.get(i)?..*self.bounds.get(i + 1)?)?;
+        LeafRef::parse(bytes).ok().map(|(leaf, _)| (leaf, bytes))
+    }
+}
+
+/// One row of a stored snapshot that lists the key looked up.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// Position of the leaf among the snapshot's leaves (its Merkle leaf index).
+    pub position: u64,
+    pub leaf: LeafRef<'a>,
+    /// The leaf encoding, exactly as signed.
+    pub bytes: &'a [u8],
+}
+
+/// Whether a lookup keeps the chunks it decodes for later lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Keep them: reconciliation looks up many keys of the same few snapshots.
+    Keep,
+    /// Use cached chunks but add none: a trace visits every snapshot once,
+    /// and would only push out the chunks reconciliation is working on.
+    ReadThrough,
+}
+
+/// Decoded chunks kept at most (about 1 MiB each).
+const CHUNK_CACHE: usize = 64;
+
+/// Key lookups over the stored snapshots: chunk indexes plus a small cache of
+/// decoded chunks. Shared between the reconciler and the trace; every method
+/// takes `&self` and is safe to call from several threads.
+pub struct SnapshotLookup {
+    store: Arc<dyn SnapshotStore>,
+    indexes: Mutex<HashMap<(StateCode, u64), Arc<ChunkIndex>>>,
+    cache: Mutex<HashMap<(StateCode, u64, u32), Arc<DecodedChunk>>>,
+}
+
+/// The maps behind these locks are only ever changed by single inserts and
+/// clears, so a panic elsewhere cannot leave them inconsistent: a poisoned
+/// lock is taken over rather than treated as an error.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SnapshotLookup {
+    pub fn new(store: Arc<dyn SnapshotStore>) -> SnapshotLookup {
+        SnapshotLookup {
+            store,
+            indexes: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn SnapshotStore> {
+        &self.store
+    }
+
+    /// Records the index of a snapshot (replacing any earlier one).
+    pub fn insert(&self, index: ChunkIndex) {
+        lock(&self.indexes).insert(index.id(), Arc::new(index));
+    }
+
+    /// The index of the snapshot `state`/`sequence`, if one was recorded.
+    pub fn indexed(&self, state: StateCode, sequence: u64) -> Option<Arc<ChunkIndex>> {
+        lock(&self.indexes).get(&(state, sequence)).cloned()
+    }
+
+    /// The index of `snapshot`: the recorded one, or read from the store (and
+    /// recorded) if the reconciler has not indexed it yet.
+    pub fn index_of(&self, snapshot: &StoredSnapshot) -> Result<Arc<ChunkIndex>, LookupError> {
+        let h = &snapshot.signed.header;
+        if let Some(index) = self.indexed(h.state, h.sequence)
+            && index.snapshot.digest == snapshot.digest
+        {
+            return Ok(index);
+        }
+        let index = Arc::new(ChunkIndex::read(self.store.as_ref(), snapshot)?);
+        lock(&self.indexes).insert(index.id(), index.clone());
+        Ok(index)
+    }
+
+    fn chunk(
+        &self,
+        index: &ChunkIndex,
+        number: u32,
+        policy: CachePolicy,
+    ) -> Result<Arc<DecodedChunk>, LookupError> {
+        let (state, sequence) = index.id();
+        let id = (state, sequence, number);
+        if let Some(c) = lock(&self.cache).get(&id) {
+            return Ok(c.clone());
+        }
+        let bytes = self.store.chunk(&index.snapshot, number)?;
+        let decoded = Arc::new(
+            DecodedChunk::decode(bytes)
+                .map_err(|source| bad_leaf(&index.snapshot, number, source))?,
+        );
+        if policy == CachePolicy::Keep {
+            let mut cache = lock(&self.cache);
+            if cache.len() >= CHUNK_CACHE {
+                cache.clear();
+            }
+            cache.insert(id, decoded.clone());
+        }
+        Ok(decoded)
+    }
+
+    /// Calls `visit` for every row of the indexed snapshot whose canonical
+    /// key is `key` (canonical model, canonical serial), in snapshot order.
+    pub fn rows(
+        &self,
+        index: &ChunkIndex,
+        key: (&str, &str),
+        policy: CachePolicy,
+        mut visit: impl FnMut(Row<'_>),
+    ) -> Result<(), LookupError> {
+        let starts = &index.starts;
+        // The last chunk starting before the key: its tail may hold the
+        // first rows of the key even when the next chunk starts with it.
+        let first = starts
+            .partition_point(|s| (s.first_key.0.as_str(), s.first_key.1.as_str()) < key)
+            .saturating_sub(1);
+        for (c, start) in starts.iter().enumerate().skip(first) {
+            let chunk = self.chunk(index, start.chunk, policy)?;
+            // First leaf whose key is not below `key`.
+            let (mut lo, mut hi) = (0, chunk.len());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match chunk.leaf(mid) {
+                    Some((leaf, _)) if leaf.key_strs() < key => lo = mid + 1,
+                    _ => hi = mid,
+                }
+            }
+            for i in lo..chunk.len() {
+                let Some((leaf, bytes)) = chunk.leaf(i) else {
+                    break;
+                };
+                if leaf.key_strs() != key {
+                    return Ok(());
+                }
+                visit(Row {
+                    position: start.first_leaf + i as u64,
+                    leaf,
+                    bytes,
+                });
+            }
+            // This chunk ended at or before the key: go on only if the next
+            // chunk can still start with it.
+            match starts.get(c + 1) {
+                Some(next) if (next.first_key.0.as_str(), next.first_key.1.as_str()) <= key => {}
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{Item, Status};
+    use crate::serial::CanonicalRule;
+    use crate::snapshot::{Receipt, SnapshotDigest, build_snapshot, sort_items};
+    use crate::store::SledStore;
+    use ed25519_dalek::SigningKey;
+
+    /// Stores `serials` (model 9M39, each a row; repeats are duplicate rows)
+    /// as one snapshot cut into chunks of `per_chunk` leaves.
+    fn stored(store: &SledStore, serials: &[&str], per_chunk: usize) -> StoredSnapshot {
+        let rule = CanonicalRule::default();
+        let rus = StateCode::parse("RUS").unwrap();
+        let mut items: Vec<Item> = serials
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Item::new("9M39", s, Status::InService, &format!("D{i}"), None, &rule).unwrap()
+            })
+            .collect();
+        sort_items(&mut items);
+        let unsigned = build_snapshot(rus, 1, 0, SnapshotDigest::GENESIS, &items);
+        let all = unsigned.chunks.concat();
+        let leaf_bytes: Vec<&[u8]> = leaves(&all).map(|l| l.unwrap().1).collect();
+        let upload = store.begin_upload().unwrap();
+        let mut chunk_count = 0;
+        for (i, chunk) in leaf_bytes.chunks(per_chunk.max(1)).enumerate() {
+            store.put_chunk(upload, i as u32, &chunk.concat()).unwrap();
+            chunk_count += 1;
+        }
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let signed = unsigned.header.sign(&key);
+        let digest = signed.digest();
+        let record = StoredSnapshot {
+            receipt: Receipt::issue(&key, rus, 1, digest, 0),
+            signed,
+            digest,
+            upload,
+            chunk_count,
+        };
+        store.commit(&record).unwrap();
+        record
+    }
+
+    /// Positions and bytes of every leaf with serial `serial`, by a plain scan.
+    fn naive(store: &SledStore, snapshot: &StoredSnapshot, serial: &str) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut position = 0;
+        for chunk in store.chunks(snapshot).unwrap() {
+            for leaf in leaves(&chunk.unwrap()) {
+                let (leaf, bytes) = leaf.unwrap();
+                if leaf.key_strs() == ("9M39", serial) {
+                    out.push((position, bytes.to_vec()));
+                }
+                position += 1;
+            }
+        }
+        out
+    }
+
+    /// Every key, present or not, is found exactly where a full scan finds
+    /// it, whatever the chunking: duplicates straddling chunk boundaries,
+    /// keys at the first and last position, keys before and after all others.
+    #[test]
+    fn rows_agree_with_a_full_scan() {
+        let serials = [
+            "B", "B", "B", "C", "D", "D", "E", "F", "F", "F", "F", "F", "G", "H", "H",
+        ];
+        let probes = ["A", "B", "C", "CC", "D", "E", "F", "G", "H", "Z"];
+        for per_chunk in [1, 2, 3, 4, 5, 7, 15] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(SledStore::open(dir.path()).unwrap());
+            let snapshot = stored(&store, &serials, per_chunk);
+            let lookup = SnapshotLookup::new(store.clone());
+            let index = lookup.index_of(&snapshot).unwrap();
+            assert_eq!(index.starts().len(), serials.len().div_ceil(per_chunk));
+            for policy in [CachePolicy::Keep, CachePolicy::ReadThrough] {
+                for serial in probes {
+                    let mut found = Vec::new();
+                    lookup
+                        .rows(&index, ("9M39", serial), policy, |row| {
+                            found.push((row.position, row.bytes.to_vec()))
+                        })
+                        .unwrap();
+                    assert_eq!(
+                        found,
+                        naive(&store, &snapshot, serial),
+                        "serial {serial}, {per_chunk} per chunk"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn index_of_reuses_a_recorded_index_and_reads_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let snapshot = stored(&store, &["A", "B", "C"], 2);
+        let lookup = SnapshotLookup::new(store.clone());
+        assert!(
+            lookup
+                .indexed(StateCode::parse("RUS").unwrap(), 1)
+                .is_none()
+        );
+        let read = lookup.index_of(&snapshot).unwrap();
+        assert_eq!(
+            read.starts(),
+            [
+                ChunkStart {
+                    chunk: 0,
+                    first_leaf: 0,
+                    first_key: ("9M39".into(), "A".into())
+                },
+                ChunkStart {
+                    chunk: 1,
+                    first_leaf: 2,
+                    first_key: ("9M39".into(), "C".into())
+                },
+            ]
+        );
+        let again = lookup.index_of(&snapshot).unwrap();
+        assert!(Arc::ptr_eq(&read, &again));
+    }
+}
