@@ -28,7 +28,11 @@
 //!    log event, read from the child through a tracing layer), and ingest is
 //!    the difference.
 //! 4. Stops the child, reads its peak RSS, then starts a new child on the same
-//!    store and times start-up to serving (store open + state rebuild + bind).
+//!    store and times start-up to serving (store open + state rebuild + bind),
+//!    and a third one that only opens the store with plain sled (no orphan
+//!    scan), for comparison. Then replays the same snapshots through
+//!    `reconcile::Engine` alone in this process (no store, no evidence lines),
+//!    to separate the engine's time and memory from the coordinator's.
 //! 5. Compares open alerts per kind (engine, persisted alert store, and after
 //!    the restart) with the planted counts, then runs
 //!    `benches/duckdb_rules.py` on the same CSVs as a second oracle and for
