@@ -15,6 +15,7 @@ use crate::proto::{
     self, alerts_client::AlertsClient, coordinator_client::CoordinatorClient,
     seizures_client::SeizuresClient,
 };
+use crate::service::alerts::reason_to_proto;
 
 /// Where the coordinator is.
 #[derive(Debug, Clone, Args)]
@@ -132,23 +133,10 @@ fn parse_status(s: &str) -> Result<proto::AlertStatus> {
     })
 }
 
-fn reason_code(r: ResolutionReason) -> proto::ResolutionReason {
-    match r {
-        ResolutionReason::FalsePositive => proto::ResolutionReason::FalsePositive,
-        ResolutionReason::DataEntryError => proto::ResolutionReason::DataEntryError,
-        ResolutionReason::Located => proto::ResolutionReason::Located,
-        ResolutionReason::TransferConfirmed => proto::ResolutionReason::TransferConfirmed,
-        ResolutionReason::WrittenOff => proto::ResolutionReason::WrittenOff,
-        ResolutionReason::ReferredForInvestigation => {
-            proto::ResolutionReason::ReferredForInvestigation
-        }
-    }
-}
-
 fn reason_name(code: i32) -> &'static str {
     ResolutionReason::ALL
         .into_iter()
-        .find(|r| reason_code(*r) as i32 == code)
+        .find(|r| reason_to_proto(*r) as i32 == code)
         .map_or("", |r| r.as_str())
 }
 
@@ -422,7 +410,7 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
             let a = client
                 .resolve_alert(proto::ResolveAlertRequest {
                     id,
-                    reason: reason_code(reason) as i32,
+                    reason: reason_to_proto(reason) as i32,
                     note,
                 })
                 .await

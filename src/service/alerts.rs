@@ -8,6 +8,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
 use crate::ingest::now_unix_ms;
 use crate::proto;
@@ -53,7 +54,8 @@ fn status_from_proto(s: proto::AlertStatus) -> Option<AlertStatus> {
     }
 }
 
-fn reason_to_proto(r: ResolutionReason) -> proto::ResolutionReason {
+/// The wire code of a resolution reason.
+pub fn reason_to_proto(r: ResolutionReason) -> proto::ResolutionReason {
     match r {
         ResolutionReason::FalsePositive => proto::ResolutionReason::FalsePositive,
         ResolutionReason::DataEntryError => proto::ResolutionReason::DataEntryError,
@@ -274,14 +276,6 @@ impl Filter {
             && self.status.is_none_or(|s| a.status == s)
             && a.opened_at_unix_ms >= self.opened_since
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("task failed: {e}")))?
 }
 
 #[tonic::async_trait]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::alerts::custody_to_proto;
+use super::blocking;
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::proto;
 use crate::reconcile::{AlertKey, AlertKind, Seizure};
@@ -70,14 +71,6 @@ fn seizure_to_proto(s: &Seizure) -> proto::SeizedItem {
         place: s.place.clone(),
         note: s.note.clone(),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("task failed: {e}")))?
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
