@@ -76,6 +76,41 @@ pub enum Command {
     Trace(TraceArgs),
     /// Check an evidence bundle offline: every signature and inclusion proof.
     Verify(VerifyArgs),
+    /// Run the whole system on this machine: keys, a coordinator on
+    /// loopback, six member nodes submitting two rounds of inventories with
+    /// planted discrepancies of every kind, a seizure report; then print
+    /// the alerts and the seized launchers' custody trails.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for keys, configuration, exports and stores (must be empty
+    /// or absent; default: a new temporary directory). Kept afterwards.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Items per state in each generated inventory export.
+    #[arg(long, default_value_t = crate::demo::DEFAULT_ITEMS)]
+    pub items: usize,
+    /// Leave the coordinator running (until Ctrl-C) and print the commands
+    /// to explore it.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Seed of the generated inventories (the same seed, the same exports).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl Cli {
+    /// The log filter when RUST_LOG is not set: the demo runs a coordinator
+    /// and six nodes in one process, and their routine logs would bury its
+    /// report, so it logs errors only.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "error",
+            _ => "info",
+        }
+    }
 }
 
 /// Default coordinator address of the client commands.
@@ -184,6 +219,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status { target, format } => operator::status(target, format).await,
         Command::Trace(args) => trace(args).await,
         Command::Verify(args) => verify(args),
+        Command::Demo(args) => {
+            crate::demo::run(
+                crate::demo::DemoOptions {
+                    data_dir: args.data,
+                    items: args.items,
+                    keep_running: args.keep_running,
+                    seed: args.seed,
+                },
+                shutdown_signal(),
+            )
+            .await
+        }
     }
 }
 
@@ -334,7 +381,9 @@ async fn coordinator(config: PathBuf) -> Result<()> {
 
 async fn node_submit(config: PathBuf, export: PathBuf, as_of: Option<i64>) -> Result<()> {
     let config = NodeConfig::load(&config)?;
-    let node = Node::open(config)?;
+    let mut node = Node::open(config)?;
+    // Drawn only when stderr is a terminal.
+    node.show_progress(true);
     // A node with an empty outbox continues the coordinator's chain for this
     // state (e.g. after a reinstall) rather than signing a conflicting
     // sequence 1. If the coordinator cannot be reached, start a new chain.

@@ -79,6 +79,10 @@ pub struct ScenarioConfig {
     pub change_percent: f64,
     pub planted_per_kind: usize,
     pub seed: u64,
+    /// Also plant the [`story`] cases: a few named MANPADS launchers with a
+    /// history worth telling (the demo seizes them). Needs all six member
+    /// states.
+    pub story: bool,
 }
 
 impl ScenarioConfig {
@@ -95,6 +99,7 @@ impl ScenarioConfig {
             change_percent: 1.0,
             planted_per_kind: (items_per_state / 10_000).max(3),
             seed,
+            story: false,
         }
     }
 }
@@ -165,6 +170,7 @@ pub struct Scenario {
     config: ScenarioConfig,
     plans: Vec<StatePlan>,
     expected: BTreeMap<AlertKind, usize>,
+    story: Vec<StoryCase>,
 }
 
 /// Latin capitals of serials and model codes and the Cyrillic letters that
@@ -519,11 +525,159 @@ pub fn reconcile_scenario(config: &ScenarioConfig) -> Scenario {
             plans[t].extra[round].push(row);
         }
     }
+    let story = if config.story {
+        plant_story(&config.states, &mut plans, &mut expected)
+    } else {
+        Vec::new()
+    };
     Scenario {
         config: config.clone(),
         plans,
         expected,
+        story,
     }
+}
+
+/// One launcher of the demo's story: what happened to it on the member
+/// states' books, and how the ministry that seized it spelled its serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoryCase {
+    /// What the exports say happened to it, in a few words.
+    pub what: &'static str,
+    pub model: &'static str,
+    /// The serial as the seizure report spells it.
+    pub seized_serial: &'static str,
+    /// The alert its exports open (besides `seized_item` once it is seized).
+    pub planted: Option<AlertKind>,
+}
+
+/// A row of a story case: (state, round, serial as that state writes it,
+/// status, counterparty, site).
+type StoryRow = (
+    &'static str,
+    usize,
+    &'static str,
+    Status,
+    Option<&'static str>,
+    &'static str,
+);
+
+/// The story: seven MANPADS launchers (serials unlike the generated
+/// `KA…` ones, so no key collides). Order-independent within a round, as the
+/// rest of the scenario.
+fn story_cases() -> Vec<(StoryCase, Vec<StoryRow>)> {
+    use Status::*;
+    vec![
+        (
+            StoryCase {
+                what: "held by RUS (Latin serial) and by KAZ (same serial in Cyrillic)",
+                model: "9P39",
+                seized_serial: "KM-87-0412",
+                planted: Some(AlertKind::HeldBySeveralStates),
+            },
+            vec![
+                ("RUS", 1, "KM-87-0412", InService, None, "Depot 12"),
+                ("RUS", 2, "KM-87-0412", InService, None, "Depot 12"),
+                // Cyrillic К and М: the same key once folded.
+                ("KAZ", 2, "КМ-87-0412", InStorage, None, "Depot 3"),
+            ],
+        ),
+        (
+            StoryCase {
+                what: "reported lost by BLR",
+                model: "9P39",
+                seized_serial: "BC841170",
+                planted: Some(AlertKind::ReportedLost),
+            },
+            vec![
+                ("BLR", 1, "ВС-84-1170", InService, None, "Depot 21"),
+                ("BLR", 2, "ВС-84-1170", Lost, None, "Depot 21"),
+            ],
+        ),
+        (
+            StoryCase {
+                what: "vanished from ARM's books without a declaration",
+                model: "9P516",
+                seized_serial: "TP-91-0033",
+                planted: Some(AlertKind::UnaccountedDisappearance),
+            },
+            vec![("ARM", 1, "TP-91-0033", InStorage, None, "Depot 5")],
+        ),
+        (
+            StoryCase {
+                what: "declared transferred by KGZ to TJK, never received",
+                model: "9K38",
+                seized_serial: "ом-90-2205",
+                planted: Some(AlertKind::TransferNotReceived),
+            },
+            vec![
+                ("KGZ", 1, "OM-90-2205", InService, None, "Depot 2"),
+                ("KGZ", 2, "OM-90-2205", TransferredOut, Some("TJK"), "Depot 2"),
+            ],
+        ),
+        (
+            StoryCase {
+                what: "declared destroyed by RUS",
+                model: "9K310",
+                seized_serial: "PK-86-0090",
+                planted: None,
+            },
+            vec![("RUS", 1, "PK-86-0090", Destroyed, None, "Depot 30")],
+        ),
+        (
+            StoryCase {
+                what: "still on TJK's books, in service",
+                model: "9P39",
+                seized_serial: "AE-88-0761",
+                planted: None,
+            },
+            vec![
+                ("TJK", 1, "AE-88-0761", InService, None, "Depot 8"),
+                ("TJK", 2, "AE-88-0761", InService, None, "Depot 8"),
+            ],
+        ),
+        (
+            StoryCase {
+                what: "never on any member's books",
+                model: "9P39",
+                seized_serial: "XX-95-0001",
+                planted: None,
+            },
+            vec![],
+        ),
+    ]
+}
+
+/// Adds the story's rows to the plans and its alerts to `expected`.
+fn plant_story(
+    states: &[StateCode],
+    plans: &mut [StatePlan],
+    expected: &mut BTreeMap<AlertKind, usize>,
+) -> Vec<StoryCase> {
+    let index = |code: &str| {
+        states
+            .iter()
+            .position(|s| s.as_str() == code)
+            .unwrap_or_else(|| panic!("the story needs state {code} in the scenario"))
+    };
+    let mut cases = Vec::new();
+    for (case, rows) in story_cases() {
+        for (state, round, serial, status, counterparty, site) in rows {
+            let s = index(state);
+            plans[s].extra[round - 1].push(Row {
+                model: case.model.to_string(),
+                serial: serial.to_string(),
+                status,
+                site: site.to_string(),
+                counterparty: counterparty.map(|c| states[index(c)]),
+            });
+        }
+        if let Some(kind) = case.planted {
+            *expected.entry(kind).or_default() += 1;
+        }
+        cases.push(case);
+    }
+    cases
 }
 
 impl Scenario {
@@ -533,6 +687,11 @@ impl Scenario {
 
     pub fn states(&self) -> &[StateCode] {
         &self.config.states
+    }
+
+    /// The story's launchers (empty unless [`ScenarioConfig::story`]).
+    pub fn story(&self) -> &[StoryCase] {
+        &self.story
     }
 
     /// Open alerts per planted kind after round 1 and then round 2 of every
@@ -655,6 +814,30 @@ mod tests {
         assert_eq!(expected[&AlertKind::DuplicateInSnapshot], 36);
         assert_eq!(expected[&AlertKind::DisposedItemReappears], 36);
         assert_eq!(reconcile(&scenario), expected);
+    }
+
+    #[test]
+    fn story_adds_exactly_its_planted_alerts() {
+        let mut config = ScenarioConfig::new(6, 1_000, 3);
+        config.story = true;
+        let scenario = reconcile_scenario(&config);
+        assert_eq!(scenario.story().len(), 7);
+        let mut plain = config.clone();
+        plain.story = false;
+        let without = reconcile_scenario(&plain);
+        for kind in PLANTED_KINDS {
+            let added = scenario
+                .story()
+                .iter()
+                .filter(|c| c.planted == Some(kind))
+                .count();
+            assert_eq!(
+                scenario.expected()[&kind],
+                without.expected()[&kind] + added,
+                "{kind}"
+            );
+        }
+        assert_eq!(reconcile(&scenario), *scenario.expected());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod evidence;
 pub mod export;
 pub mod generate;
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod lookup;
 pub mod merkle;
 pub mod node;
+pub mod progress;
 pub mod reconcile;
 pub mod reconciler;
 pub mod seizures;

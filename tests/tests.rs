@@ -4,6 +4,7 @@ mod alerts_api;
 mod cli_operator;
 mod common;
 mod config_examples;
+mod demo;
 mod node;
 mod operations;
 mod protocol;

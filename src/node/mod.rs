@@ -22,6 +22,7 @@ use crate::config::NodeConfig;
 use crate::export::{self, ExportError, ExportOptions};
 use crate::ingest::now_unix_ms;
 use crate::keys;
+use crate::progress::Progress;
 use crate::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use crate::service::convert::{
     receipt_from_proto, signed_header_to_proto, snapshot_info_from_proto,
@@ -88,6 +89,8 @@ pub struct Node {
     config: NodeConfig,
     key: SigningKey,
     outbox: Outbox,
+    /// Whether to draw progress on stderr (when it is a terminal).
+    progress: bool,
 }
 
 impl Node {
@@ -98,7 +101,14 @@ impl Node {
             config,
             key,
             outbox,
+            progress: false,
         })
+    }
+
+    /// Draws parse, sign and upload progress on stderr when it is a
+    /// terminal (off by default: a library caller decides).
+    pub fn show_progress(&mut self, show: bool) {
+        self.progress = show;
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -135,8 +145,14 @@ impl Node {
             known_states: &self.config.known_states,
             max_problems: 100,
         };
-        let mut items =
-            export::read_export(&export_path.display().to_string(), bytes.as_slice(), &opts)?;
+        let name = export_path.display().to_string();
+        let parsing = Progress::bytes(self.progress, bytes.len() as u64, format!("parsing {name}"));
+        let mut items = export::read_export(&name, parsing.wrap_read(bytes.as_slice()), &opts)?;
+        parsing.finish();
+        let signing = Progress::spinner(
+            self.progress,
+            format!("sorting, digesting and signing {} items", items.len()),
+        );
         sort_items(&mut items);
         let (sequence, previous) = match (self.outbox.last()?, chain_head) {
             (Some(last), _) => (last.sequence() + 1, last.digest()),
@@ -151,8 +167,10 @@ impl Node {
             &items,
         );
         let signed = unsigned.header.sign(&self.key);
+        signing.set_message(format!("storing sequence {sequence} in the outbox"));
         self.outbox
             .store_signed(&signed, &unsigned.chunks, export_sha256)?;
+        signing.finish();
         Ok(Prepared::Signed {
             sequence,
             items: items.len() as u64,
@@ -292,6 +310,16 @@ impl Node {
         // is never held in memory whole.
         let outbox_db = self.outbox.chunk_reader();
         let chunk_count = entry.chunk_count;
+        let uploading = Progress::steps(
+            self.progress,
+            u64::from(chunk_count),
+            "chunks",
+            format!(
+                "uploading sequence {sequence} ({} items)",
+                entry.signed.header.item_count
+            ),
+        );
+        let sent = uploading.clone();
         tokio::task::spawn_blocking(move || {
             if tx.blocking_send(header).is_err() {
                 return;
@@ -311,12 +339,14 @@ impl Node {
                 if tx.blocking_send(msg).is_err() {
                     return;
                 }
+                sent.inc(1);
             }
         });
         let response = client
             .submit(ReceiverStream::new(rx))
             .await
             .map_err(|s| self.status_error(sequence, s))?;
+        uploading.finish();
         let receipt =
             receipt_from_proto(response.get_ref()).map_err(|e| NodeError::BadReceipt {
                 sequence,
