@@ -153,7 +153,10 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         println!(
             "Run with --keep-running to explore the alerts with `tally alerts` and `tally trace`, or serve this store again with:"
         );
-        println!("  tally coordinator --config {}", coordinator_toml.display());
+        println!(
+            "  tally coordinator --config {}",
+            coordinator_toml.display()
+        );
     }
     let _ = stop_tx.send(());
     server
@@ -345,30 +348,34 @@ async fn submit_round(
         "snapshots",
         format!("round {round}: parsing, signing and submitting"),
     );
-    let jobs = nodes.iter().zip(exports).zip(as_of).map(|((node, path), as_of)| {
-        let node = node.clone();
-        let path = path.clone();
-        let as_of = *as_of;
-        let progress = progress.clone();
-        async move {
-            let signer = node.clone();
-            let prepared =
-                tokio::task::spawn_blocking(move || signer.prepare(&path, Some(as_of), None))
+    let jobs = nodes
+        .iter()
+        .zip(exports)
+        .zip(as_of)
+        .map(|((node, path), as_of)| {
+            let node = node.clone();
+            let path = path.clone();
+            let as_of = *as_of;
+            let progress = progress.clone();
+            async move {
+                let signer = node.clone();
+                let prepared =
+                    tokio::task::spawn_blocking(move || signer.prepare(&path, Some(as_of), None))
+                        .await
+                        .map_err(|e| anyhow!("signing task failed: {e}"))??;
+                let items = match prepared {
+                    Prepared::Signed { items, .. } => items,
+                    Prepared::AlreadySigned { sequence } => {
+                        bail!("the export was already signed as sequence {sequence}")
+                    }
+                };
+                node.submit_pending()
                     .await
-                    .map_err(|e| anyhow!("signing task failed: {e}"))??;
-            let items = match prepared {
-                Prepared::Signed { items, .. } => items,
-                Prepared::AlreadySigned { sequence } => {
-                    bail!("the export was already signed as sequence {sequence}")
-                }
-            };
-            node.submit_pending()
-                .await
-                .with_context(|| format!("{} could not submit", node.config().state))?;
-            progress.inc(1);
-            Ok::<u64, anyhow::Error>(items)
-        }
-    });
+                    .with_context(|| format!("{} could not submit", node.config().state))?;
+                progress.inc(1);
+                Ok::<u64, anyhow::Error>(items)
+            }
+        });
     let items = futures::future::try_join_all(jobs).await?;
     progress.finish();
     Ok(items.iter().sum())
@@ -446,7 +453,12 @@ async fn report_seizures(dir: &Path, address: &str, story: &[StoryCase]) -> Resu
     let response = client
         .report_seizures(proto::ReportSeizuresRequest { items })
         .await
-        .map_err(|s| anyhow!("the coordinator refused the seizure report: {}", s.message()))?
+        .map_err(|s| {
+            anyhow!(
+                "the coordinator refused the seizure report: {}",
+                s.message()
+            )
+        })?
         .into_inner();
     println!(
         "seizure report {}: {} launchers seized at {place} ({})",
@@ -484,7 +496,6 @@ fn planted_counts(scenario: &crate::generate::Scenario, seized: usize) -> BTreeM
     planted
 }
 
-
 /// Severity strings of the Alerts API, most severe first.
 const SEVERITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 
@@ -511,7 +522,12 @@ async fn report(address: &str, planted: &Planted) -> Result<()> {
             mismatched.push(count.kind.as_str());
         }
     }
-    println!("  {:<28} {:>8} {:>8}", "total", planted.counts.values().sum::<usize>(), total);
+    println!(
+        "  {:<28} {:>8} {:>8}",
+        "total",
+        planted.counts.values().sum::<usize>(),
+        total
+    );
     if mismatched.is_empty() {
         println!("  Every planted discrepancy was found, and nothing else.");
     } else {
@@ -551,7 +567,14 @@ async fn report(address: &str, planted: &Planted) -> Result<()> {
                 serial: case.seized_serial.to_string(),
             })
             .await
-            .map_err(|s| anyhow!("trace of {} {}: {}", case.model, case.seized_serial, s.message()))?
+            .map_err(|s| {
+                anyhow!(
+                    "trace of {} {}: {}",
+                    case.model,
+                    case.seized_serial,
+                    s.message()
+                )
+            })?
             .into_inner();
         println!();
         println!(
@@ -616,10 +639,14 @@ fn print_explore(address: &str, dir: &Path) {
     let keys = dir.join("keys");
     let bundle = dir.join("KM-87-0412.evidence.json");
     println!();
-    println!("Explore it from another terminal (tally is target/release/tally, or use `cargo run --release --`):");
+    println!(
+        "Explore it from another terminal (tally is target/release/tally, or use `cargo run --release --`):"
+    );
     println!("  tally status --coordinator {address}");
     println!("  tally alerts --coordinator {address} list --kind seized_item");
-    println!("  tally alerts --coordinator {address} list --kind held_by_several_states --state KAZ");
+    println!(
+        "  tally alerts --coordinator {address} list --kind held_by_several_states --state KAZ"
+    );
     println!("  tally alerts --coordinator {address} show ID");
     println!("  tally alerts --coordinator {address} watch");
     println!("  tally trace --coordinator {address} 9P39 KM-87-0412");

@@ -612,7 +612,14 @@ fn story_cases() -> Vec<(StoryCase, Vec<StoryRow>)> {
             },
             vec![
                 ("KGZ", 1, "OM-90-2205", InService, None, "Depot 2"),
-                ("KGZ", 2, "OM-90-2205", TransferredOut, Some("TJK"), "Depot 2"),
+                (
+                    "KGZ",
+                    2,
+                    "OM-90-2205",
+                    TransferredOut,
+                    Some("TJK"),
+                    "Depot 2",
+                ),
             ],
         ),
         (

@@ -36,10 +36,14 @@ impl Progress {
 
     /// A bar of `len` steps counted in `unit` (e.g. "snapshots"), shown if
     /// `show` and stderr is a terminal.
-    pub fn steps(show: bool, len: u64, unit: &str, message: impl Into<Cow<'static, str>>) -> Progress {
-        let template = format!(
-            "{{spinner}} {{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{elapsed}})"
-        );
+    pub fn steps(
+        show: bool,
+        len: u64,
+        unit: &str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Progress {
+        let template =
+            format!("{{spinner}} {{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{elapsed}})");
         Progress::styled(show, Some(len), &template, message)
     }
 

@@ -124,19 +124,26 @@ async fn demo_opens_every_alert_kind_and_prints_what_the_coordinator_reports() {
         text.contains(&format!("tally alerts --coordinator {address} list")),
         "{text}"
     );
-    assert!(text.contains(&format!("tally trace --coordinator {address} 9P39 KM-87-0412")));
+    assert!(text.contains(&format!(
+        "tally trace --coordinator {address} 9P39 KM-87-0412"
+    )));
     assert!(text.contains("transfer grace 0 h"), "{text}");
 
     // Every kind has an alert, and the printed counts are the coordinator's.
     let printed = printed_counts(&output);
-    let mut client = AlertsClient::connect(address.clone()).await.expect("connect");
+    let mut client = AlertsClient::connect(address.clone())
+        .await
+        .expect("connect");
     for kind in AlertKind::ALL {
         let name = kind.as_str();
         let open = open_alerts_of(&mut client, name).await;
         assert!(open >= 1, "no open {name} alert; output:\n{text}");
         assert_eq!(printed.get(name), Some(&open), "{name}; output:\n{text}");
     }
-    assert!(text.contains("Every planted discrepancy was found, and nothing else."), "{text}");
+    assert!(
+        text.contains("Every planted discrepancy was found, and nothing else."),
+        "{text}"
+    );
     let top = output
         .iter()
         .skip_while(|l| !l.starts_with("The ten most severe"))
@@ -173,7 +180,10 @@ async fn demo_opens_every_alert_kind_and_prints_what_the_coordinator_reports() {
             "trail of {serial} has no custody line:\n{text}"
         );
     }
-    assert!(text.contains("КМ-87-0412"), "Cyrillic spelling in the trail:\n{text}");
+    assert!(
+        text.contains("КМ-87-0412"),
+        "Cyrillic spelling in the trail:\n{text}"
+    );
     assert!(text.contains("AS OF (UTC)"), "{text}");
     assert!(text.contains("Custody: no member state has ever reported this item"));
 
