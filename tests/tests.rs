@@ -5,6 +5,7 @@ mod cli_operator;
 mod common;
 mod config_examples;
 mod node;
+mod observability;
 mod operations;
 mod protocol;
 mod reconcile_oracle;
