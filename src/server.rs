@@ -321,11 +321,14 @@ pub async fn run(
     };
     let _ = ticker.await;
     let _ = metrics_stop.send(());
-    if let Some(m) = metrics_server {
-        match tokio::time::timeout(Duration::from_secs(1), m).await {
-            Ok(Ok(Ok(()))) | Err(_) => {}
+    if let Some(mut m) = metrics_server {
+        // A scraper's kept-alive connection may hold the endpoint open: stop
+        // it anyway, so nothing holds the store after this returns.
+        match tokio::time::timeout(Duration::from_secs(1), &mut m).await {
+            Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics endpoint failed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "metrics task failed"),
+            Err(_) => m.abort(),
         }
     }
     let db = coordinator.db.clone();
