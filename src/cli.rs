@@ -375,7 +375,17 @@ async fn coordinator(config: PathBuf) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     println!("coordinator listening on {}", listener.local_addr()?);
-    crate::server::serve(coordinator, listener, shutdown_signal()).await?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+            println!("metrics on http://{}/metrics", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
+    crate::server::run(coordinator, listener, metrics, shutdown_signal()).await?;
     Ok(())
 }
 

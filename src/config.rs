@@ -113,6 +113,33 @@ impl Default for ReconcileSettings {
     }
 }
 
+/// The Prometheus endpoint (`[metrics]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Address of the HTTP server answering `GET /metrics`; absent: no
+    /// metrics endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Graceful shutdown on SIGTERM or Ctrl-C (`[shutdown]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// Seconds to let submissions in flight finish before they are dropped
+    /// (they leave nothing stored) and the process exits.
+    pub grace_seconds: u64,
+}
+
+/// Largest `shutdown.grace_seconds` accepted.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings { grace_seconds: 10 }
+    }
+}
+
 fn hours_to_ms(hours: f64) -> i64 {
     (hours * 3_600_000.0).round() as i64
 }
@@ -132,6 +159,10 @@ struct RawCoordinatorConfig {
     reconcile: ReconcileSettings,
     #[serde(default)]
     members: Vec<RawMember>,
+    #[serde(default)]
+    metrics: MetricsSettings,
+    #[serde(default)]
+    shutdown: ShutdownSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -157,6 +188,8 @@ pub struct CoordinatorConfig {
     pub canonical: CanonicalRule,
     pub reconcile: ReconcileSettings,
     pub members: Vec<Member>,
+    pub metrics: MetricsSettings,
+    pub shutdown: ShutdownSettings,
 }
 
 impl CoordinatorConfig {
@@ -263,6 +296,12 @@ impl CoordinatorConfig {
         if raw.reconcile.tick_seconds == 0 {
             return Err(invalid(path, "reconcile.tick_seconds: must be at least 1"));
         }
+        if raw.shutdown.grace_seconds > MAX_SHUTDOWN_GRACE_SECONDS {
+            return Err(invalid(
+                path,
+                format!("shutdown.grace_seconds: must be at most {MAX_SHUTDOWN_GRACE_SECONDS}"),
+            ));
+        }
         if raw.limits.max_items_per_snapshot == 0 {
             return Err(invalid(
                 path,
@@ -277,6 +316,8 @@ impl CoordinatorConfig {
             canonical: raw.canonical,
             reconcile: raw.reconcile,
             members,
+            metrics: raw.metrics,
+            shutdown: raw.shutdown,
         })
     }
 }

@@ -13,6 +13,8 @@ use crate::alerts::{AlertStore, AlertStoreError};
 use crate::config::{CoordinatorConfig, Limits};
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, ReconcileTrigger};
 use crate::proto::alerts_server::AlertsServer;
 use crate::proto::coordinator_server::CoordinatorServer;
 use crate::proto::seizures_server::SeizuresServer;
@@ -62,7 +64,16 @@ pub struct Coordinator {
     pub tick: Duration,
     /// The canonical rule, for requests that name items.
     pub rule: CanonicalRule,
+    /// Counters and gauges for the metrics endpoint.
+    pub metrics: Arc<Metrics>,
+    /// How long shutdown waits for submissions in flight.
+    pub shutdown_grace: Duration,
+    /// The sled database under the store, flushed last at shutdown.
+    db: sled::Db,
 }
+
+/// Default of `shutdown.grace_seconds`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Puts a coordinator together on an opened store: rebuilds the
 /// reconciliation state from the stored snapshots before serving.
@@ -76,6 +87,7 @@ pub fn assemble(
     engine: EngineConfig,
     tick: Duration,
 ) -> Result<Coordinator, ServerError> {
+    let db = store.db().clone();
     let alerts = Arc::new(AlertStore::open(store.db())?);
     let seizures = Arc::new(SeizureLog::open(store.db())?);
     let store: Arc<dyn SnapshotStore> = Arc::new(store);
@@ -91,6 +103,9 @@ pub fn assemble(
         reconciler,
         tick,
         rule,
+        metrics: Arc::new(Metrics::new()),
+        shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        db,
     })
 }
 
@@ -101,7 +116,7 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, Serv
         path: config.data_dir.clone(),
         source,
     })?;
-    assemble(
+    let mut coordinator = assemble(
         store,
         config.members.iter().map(|m| (m.state, m.public_key)),
         key,
@@ -109,15 +124,54 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, Serv
         config.canonical.clone(),
         config.engine_config(),
         Duration::from_secs(config.reconcile.tick_seconds),
+    )?;
+    coordinator.shutdown_grace = Duration::from_secs(config.shutdown.grace_seconds);
+    Ok(coordinator)
+}
+
+/// One span per RPC. Services fill in the fields that apply (state,
+/// sequence, item count, alert id, item key, cursor), so every log line of
+/// the request carries them.
+fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    tracing::info_span!(
+        "rpc",
+        method = %request.uri().path(),
+        state = tracing::field::Empty,
+        sequence = tracing::field::Empty,
+        items = tracing::field::Empty,
+        alert_id = tracing::field::Empty,
+        model = tracing::field::Empty,
+        serial = tracing::field::Empty,
+        after_cursor = tracing::field::Empty,
     )
 }
 
-/// Serves the coordinator on `listener` until `shutdown` completes.
+/// Serves the coordinator on `listener` until `shutdown` completes, then
+/// shuts down gracefully (see [`run`]). No metrics endpoint.
 pub async fn serve(
     coordinator: Coordinator,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run(coordinator, listener, None, shutdown).await
+}
+
+/// Serves the coordinator on `listener`, and its metrics on
+/// `metrics_listener` if given, until `shutdown` completes. Then, within the
+/// coordinator's grace period:
+///
+/// 1. health turns NOT_SERVING, new submissions are refused (UNAVAILABLE),
+///    watch streams end, the clock-based rules stop;
+/// 2. submissions in flight may finish; at the end of the grace period the
+///    ones still running are dropped (a dropped upload leaves nothing stored);
+/// 3. the store is flushed.
+pub async fn run(
+    coordinator: Coordinator,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let lifecycle = Lifecycle::new();
     let max_message = coordinator.ingestor.limits().max_message_bytes;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -130,11 +184,15 @@ pub async fn serve(
     let snapshots = SnapshotsServer::new(SnapshotsService::new(
         coordinator.ingestor.clone(),
         coordinator.reconciler.clone(),
+        lifecycle.clone(),
+        coordinator.metrics.clone(),
     ))
     .max_decoding_message_size(max_message);
     let alerts = AlertsServer::new(AlertsService::new(
         coordinator.reconciler.alerts().clone(),
         coordinator.rule.clone(),
+        lifecycle.clone(),
+        coordinator.metrics.clone(),
     ));
     let trace = TraceServer::new(TraceService::new(
         Arc::new(Tracer::new(coordinator.reconciler.clone())),
@@ -150,37 +208,58 @@ pub async fn serve(
         coordinator.reconciler.clone(),
     ));
 
-    // The clock-based rules run on a timer until shutdown.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // The clock-based rules run on a timer until shutdown begins.
     let ticker = {
         let reconciler = coordinator.reconciler.clone();
+        let metrics = coordinator.metrics.clone();
         let period = coordinator.tick;
+        let lifecycle = lifecycle.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = interval.tick() => {}
-                    _ = stop_rx.changed() => break,
+                    _ = lifecycle.draining() => break,
                 }
                 let r = reconciler.clone();
+                let started = std::time::Instant::now();
                 match tokio::task::spawn_blocking(move || r.tick(now_unix_ms())).await {
-                    Ok(Ok(events)) if !events.is_empty() => {
-                        tracing::info!(changes = events.len(), "clock-based rules changed alerts");
+                    Ok(Ok(events)) => {
+                        metrics.reconciled(ReconcileTrigger::Clock, started.elapsed());
+                        if !events.is_empty() {
+                            tracing::info!(
+                                changes = events.len(),
+                                "clock-based rules changed alerts"
+                            );
+                        }
                     }
-                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "clock-based reconciliation failed"),
                     Err(e) => tracing::error!(error = %e, "clock task failed"),
                 }
             }
         })
     };
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    };
+
+    // The metrics endpoint stays up while draining and stops with the server.
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = metrics_listener.map(|l| {
+        let endpoint = crate::metrics::Endpoint {
+            metrics: coordinator.metrics.clone(),
+            alerts: coordinator.reconciler.alerts().clone(),
+        };
+        tokio::spawn(crate::metrics::serve_http(endpoint, l, async {
+            let _ = metrics_stopped.await;
+        }))
+    });
+
+    // The server keeps accepting connections while draining, so clients
+    // see NOT_SERVING and UNAVAILABLE rather than a refused connection; it
+    // stops accepting once the submissions in flight are done.
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
+        .trace_fn(rpc_span)
         .add_service(health)
         .add_service(reflection)
         .add_service(snapshots)
@@ -188,9 +267,76 @@ pub async fn serve(
         .add_service(seizures)
         .add_service(status)
         .add_service(trace)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+
+    let result = tokio::select! {
+        r = &mut server => Some(r),
+        _ = shutdown => None,
+    };
+    let result = match result {
+        // The server failed before any shutdown was asked for.
+        Some(r) => {
+            lifecycle.start_draining();
+            r
+        }
+        None => {
+            let grace = coordinator.shutdown_grace;
+            let deadline = tokio::time::Instant::now() + grace;
+            tracing::info!(
+                grace_seconds = grace.as_secs_f64(),
+                in_flight = lifecycle.in_flight(),
+                "shutting down: refusing new submissions, ending watch streams"
+            );
+            health_reporter
+                .set_not_serving::<SnapshotsServer<SnapshotsService>>()
+                .await;
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            lifecycle.start_draining();
+            let early = tokio::select! {
+                r = &mut server => Some(r),
+                _ = tokio::time::timeout_at(deadline, lifecycle.idle()) => None,
+            };
+            match early {
+                Some(r) => r,
+                None => {
+                    let _ = stop_accepting.send(());
+                    match tokio::time::timeout_at(deadline, &mut server).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(
+                                dropped_submissions = lifecycle.in_flight(),
+                                "grace period over: dropping what is still in flight (nothing of it is stored)"
+                            );
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        }
+    };
     let _ = ticker.await;
+    let _ = metrics_stop.send(());
+    if let Some(mut m) = metrics_server {
+        // A scraper's kept-alive connection may hold the endpoint open: stop
+        // it anyway, so nothing holds the store after this returns.
+        match tokio::time::timeout(Duration::from_secs(1), &mut m).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics endpoint failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics task failed"),
+            Err(_) => m.abort(),
+        }
+    }
+    let db = coordinator.db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(Ok(_)) => tracing::info!("store flushed; coordinator stopped"),
+        Ok(Err(e)) => tracing::error!(error = %e, "flushing the store at shutdown failed"),
+        Err(e) => tracing::error!(error = %e, "flush task failed"),
+    }
     result?;
     Ok(())
 }

@@ -6,6 +6,7 @@ mod common;
 mod config_examples;
 mod demo;
 mod node;
+mod observability;
 mod operations;
 mod protocol;
 mod reconcile_oracle;

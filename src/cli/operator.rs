@@ -374,11 +374,13 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
+            let mut last = from;
             while let Some(e) = stream
                 .message()
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
             {
+                last = e.cursor;
                 match format {
                     Format::Json => println!(
                         "{}",
@@ -397,6 +399,10 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
                     ),
                 }
             }
+            // The coordinator ends watch streams when it shuts down.
+            eprintln!(
+                "the coordinator ended the watch (shutting down?); resume with --from {last}"
+            );
         }
         AlertsCommand::Ack { id, note } => {
             let a = client

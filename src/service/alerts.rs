@@ -7,10 +7,13 @@ use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::blocking;
 use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
 use crate::ingest::now_unix_ms;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
 use crate::proto;
 use crate::reconcile::{AlertKind, Custody, Evidence, SnapshotRef};
 use crate::serial::{CanonicalModel, CanonicalRule};
@@ -27,12 +30,29 @@ const WATCH_QUEUE: usize = 256;
 pub struct AlertsService {
     alerts: Arc<AlertStore>,
     rule: CanonicalRule,
+    lifecycle: Lifecycle,
+    metrics: Arc<Metrics>,
 }
 
 impl AlertsService {
-    pub fn new(alerts: Arc<AlertStore>, rule: CanonicalRule) -> AlertsService {
-        AlertsService { alerts, rule }
+    pub fn new(
+        alerts: Arc<AlertStore>,
+        rule: CanonicalRule,
+        lifecycle: Lifecycle,
+        metrics: Arc<Metrics>,
+    ) -> AlertsService {
+        AlertsService {
+            alerts,
+            rule,
+            lifecycle,
+            metrics,
+        }
     }
+}
+
+/// Adds the alert id to the RPC's span.
+fn record_alert_id(id: u64) {
+    tracing::Span::current().record("alert_id", id);
 }
 
 pub(crate) fn alert_status_to_proto(s: AlertStatus) -> proto::AlertStatus {
@@ -320,6 +340,7 @@ impl proto::alerts_server::Alerts for AlertsService {
         request: Request<proto::GetAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
         let id = request.into_inner().id;
+        record_alert_id(id);
         let alerts = self.alerts.clone();
         let alert = blocking(move || Ok(alerts.get(id)?)).await?;
         let alert = alert.ok_or_else(|| Status::not_found(format!("no alert with id {id}")))?;
@@ -331,9 +352,11 @@ impl proto::alerts_server::Alerts for AlertsService {
         request: Request<proto::AcknowledgeAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
         let req = request.into_inner();
+        record_alert_id(req.id);
         let alerts = self.alerts.clone();
         let alert =
             blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await?;
+        tracing::info!("alert acknowledged");
         Ok(Response::new(alert_to_proto(&alert)))
     }
 
@@ -342,10 +365,12 @@ impl proto::alerts_server::Alerts for AlertsService {
         request: Request<proto::ResolveAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
         let req = request.into_inner();
+        record_alert_id(req.id);
         let reason = reason_from_proto(req.reason)?;
         let alerts = self.alerts.clone();
         let alert =
             blocking(move || Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?)).await?;
+        tracing::info!(reason = reason.as_str(), "alert resolved");
         Ok(Response::new(alert_to_proto(&alert)))
     }
 
@@ -354,8 +379,10 @@ impl proto::alerts_server::Alerts for AlertsService {
         request: Request<proto::ReopenAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
         let req = request.into_inner();
+        record_alert_id(req.id);
         let alerts = self.alerts.clone();
         let alert = blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await?;
+        tracing::info!("alert reopened");
         Ok(Response::new(alert_to_proto(&alert)))
     }
 
@@ -366,8 +393,32 @@ impl proto::alerts_server::Alerts for AlertsService {
         request: Request<proto::WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
         let after = request.into_inner().after_cursor;
+        tracing::Span::current().record("after_cursor", after);
+        if self.lifecycle.is_draining() {
+            return Err(Status::unavailable(
+                "the coordinator is shutting down; watch again once it is back, from your last cursor",
+            ));
+        }
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        tokio::spawn(watch(self.alerts.clone(), after, tx));
+        let watcher = self.metrics.watcher_connected();
+        let lifecycle = self.lifecycle.clone();
+        let alerts = self.alerts.clone();
+        tokio::spawn(
+            async move {
+                // Counted as connected until this task ends.
+                let _watcher = watcher;
+                tokio::select! {
+                    _ = watch(alerts, after, &tx) => {}
+                    // Noticed at once, not at the next event: the gauge of
+                    // connected watchers stays true.
+                    _ = tx.closed() => tracing::debug!("watcher hung up"),
+                    // Dropping `tx` ends the stream cleanly (status OK); the
+                    // watcher resumes from its last cursor.
+                    _ = lifecycle.draining() => tracing::info!("watch stream ended: shutting down"),
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -381,7 +432,7 @@ impl proto::alerts_server::Alerts for AlertsService {
 async fn watch(
     alerts: Arc<AlertStore>,
     mut last: u64,
-    tx: mpsc::Sender<Result<proto::AlertEvent, Status>>,
+    tx: &mpsc::Sender<Result<proto::AlertEvent, Status>>,
 ) {
     let mut live = alerts.subscribe();
     loop {

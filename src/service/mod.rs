@@ -9,12 +9,13 @@ pub mod snapshots;
 pub mod status;
 pub mod trace;
 
-/// Runs storage work (sled reads, flushes) off the async runtime and maps a
-/// failed task to `INTERNAL`.
+/// Runs storage work (sled reads, flushes) off the async runtime, inside the
+/// RPC's span, and maps a failed task to `INTERNAL`.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tonic::Status> + Send + 'static,
 ) -> Result<T, tonic::Status> {
-    tokio::task::spawn_blocking(f)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| tonic::Status::internal(format!("task failed: {e}")))?
 }

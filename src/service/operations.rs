@@ -85,6 +85,7 @@ impl proto::seizures_server::Seizures for SeizuresService {
         request: Request<proto::ReportSeizuresRequest>,
     ) -> Result<Response<proto::ReportSeizuresResponse>, Status> {
         let req = request.into_inner();
+        tracing::Span::current().record("items", req.items.len());
         if req.items.is_empty() {
             return Err(Status::invalid_argument(
                 "a seizure report needs at least one item",
@@ -133,6 +134,7 @@ impl proto::seizures_server::Seizures for SeizuresService {
             })
         })
         .await?;
+        tracing::info!(report_id = response.report_id, "seizure report recorded");
         Ok(Response::new(response))
     }
 

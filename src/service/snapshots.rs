@@ -2,16 +2,18 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
 use super::convert::{receipt_to_proto, signed_header_from_proto, snapshot_info_to_proto};
 use crate::ingest::{Admission, IngestError, Ingestor, Upload, now_unix_ms};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, ReconcileTrigger};
 use crate::proto::{self, get_snapshot_response, submit_request};
 use crate::reconciler::Reconciler;
 use crate::state::StateCode;
@@ -26,15 +28,40 @@ const LIST_LIMIT: usize = 1000;
 pub struct SnapshotsService {
     ingestor: Ingestor,
     reconciler: Arc<Reconciler>,
+    lifecycle: Lifecycle,
+    metrics: Arc<Metrics>,
 }
 
 impl SnapshotsService {
-    pub fn new(ingestor: Ingestor, reconciler: Arc<Reconciler>) -> SnapshotsService {
+    pub fn new(
+        ingestor: Ingestor,
+        reconciler: Arc<Reconciler>,
+        lifecycle: Lifecycle,
+        metrics: Arc<Metrics>,
+    ) -> SnapshotsService {
         SnapshotsService {
             ingestor,
             reconciler,
+            lifecycle,
+            metrics,
         }
     }
+}
+
+/// What a successful submission did.
+enum Submitted {
+    /// A new snapshot of `items` items is stored.
+    New { receipt: proto::Receipt, items: u64 },
+    /// The exact snapshot was already stored: its original receipt.
+    Resubmitted(proto::Receipt),
+}
+
+/// Runs `f` on a blocking thread inside the current (RPC) span.
+fn blocking_in_span<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
 }
 
 fn parse_state(s: &str) -> Result<StateCode, Status> {
@@ -49,7 +76,7 @@ fn spawn_verifier(
     mut upload: Box<Upload>,
     mut chunks: mpsc::Receiver<Option<Bytes>>,
 ) -> tokio::task::JoinHandle<Result<Option<Box<Upload>>, IngestError>> {
-    tokio::task::spawn_blocking(move || {
+    blocking_in_span(move || {
         while let Some(msg) = chunks.blocking_recv() {
             match msg {
                 Some(leaves) => upload.push_chunk(&leaves)?,
@@ -64,7 +91,7 @@ fn spawn_verifier(
 async fn submit(
     ingestor: Ingestor,
     mut stream: Streaming<proto::SubmitRequest>,
-) -> Result<proto::Receipt, Status> {
+) -> Result<Submitted, Status> {
     let limit = ingestor.limits().max_message_bytes;
     let header = match next_message(&mut stream, limit).await? {
         Some(proto::SubmitRequest {
@@ -89,16 +116,17 @@ async fn submit(
         }
     };
     let signed = signed_header_from_proto(&header)?;
+    let items = signed.header.item_count;
     let span = tracing::Span::current();
     span.record("state", signed.header.state.as_str());
     span.record("sequence", signed.header.sequence);
-    span.record("items", signed.header.item_count);
+    span.record("items", items);
 
     let admit = ingestor.clone();
-    let upload = match join(tokio::task::spawn_blocking(move || admit.admit(signed))).await?? {
+    let upload = match join(blocking_in_span(move || admit.admit(signed))).await?? {
         Admission::AlreadyAccepted(receipt) => {
             tracing::info!("resubmission of an accepted snapshot: original receipt returned");
-            return Ok(receipt_to_proto(&receipt));
+            return Ok(Submitted::Resubmitted(receipt_to_proto(&receipt)));
         }
         Admission::New(upload) => upload,
     };
@@ -141,8 +169,11 @@ async fn submit(
             return Err(Status::cancelled("upload ended early; nothing stored"));
         }
     };
-    let receipt = join(tokio::task::spawn_blocking(move || upload.finish())).await??;
-    Ok(receipt_to_proto(&receipt))
+    let receipt = join(blocking_in_span(move || upload.finish())).await??;
+    Ok(Submitted::New {
+        receipt: receipt_to_proto(&receipt),
+        items,
+    })
 }
 
 /// Reads the next message, turning tonic's "message too large" (OUT_OF_RANGE)
@@ -175,47 +206,62 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         &self,
         request: Request<Streaming<proto::SubmitRequest>>,
     ) -> Result<Response<proto::Receipt>, Status> {
-        let span = tracing::info_span!(
-            "submit",
-            state = tracing::field::Empty,
-            sequence = tracing::field::Empty,
-            items = tracing::field::Empty,
-        );
-        let result = submit(self.ingestor.clone(), request.into_inner())
-            .instrument(span.clone())
-            .await;
-        if result.is_ok() {
-            // The snapshot is durably accepted; reconcile it before answering,
-            // so alerts are current when the submitter gets its receipt. A
-            // failure here does not undo the acceptance: the next catch-up
-            // (next submission, or start-up) reconciles it.
-            let reconciler = self.reconciler.clone();
-            let started = std::time::Instant::now();
-            match tokio::task::spawn_blocking(move || reconciler.catch_up(now_unix_ms())).await {
-                Ok(Ok(events)) => {
-                    let _enter = span.enter();
-                    tracing::info!(
-                        alert_changes = events.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "reconciled"
-                    );
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "reconciliation failed; will retry on the next catch-up")
-                }
-                Err(e) => tracing::error!(error = %e, "reconciliation task failed"),
+        let started = Instant::now();
+        // Held until the answer is ready, so shutdown waits for this
+        // submission (and its reconciliation) within its grace period.
+        let Some(_in_flight) = self.lifecycle.begin_submission() else {
+            self.metrics.snapshot_rejected(tonic::Code::Unavailable);
+            tracing::warn!("submission refused: the coordinator is shutting down");
+            return Err(Status::unavailable(
+                "the coordinator is shutting down and accepts no new submissions; \
+                 nothing was stored: submit again once it is back (tally node retries by itself)",
+            ));
+        };
+        let _in_flight_gauge = self.metrics.submission_started();
+        let result = submit(self.ingestor.clone(), request.into_inner()).await;
+        let receipt = match result {
+            Ok(Submitted::Resubmitted(receipt)) => {
+                self.metrics.snapshot_resubmitted();
+                receipt
             }
-        }
-        let _enter = span.enter();
-        match &result {
-            Ok(receipt) => {
-                tracing::info!(digest = %hex::encode(&receipt.snapshot_digest), "snapshot accepted")
+            Ok(Submitted::New { receipt, items }) => {
+                self.metrics.snapshot_accepted(items, started.elapsed());
+                // The snapshot is durably accepted; reconcile it before
+                // answering, so alerts are current when the submitter gets its
+                // receipt. A failure here does not undo the acceptance: the
+                // next catch-up (next submission, or start-up) reconciles it.
+                let reconciler = self.reconciler.clone();
+                let reconcile_started = Instant::now();
+                match blocking_in_span(move || reconciler.catch_up(now_unix_ms())).await {
+                    Ok(Ok(events)) => {
+                        let elapsed = reconcile_started.elapsed();
+                        self.metrics
+                            .reconciled(ReconcileTrigger::Submission, elapsed);
+                        tracing::info!(
+                            alert_changes = events.len(),
+                            elapsed_ms = elapsed.as_millis() as u64,
+                            "reconciled"
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reconciliation failed; will retry on the next catch-up")
+                    }
+                    Err(e) => tracing::error!(error = %e, "reconciliation task failed"),
+                }
+                tracing::info!(
+                    digest = %hex::encode(&receipt.snapshot_digest),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot accepted"
+                );
+                receipt
             }
             Err(status) => {
-                tracing::warn!(code = ?status.code(), error = %status.message(), "submission rejected; nothing stored")
+                self.metrics.snapshot_rejected(status.code());
+                tracing::warn!(code = ?status.code(), error = %status.message(), "submission rejected; nothing stored");
+                return Err(status);
             }
-        }
-        result.map(Response::new)
+        };
+        Ok(Response::new(receipt))
     }
 
     async fn list_snapshots(
@@ -224,6 +270,7 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
     ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
         let req = request.into_inner();
         let state = parse_state(&req.state)?;
+        tracing::Span::current().record("state", state.as_str());
         let limit = match req.limit as usize {
             0 => LIST_LIMIT,
             n => n.min(LIST_LIMIT),
@@ -246,6 +293,9 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
         let req = request.into_inner();
         let state = parse_state(&req.state)?;
+        let span = tracing::Span::current();
+        span.record("state", state.as_str());
+        span.record("sequence", req.sequence);
         let store = self.ingestor.store().clone();
         let snapshot = store.get(state, req.sequence)?.ok_or_else(|| {
             Status::not_found(format!("{state} has no accepted snapshot {}", req.sequence))

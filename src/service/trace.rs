@@ -87,8 +87,11 @@ impl proto::trace_server::Trace for TraceService {
         request: Request<proto::TraceItemRequest>,
     ) -> Result<Response<proto::TraceItemResponse>, Status> {
         let key = decode(request.get_ref(), &self.rule)?;
+        let span = tracing::Span::current();
+        span.record("model", key.model.as_str());
+        span.record("serial", key.serial.as_str());
         let tracer = self.tracer.clone();
-        let trail = tokio::task::spawn_blocking(move || tracer.trace(&key))
+        let trail = tokio::task::spawn_blocking(move || span.in_scope(|| tracer.trace(&key)))
             .await
             .map_err(|e| Status::internal(format!("trace task failed: {e}")))??;
         Ok(Response::new(encode(&trail)))
