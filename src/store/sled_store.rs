@@ -11,11 +11,17 @@ use super::{
 use crate::state::StateCode;
 
 /// Snapshots in sled: tree `snapshots` (state ‖ sequence → directory record),
-/// tree `chunks` (upload id ‖ chunk index → leaves), tree `equivocations`.
+/// tree `chunks` (upload id ‖ chunk index → leaves), tree `uploads` (upload
+/// id → nothing: uploads begun and not yet committed or aborted), tree
+/// `equivocations`.
 pub struct SledStore {
     db: sled::Db,
     snapshots: sled::Tree,
     chunks: sled::Tree,
+    /// Uploads in progress. Lets `open` find the chunks of uploads that never
+    /// committed without reading every stored chunk (which also left sled
+    /// holding all of them in memory).
+    uploads: sled::Tree,
     equivocations: sled::Tree,
     /// Serialises commits so that "is this still the next link?" and the
     /// insert happen as one step. Commits are rare and short; uploads run in
@@ -49,6 +55,7 @@ impl SledStore {
         let store = SledStore {
             snapshots: db.open_tree("snapshots")?,
             chunks: db.open_tree("chunks")?,
+            uploads: db.open_tree("uploads")?,
             equivocations: db.open_tree("equivocations")?,
             db,
             commit_lock: Mutex::new(()),
@@ -62,7 +69,20 @@ impl SledStore {
         &self.db
     }
 
+    /// Removes the chunks of every upload still marked in progress that no
+    /// directory record names (a commit that crashed after its record was
+    /// written but before its mark was removed keeps its chunks).
     fn remove_orphan_chunks(&self) -> Result<usize, StoreError> {
+        let mut in_progress = Vec::new();
+        for key in self.uploads.iter().keys() {
+            let key = key?;
+            let id =
+                <[u8; 8]>::try_from(key.as_ref()).map_err(|_| corrupt("upload in progress key"))?;
+            in_progress.push(UploadId(u64::from_be_bytes(id)));
+        }
+        if in_progress.is_empty() {
+            return Ok(0);
+        }
         let mut committed = BTreeSet::new();
         for entry in self.snapshots.iter() {
             let (k, v) = entry?;
@@ -70,21 +90,24 @@ impl SledStore {
             committed.insert(rec.upload);
         }
         let mut removed = 0;
-        for key in self.chunks.iter().keys() {
-            let key = key?;
-            let upload = key
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(|b| UploadId(u64::from_be_bytes(b)))
-                .ok_or_else(|| corrupt("chunk key"))?;
+        for upload in in_progress {
             if !committed.contains(&upload) {
-                self.chunks.remove(key)?;
-                removed += 1;
+                removed += self.remove_chunks(upload)?;
             }
+            self.uploads.remove(upload.0.to_be_bytes())?;
         }
         if removed > 0 {
             tracing::info!(removed, "removed chunks of uploads that never committed");
-            self.db.flush()?;
+        }
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    fn remove_chunks(&self, upload: UploadId) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for key in self.chunks.scan_prefix(upload.0.to_be_bytes()).keys() {
+            self.chunks.remove(key?)?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -145,7 +168,11 @@ impl SnapshotStore for SledStore {
     }
 
     fn begin_upload(&self) -> Result<UploadId, StoreError> {
-        Ok(UploadId(self.db.generate_id()?))
+        let upload = UploadId(self.db.generate_id()?);
+        // Written before any of its chunks: sled recovers writes in order,
+        // so no chunk can survive a crash without its mark.
+        self.uploads.insert(upload.0.to_be_bytes(), &[])?;
+        Ok(upload)
     }
 
     fn put_chunk(&self, upload: UploadId, index: u32, leaves: &[u8]) -> Result<(), StoreError> {
@@ -177,15 +204,15 @@ impl SnapshotStore for SledStore {
                 snapshot_key(header.state, header.sequence),
                 encode_record(record),
             )?;
+            self.uploads.remove(record.upload.0.to_be_bytes())?;
         }
         self.db.flush()?;
         Ok(())
     }
 
     fn abort(&self, upload: UploadId) -> Result<(), StoreError> {
-        for key in self.chunks.scan_prefix(upload.0.to_be_bytes()).keys() {
-            self.chunks.remove(key?)?;
-        }
+        self.remove_chunks(upload)?;
+        self.uploads.remove(upload.0.to_be_bytes())?;
         Ok(())
     }
 
@@ -224,5 +251,57 @@ impl SnapshotStore for SledStore {
             .values()
             .map(|v| decode_equivocation(&v?).ok_or_else(|| corrupt("equivocation record")))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Receipt, SnapshotDigest, SnapshotHeader};
+    use ed25519_dalek::SigningKey;
+
+    fn record(upload: UploadId, chunk_count: u32) -> StoredSnapshot {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let state = StateCode::parse("RUS").unwrap();
+        let header = SnapshotHeader {
+            state,
+            sequence: 1,
+            as_of_unix_ms: 0,
+            previous_digest: SnapshotDigest::GENESIS,
+            item_count: 0,
+            items_root: [0; 32],
+        };
+        let signed = header.sign(&key);
+        let digest = signed.digest();
+        StoredSnapshot {
+            receipt: Receipt::issue(&key, state, 1, digest, 0),
+            signed,
+            digest,
+            upload,
+            chunk_count,
+        }
+    }
+
+    /// Chunks of an upload interrupted before its commit are gone after a
+    /// reopen; a committed snapshot keeps its chunks, and no mark is left.
+    #[test]
+    fn reopen_removes_uncommitted_uploads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kept, lost) = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let kept = store.begin_upload().unwrap();
+            store.put_chunk(kept, 0, b"committed").unwrap();
+            let lost = store.begin_upload().unwrap();
+            store.put_chunk(lost, 0, b"interrupted").unwrap();
+            store.put_chunk(lost, 1, b"interrupted").unwrap();
+            store.commit(&record(kept, 1)).unwrap();
+            store.db.flush().unwrap();
+            (kept, lost)
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.chunk(&record(kept, 1), 0).unwrap(), b"committed");
+        assert!(store.chunk(&record(lost, 2), 0).is_err());
+        assert_eq!(store.chunks.scan_prefix(lost.0.to_be_bytes()).count(), 0);
+        assert_eq!(store.uploads.len(), 0);
     }
 }
