@@ -7,6 +7,11 @@
 //! anything, and then compared with the persisted alerts; only the
 //! differences become events (for example the effect of a snapshot that was
 //! accepted just before a crash and never reconciled).
+//!
+//! The engine runs without evidence lines ([`NoLines`]); the lines of the
+//! alerts that changed are read from the stored snapshots afterwards (see
+//! `Reconciler::with_lines`), and the rebuild compares the persisted bodies
+//! with their lines stripped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

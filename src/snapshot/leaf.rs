@@ -208,7 +208,7 @@ pub fn leaf_bounds(buf: &[u8]) -> Result<LeafBounds<'_>, LeafError> {
         return Err(LeafError::UnknownVersion(version));
     }
     let mut at = 1;
-    let mut field = |at: &mut usize| -> Result<&[u8], LeafError> {
+    let field = |at: &mut usize| -> Result<&[u8], LeafError> {
         let len = buf.get(*at..*at + 2).ok_or(LeafError::Truncated)?;
         let start = *at + 2;
         let end = start + u16::from_be_bytes([len[0], len[1]]) as usize;
