@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::snapshot::LeafRef;
-use crate::snapshot::leaf::{LeafError, leaves};
+use crate::snapshot::leaf::{LeafError, leaf_bounds, leaves};
 use crate::state::StateCode;
 use crate::store::{SnapshotStore, StoreError, StoredSnapshot};
 
@@ -121,7 +121,7 @@ fn bad_leaf(snapshot: &StoredSnapshot, chunk: u32, source: LeafError) -> LookupE
     }
 }
 
-/// A chunk parsed once for lookups: its bytes and where each leaf starts.
+/// A chunk prepared once for lookups: its bytes and where each leaf starts.
 struct DecodedChunk {
     bytes: Vec<u8>,
     /// Start offset of every leaf, then the chunk's length.
@@ -129,12 +129,14 @@ struct DecodedChunk {
 }
 
 impl DecodedChunk {
+    /// Finds the leaf starts from the length prefixes alone: the chunk was
+    /// verified when its snapshot was accepted, and a lookup fully parses
+    /// only the few leaves its binary search visits.
     fn decode(bytes: Vec<u8>) -> Result<DecodedChunk, LeafError> {
         let mut bounds = vec![0];
         let mut at = 0;
         while at < bytes.len() {
-            let (_, len) = LeafRef::parse(&bytes[at..])?;
-            at += len;
+            at += leaf_bounds(&bytes[at..])?.len;
             bounds.push(at);
         }
         Ok(DecodedChunk { bytes, bounds })
@@ -144,13 +146,10 @@ impl DecodedChunk {
         self.bounds.len() - 1
     }
 
-    /// Leaf `i` and its bytes; parsed when the chunk was decoded, so this
-    /// only fails if `i` is out of range.
-    fn leaf(&self, i: usize) -> Option<(LeafRef<'_>, &[u8])> {
-        let bytes = self
-            .bytes
-            .get(*self.bounds.get(i)?..*self.bounds.get(i + 1)?)?;
-        LeafRef::parse(bytes).ok().map(|(leaf, _)| (leaf, bytes))
+    /// Leaf `i` (which must be below `len()`) and its bytes.
+    fn leaf(&self, i: usize) -> Result<(LeafRef<'_>, &[u8]), LeafError> {
+        let bytes = &self.bytes[self.bounds[i]..self.bounds[i + 1]];
+        LeafRef::parse(bytes).map(|(leaf, _)| (leaf, bytes))
     }
 }
 
@@ -183,7 +182,43 @@ const CHUNK_CACHE: usize = 64;
 pub struct SnapshotLookup {
     store: Arc<dyn SnapshotStore>,
     indexes: Mutex<HashMap<(StateCode, u64), Arc<ChunkIndex>>>,
-    cache: Mutex<HashMap<(StateCode, u64, u32), Arc<DecodedChunk>>>,
+    cache: Mutex<ChunkCache>,
+}
+
+/// Decoded chunks by (state, sequence, chunk number), least recently used
+/// evicted first: lookups of one reconciliation cluster in a few chunks of
+/// a few snapshots, so dropping everything when full (as a plain map would)
+/// throws away the chunks about to be used again.
+#[derive(Default)]
+struct ChunkCache {
+    /// Chunk and the tick of its last use.
+    chunks: HashMap<(StateCode, u64, u32), (Arc<DecodedChunk>, u64)>,
+    tick: u64,
+}
+
+impl ChunkCache {
+    fn get(&mut self, id: &(StateCode, u64, u32)) -> Option<Arc<DecodedChunk>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.chunks.get_mut(id).map(|(chunk, used)| {
+            *used = tick;
+            chunk.clone()
+        })
+    }
+
+    fn insert(&mut self, id: (StateCode, u64, u32), chunk: Arc<DecodedChunk>) {
+        if self.chunks.len() >= CHUNK_CACHE
+            && let Some(oldest) = self
+                .chunks
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| *id)
+        {
+            self.chunks.remove(&oldest);
+        }
+        self.tick += 1;
+        self.chunks.insert(id, (chunk, self.tick));
+    }
 }
 
 /// The maps behind these locks are only ever changed by single inserts and
@@ -198,7 +233,7 @@ impl SnapshotLookup {
         SnapshotLookup {
             store,
             indexes: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ChunkCache::default()),
         }
     }
 
@@ -239,7 +274,7 @@ impl SnapshotLookup {
         let (state, sequence) = index.id();
         let id = (state, sequence, number);
         if let Some(c) = lock(&self.cache).get(&id) {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let bytes = self.store.chunk(&index.snapshot, number)?;
         let decoded = Arc::new(
@@ -247,11 +282,7 @@ impl SnapshotLookup {
                 .map_err(|source| bad_leaf(&index.snapshot, number, source))?,
         );
         if policy == CachePolicy::Keep {
-            let mut cache = lock(&self.cache);
-            if cache.len() >= CHUNK_CACHE {
-                cache.clear();
-            }
-            cache.insert(id, decoded.clone());
+            lock(&self.cache).insert(id, decoded.clone());
         }
         Ok(decoded)
     }
@@ -275,17 +306,18 @@ impl SnapshotLookup {
             let chunk = self.chunk(index, start.chunk, policy)?;
             // First leaf whose key is not below `key`.
             let (mut lo, mut hi) = (0, chunk.len());
+            let bad = |source| bad_leaf(&index.snapshot, start.chunk, source);
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
-                match chunk.leaf(mid) {
-                    Some((leaf, _)) if leaf.key_strs() < key => lo = mid + 1,
-                    _ => hi = mid,
+                let (leaf, _) = chunk.leaf(mid).map_err(bad)?;
+                if leaf.key_strs() < key {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
                 }
             }
             for i in lo..chunk.len() {
-                let Some((leaf, bytes)) = chunk.leaf(i) else {
-                    break;
-                };
+                let (leaf, bytes) = chunk.leaf(i).map_err(bad)?;
                 if leaf.key_strs() != key {
                     return Ok(());
                 }

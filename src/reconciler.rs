@@ -7,6 +7,11 @@
 //! anything, and then compared with the persisted alerts; only the
 //! differences become events (for example the effect of a snapshot that was
 //! accepted just before a crash and never reconciled).
+//!
+//! The engine runs without evidence lines ([`NoLines`]); the lines of the
+//! alerts that changed are read from the stored snapshots afterwards (see
+//! `Reconciler::with_lines`), and the rebuild compares the persisted bodies
+//! with their lines stripped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
 use crate::lookup::{CachePolicy, ChunkIndex, ChunkStart, SnapshotLookup, owned_key};
 use crate::reconcile::{
-    AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, Seizure,
-    SnapshotRef,
+    AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, NoLines,
+    Seizure, SnapshotRef, attach_lines,
 };
 use crate::seizures::{SeizureLog, SeizureLogError, SeizureReport};
 use crate::serial::ItemKey;
@@ -101,9 +106,7 @@ impl Reconciler {
             reconciler.catch_up_locked(&mut state, now_unix_ms)?;
             for report in reconciler.seizures.all()? {
                 for item in report.items {
-                    state
-                        .engine
-                        .apply_seizure(item, &reconciler.lines, now_unix_ms);
+                    state.engine.apply_seizure(item, &NoLines, now_unix_ms);
                 }
             }
             let engine = &state.engine;
@@ -117,15 +120,26 @@ impl Reconciler {
                     });
                 }
             }
+            // The engine keeps bodies without item lines (see `with_lines`):
+            // compare the persisted bodies stripped of them.
+            let persisted_by_key: HashMap<_, _> =
+                persisted.iter().map(|a| (&a.key, &a.body)).collect();
             for (key, body) in engine.open_alerts() {
-                match persisted.iter().find(|a| a.key == *key) {
-                    Some(a) if a.body == *body => {}
-                    _ => changes.push(AlertChange::Opened {
+                let same = persisted_by_key.get(key).is_some_and(|&p| {
+                    let mut stripped = p.clone();
+                    if let Some(item) = &key.item {
+                        attach_lines(&mut stripped, item, &NoLines);
+                    }
+                    stripped == *body
+                });
+                if !same {
+                    changes.push(AlertChange::Opened {
                         key: key.clone(),
                         body: body.clone(),
-                    }),
+                    });
                 }
             }
+            let changes = reconciler.with_lines(changes);
             let events = reconciler.alerts.apply(&changes, now_unix_ms)?;
             tracing::info!(
                 keys = engine.key_count(),
@@ -153,6 +167,7 @@ impl Reconciler {
     pub fn catch_up(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
         let changes = self.catch_up_locked(&mut state, now_unix_ms)?;
+        let changes = self.with_lines(changes);
         Ok(self.alerts.apply(&changes, now_unix_ms)?)
     }
 
@@ -170,9 +185,10 @@ impl Reconciler {
             changes.extend(
                 state
                     .engine
-                    .apply_seizure(item.clone(), &self.lines, now_unix_ms),
+                    .apply_seizure(item.clone(), &NoLines, now_unix_ms),
             );
         }
+        let changes = self.with_lines(changes);
         self.alerts.apply(&changes, now_unix_ms)?;
         Ok(report)
     }
@@ -184,8 +200,26 @@ impl Reconciler {
     /// Applies the clock alone (transfer grace periods, cadences).
     pub fn tick(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        let changes = state.engine.tick(&self.lines, now_unix_ms);
+        let changes = state.engine.tick(&NoLines, now_unix_ms);
+        let changes = self.with_lines(changes);
         Ok(self.alerts.apply(&changes, now_unix_ms)?)
+    }
+
+    /// Fills in the item lines of the alert bodies that changed.
+    ///
+    /// The engine runs without evidence lines and keeps bodies without them:
+    /// a key's lines in an accepted snapshot never change, so they can be
+    /// read here, only for the alerts that were opened or updated, instead
+    /// of for every alert the engine re-evaluates (see [`attach_lines`]).
+    fn with_lines(&self, mut changes: Vec<AlertChange>) -> Vec<AlertChange> {
+        for change in &mut changes {
+            if let AlertChange::Opened { key, body } | AlertChange::Updated { key, body } = change
+                && let Some(item) = &key.item
+            {
+                attach_lines(body, item, &self.lines);
+            }
+        }
+        changes
     }
 
     /// Runs `f` with read access to the engine.
@@ -226,7 +260,7 @@ impl Reconciler {
             }));
         }
         state.equivocations_seen = equivocations.len();
-        changes.extend(state.engine.tick(&self.lines, now));
+        changes.extend(state.engine.tick(&NoLines, now));
         Ok(changes)
     }
 
@@ -265,9 +299,7 @@ impl Reconciler {
         self.lines
             .0
             .insert(ChunkIndex::new(snapshot.clone(), starts));
-        let changes = state
-            .engine
-            .apply_snapshot(reference, views, &self.lines, now);
+        let changes = state.engine.apply_snapshot(reference, views, &NoLines, now);
         state.applied.insert(header.state, header.sequence);
         Ok(changes)
     }

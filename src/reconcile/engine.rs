@@ -478,7 +478,7 @@ impl Engine {
                         ),
                         evidence: vec![Evidence {
                             snapshot: latest,
-                            role: "latest snapshot".into(),
+                            role: ROLE_LATEST.into(),
                             lines: Vec::new(),
                         }],
                         custody: None,
@@ -698,17 +698,13 @@ impl Engine {
         out
     }
 
-    fn evidence(
-        &self,
-        snapshot: SnapshotRef,
-        role: &str,
-        item: &ItemKey,
-        lines: &dyn LineSource,
-    ) -> Evidence {
+    /// Evidence from one snapshot; its lines are filled by [`attach_lines`]
+    /// once the body is complete.
+    fn evidence(&self, snapshot: SnapshotRef, role: &str) -> Evidence {
         Evidence {
             snapshot,
             role: role.to_string(),
-            lines: lines.lines(&snapshot, item),
+            lines: Vec::new(),
         }
     }
 
@@ -721,7 +717,7 @@ impl Engine {
         let holds = |evidence: &mut Vec<Evidence>| {
             for &h in &holders {
                 if let Some(l) = latest(h) {
-                    evidence.push(self.evidence(l, "holds", item, lines));
+                    evidence.push(self.evidence(l, "holds"));
                 }
             }
         };
@@ -733,7 +729,7 @@ impl Engine {
             AlertKind::DuplicateInSnapshot => {
                 let s = d.state.unwrap_or_default();
                 if let Some(l) = latest(s) {
-                    evidence.push(self.evidence(l, "lists the key more than once", item, lines));
+                    evidence.push(self.evidence(l, "lists the key more than once"));
                 }
                 format!("{} lists {item} more than once in one snapshot", code(s))
             }
@@ -745,10 +741,10 @@ impl Engine {
             AlertKind::UnaccountedDisappearance | AlertKind::UndeclaredTransfer => {
                 let s = d.state.unwrap_or_default();
                 if let Some(v) = self.vanished.get(&(id, s)) {
-                    evidence.push(self.evidence(v.last_held, "last held", item, lines));
+                    evidence.push(self.evidence(v.last_held, "last held"));
                     evidence.push(Evidence {
                         snapshot: v.absent_in,
-                        role: "absent without a declaration".into(),
+                        role: ROLE_ABSENT.into(),
                         lines: Vec::new(),
                     });
                 }
@@ -775,19 +771,14 @@ impl Engine {
                     .get(&(id, s))
                     .and_then(|r| r.iter().find(|t| Some(t.to) == to))
                 {
-                    evidence.push(self.evidence(
-                        t.declared_in,
-                        "declared transferred_out",
-                        item,
-                        lines,
-                    ));
+                    evidence.push(self.evidence(t.declared_in, "declared transferred_out"));
                 }
                 if let Some(to) = to {
                     states.push(to);
                     if let Some(l) = self.state_index.get(&to).and_then(|&r| latest(r)) {
                         evidence.push(Evidence {
                             snapshot: l,
-                            role: "receiving state's latest snapshot does not hold it".into(),
+                            role: ROLE_NOT_RECEIVED.into(),
                             lines: Vec::new(),
                         });
                     }
@@ -802,7 +793,7 @@ impl Engine {
                 if let Some(list) = self.disposals.get(&id) {
                     for (r, cell) in list {
                         let role = format!("declared {}", join_statuses(*cell));
-                        evidence.push(self.evidence(*r, &role, item, lines));
+                        evidence.push(self.evidence(*r, &role));
                         states.push(r.state);
                     }
                 }
@@ -816,7 +807,7 @@ impl Engine {
             AlertKind::ReportedLost => {
                 let s = d.state.unwrap_or_default();
                 if let Some((r, _)) = self.last_seen(id, s) {
-                    evidence.push(self.evidence(r, "declared lost", item, lines));
+                    evidence.push(self.evidence(r, "declared lost"));
                 }
                 format!("{} reports {item} lost", code(s))
             }
@@ -830,7 +821,7 @@ impl Engine {
                 {
                     states.push(*last_custodian);
                     if let Some(r) = last_held_in {
-                        evidence.push(self.evidence(*r, "last held", item, lines));
+                        evidence.push(self.evidence(*r, "last held"));
                     }
                 }
                 seizures = self.seizures.get(&id).cloned().unwrap_or_default();
@@ -849,23 +840,50 @@ impl Engine {
         };
         states.sort();
         states.dedup();
-        let mut spellings: Vec<String> = evidence
-            .iter()
-            .flat_map(|e| e.lines.iter().map(|l| l.serial.clone()))
-            .chain(seizures.iter().map(|s| s.serial.clone()))
-            .collect();
-        spellings.sort();
-        spellings.dedup();
-        AlertBody {
+        let mut body = AlertBody {
             severity: d.kind.severity(),
-            spellings,
+            spellings: Vec::new(),
             states,
             summary,
             evidence,
             custody,
             seizures,
+        };
+        attach_lines(&mut body, item, lines);
+        body
+    }
+}
+
+/// Evidence roles that stand for a snapshot alone (what it does *not* list,
+/// or that it is the latest): they never carry item lines.
+const ROLE_ABSENT: &str = "absent without a declaration";
+const ROLE_NOT_RECEIVED: &str = "receiving state's latest snapshot does not hold it";
+const ROLE_LATEST: &str = "latest snapshot";
+
+/// Fills the item lines of an item alert's evidence from `lines`, and its
+/// spellings (every raw serial in the lines and the seizure reports).
+///
+/// The engine builds every body this way, and the lines of a key in an
+/// accepted snapshot never change; so a body built with [`super::NoLines`]
+/// and given to `attach_lines` later equals the body built with `lines` in
+/// the first place. The coordinator relies on this to read evidence only for
+/// the alerts that actually changed; and `attach_lines(body, item, &NoLines)`
+/// strips a body back to what the engine keeps.
+pub fn attach_lines(body: &mut AlertBody, item: &ItemKey, lines: &dyn LineSource) {
+    for e in &mut body.evidence {
+        if ![ROLE_ABSENT, ROLE_NOT_RECEIVED, ROLE_LATEST].contains(&e.role.as_str()) {
+            e.lines = lines.lines(&e.snapshot, item);
         }
     }
+    let mut spellings: Vec<String> = body
+        .evidence
+        .iter()
+        .flat_map(|e| e.lines.iter().map(|l| l.serial.clone()))
+        .chain(body.seizures.iter().map(|s| s.serial.clone()))
+        .collect();
+    spellings.sort();
+    spellings.dedup();
+    body.spellings = spellings;
 }
 
 /// A condition found for a key, before its evidence is gathered.

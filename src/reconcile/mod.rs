@@ -75,14 +75,19 @@
 //! lookups) and walks the previous key list once to find removed keys. Rules
 //! are evaluated only for keys whose statuses changed, plus keys named by
 //! transfer records whose grace period ends (kept in a deadline queue), so
-//! evaluation costs O(changed keys). Memory per distinct key is one interned
-//! key plus one byte per member state.
+//! evaluation costs O(changed keys). Evidence lines are not part of that:
+//! the engine builds alert bodies through a [`LineSource`] ([`attach_lines`]
+//! fills them in last), and the coordinator runs it with [`NoLines`] and
+//! reads lines afterwards only for the alerts that were opened or updated,
+//! so evidence costs one chunk lookup per evidence snapshot of a *changed
+//! alert*, not of every re-evaluated one. Memory per distinct key is one
+//! interned key plus one byte per member state.
 
 mod engine;
 mod keys;
 pub mod model;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, attach_lines};
 
 /// Most states one engine tracks (holder sets are 128-bit masks).
 pub const MAX_STATES: usize = 128;

@@ -188,6 +188,47 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The extent and item key of a leaf, read from its length prefixes alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafBounds<'a> {
+    /// Length of the whole leaf encoding in bytes.
+    pub len: usize,
+    /// Canonical model and serial, as bytes (compare them as bytes: that is
+    /// the defined order).
+    pub key: (&'a [u8], &'a [u8]),
+}
+
+/// Finds where the leaf at the start of `buf` ends and its item key, without
+/// checking UTF-8 or the status code: for walking leaves that were verified
+/// when they were accepted (several times faster than [`LeafRef::parse`]).
+/// Fails only if the version byte is wrong or a length runs past `buf`.
+pub fn leaf_bounds(buf: &[u8]) -> Result<LeafBounds<'_>, LeafError> {
+    let version = *buf.first().ok_or(LeafError::Truncated)?;
+    if version != LEAF_VERSION {
+        return Err(LeafError::UnknownVersion(version));
+    }
+    let mut at = 1;
+    let field = |at: &mut usize| -> Result<&[u8], LeafError> {
+        let len = buf.get(*at..*at + 2).ok_or(LeafError::Truncated)?;
+        let start = *at + 2;
+        let end = start + u16::from_be_bytes([len[0], len[1]]) as usize;
+        let bytes = buf.get(start..end).ok_or(LeafError::Truncated)?;
+        *at = end;
+        Ok(bytes)
+    };
+    let model = field(&mut at)?;
+    let serial = field(&mut at)?;
+    field(&mut at)?; // raw model
+    field(&mut at)?; // raw serial
+    at += 1; // status
+    field(&mut at)?; // site
+    field(&mut at)?; // counterparty
+    Ok(LeafBounds {
+        len: at,
+        key: (model, serial),
+    })
+}
+
 impl<'a> LeafRef<'a> {
     /// Parses the leaf at the start of `buf`; returns it and its length in bytes.
     /// Checks the structure only; see [`LeafRef::check`] for the content rules.
@@ -446,5 +487,33 @@ mod tests {
         let all: Vec<_> = leaves(&chunk).collect();
         assert_eq!(all.len(), 3);
         assert!(all[2].is_err());
+    }
+
+    #[test]
+    fn leaf_bounds_agrees_with_the_full_parse_and_detects_truncation() {
+        let mut chunk = Vec::new();
+        encode_leaf(&item("9M39", "ка-1", Status::InService, None), &mut chunk);
+        encode_leaf(
+            &item("9K38", "B 2", Status::TransferredOut, Some("BLR")),
+            &mut chunk,
+        );
+        let mut at = 0;
+        for leaf in leaves(&chunk) {
+            let (leaf, bytes) = leaf.unwrap();
+            let b = leaf_bounds(&chunk[at..]).unwrap();
+            assert_eq!(b.len, bytes.len());
+            let (m, s) = leaf.key_strs();
+            assert_eq!(b.key, (m.as_bytes(), s.as_bytes()));
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    leaf_bounds(&bytes[..cut]).unwrap_err(),
+                    LeafError::Truncated,
+                    "cut at {cut}"
+                );
+            }
+            at += b.len;
+        }
+        assert_eq!(at, chunk.len());
+        assert_eq!(leaf_bounds(&[2]).unwrap_err(), LeafError::UnknownVersion(2));
     }
 }

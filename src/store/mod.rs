@@ -5,6 +5,8 @@
 //! slower and larger). Chunks are written under a fresh upload id first; the
 //! directory record is the commit point, so a partial upload is never visible,
 //! and orphaned chunks of uploads that never committed are removed at open.
+//! The sled backend keeps the chunk bytes in one append-only file per upload
+//! (sled would keep every chunk it wrote or read in its page cache).
 
 mod sled_store;
 
@@ -46,6 +48,12 @@ pub struct Equivocation {
 pub enum StoreError {
     #[error("storage I/O failed: {0}")]
     Backend(#[from] sled::Error),
+    #[error("storage I/O failed on {path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stored record {what} is corrupt")]
     Corrupt { what: String },
     #[error("the chain moved on: sequence {sequence} of {state} is no longer the next one")]

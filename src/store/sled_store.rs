@@ -1,8 +1,11 @@
 //! The embedded default backend: sled.
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     ChunkIter, Equivocation, SnapshotStore, StoreError, StoredSnapshot, UploadId,
@@ -10,12 +13,29 @@ use super::{
 };
 use crate::state::StateCode;
 
-/// Snapshots in sled: tree `snapshots` (state ‖ sequence → directory record),
-/// tree `chunks` (upload id ‖ chunk index → leaves), tree `equivocations`.
+/// Snapshots in sled plus one chunk file per upload.
+///
+/// sled trees: `snapshots` (state ‖ sequence → directory record),
+/// `chunk_locations` (upload id ‖ chunk index → offset u64 ‖ length u32, big
+/// endian, in the upload's chunk file), `uploads` (upload id → nothing:
+/// uploads begun and not yet committed or aborted), `equivocations`.
+///
+/// Chunk bytes live in `leaf-chunks/<upload id, 16 hex digits>.chunks` next
+/// to sled's files, appended as they arrive and read back with positioned
+/// reads. They stay out of sled because sled keeps every value it wrote or
+/// read in its page cache (about 65 MB per 1,000,000-item snapshot, and its
+/// `cache_capacity` did not bound it); the operating system's file cache is
+/// not the coordinator's memory. Durability is unchanged: `commit` syncs the
+/// chunk file and its directory before the directory record is written.
 pub struct SledStore {
     db: sled::Db,
     snapshots: sled::Tree,
-    chunks: sled::Tree,
+    /// Chunk bytes and their locations (shared with chunk iterators).
+    chunks: Arc<ChunkFiles>,
+    /// Uploads in progress. Lets `open` find the chunks of uploads that never
+    /// committed without reading every stored chunk (which also left sled
+    /// holding all of them in memory).
+    uploads: sled::Tree,
     equivocations: sled::Tree,
     /// Serialises commits so that "is this still the next link?" and the
     /// insert happen as one step. Commits are rare and short; uploads run in
@@ -41,14 +61,121 @@ fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: what.into() }
 }
 
+/// The chunk files and the sled tree that locates chunks in them.
+struct ChunkFiles {
+    /// Where each chunk is in its upload's file.
+    locations: sled::Tree,
+    /// Directory of the chunk files.
+    dir: PathBuf,
+    /// Open chunk files: appended to while uploading, read when accepted.
+    open: Mutex<HashMap<UploadId, Arc<ChunkFile>>>,
+}
+
+/// One upload's chunk file and its length so far.
+struct ChunkFile {
+    file: File,
+    path: PathBuf,
+    /// Bytes written so far: where the next chunk goes.
+    len: Mutex<u64>,
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The maps behind this lock change by single inserts and removals only, so
+/// a panic elsewhere cannot leave them inconsistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Syncs a directory so that files created or removed in it stay so.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error(dir))
+}
+
+impl ChunkFiles {
+    fn path(&self, upload: UploadId) -> PathBuf {
+        self.dir.join(format!("{:016x}.chunks", upload.0))
+    }
+
+    /// Removes an upload's chunk locations and file; returns how many chunks
+    /// it had located.
+    fn remove_chunks(&self, upload: UploadId) -> Result<usize, StoreError> {
+        lock(&self.open).remove(&upload);
+        let mut removed = 0;
+        for key in self.locations.scan_prefix(upload.0.to_be_bytes()).keys() {
+            self.locations.remove(key?)?;
+            removed += 1;
+        }
+        let path = self.path(upload);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error(&path)(e)),
+        }
+        Ok(removed)
+    }
+
+    /// The chunk file of an upload, opened once and kept.
+    fn file(&self, upload: UploadId) -> Result<Arc<ChunkFile>, StoreError> {
+        if let Some(f) = lock(&self.open).get(&upload) {
+            return Ok(f.clone());
+        }
+        let path = self.path(upload);
+        let file = File::open(&path).map_err(file_error(&path))?;
+        let len = file.metadata().map_err(file_error(&path))?.len();
+        let f = Arc::new(ChunkFile {
+            file,
+            path,
+            len: Mutex::new(len),
+        });
+        lock(&self.open).insert(upload, f.clone());
+        Ok(f)
+    }
+
+    fn read(&self, upload: UploadId, index: u32) -> Result<Vec<u8>, StoreError> {
+        let missing = || corrupt(format!("chunk {index} of upload {}", upload.0));
+        let location = self
+            .locations
+            .get(chunk_key(upload, index))?
+            .ok_or_else(missing)?;
+        let (offset, len) = match location.as_ref() {
+            [o @ .., l0, l1, l2, l3] if o.len() == 8 => (
+                u64::from_be_bytes(o.try_into().map_err(|_| missing())?),
+                u32::from_be_bytes([*l0, *l1, *l2, *l3]),
+            ),
+            _ => return Err(missing()),
+        };
+        let f = self.file(upload)?;
+        let mut bytes = vec![0; len as usize];
+        f.file
+            .read_exact_at(&mut bytes, offset)
+            .map_err(file_error(&f.path))?;
+        Ok(bytes)
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir` and removes chunks of uploads that
     /// never committed.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
+        let chunk_dir = dir.join("leaf-chunks");
+        std::fs::create_dir_all(&chunk_dir).map_err(file_error(&chunk_dir))?;
         let store = SledStore {
             snapshots: db.open_tree("snapshots")?,
-            chunks: db.open_tree("chunks")?,
+            chunks: Arc::new(ChunkFiles {
+                locations: db.open_tree("chunk_locations")?,
+                dir: chunk_dir,
+                open: Mutex::new(HashMap::new()),
+            }),
+            uploads: db.open_tree("uploads")?,
             equivocations: db.open_tree("equivocations")?,
             db,
             commit_lock: Mutex::new(()),
@@ -62,6 +189,10 @@ impl SledStore {
         &self.db
     }
 
+    /// Removes the chunks of every upload that no directory record names:
+    /// those still marked in progress (a commit that crashed after its record
+    /// was written but before its mark was removed keeps its chunks), and
+    /// chunk files whose mark never reached the disk.
     fn remove_orphan_chunks(&self) -> Result<usize, StoreError> {
         let mut committed = BTreeSet::new();
         for entry in self.snapshots.iter() {
@@ -69,23 +200,46 @@ impl SledStore {
             let rec = decode_record(&v).ok_or_else(|| corrupt(format!("snapshot {k:?}")))?;
             committed.insert(rec.upload);
         }
-        let mut removed = 0;
-        for key in self.chunks.iter().keys() {
+        let mut orphans = BTreeSet::new();
+        for key in self.uploads.iter().keys() {
             let key = key?;
-            let upload = key
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(|b| UploadId(u64::from_be_bytes(b)))
-                .ok_or_else(|| corrupt("chunk key"))?;
-            if !committed.contains(&upload) {
-                self.chunks.remove(key)?;
-                removed += 1;
+            let id =
+                <[u8; 8]>::try_from(key.as_ref()).map_err(|_| corrupt("upload in progress key"))?;
+            orphans.insert(UploadId(u64::from_be_bytes(id)));
+        }
+        let listing = std::fs::read_dir(&self.chunks.dir).map_err(file_error(&self.chunks.dir))?;
+        for entry in listing {
+            let entry = entry.map_err(file_error(&self.chunks.dir))?;
+            let name = entry.file_name();
+            let upload = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".chunks"))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .map(UploadId);
+            match upload {
+                Some(upload) => {
+                    orphans.insert(upload);
+                }
+                None => tracing::warn!(file = ?entry.path(), "unexpected file among chunk files"),
             }
         }
-        if removed > 0 {
-            tracing::info!(removed, "removed chunks of uploads that never committed");
-            self.db.flush()?;
+        orphans.retain(|u| !committed.contains(u));
+        let mut removed = 0;
+        for &upload in &orphans {
+            removed += self.chunks.remove_chunks(upload)?;
         }
+        for key in self.uploads.iter().keys() {
+            self.uploads.remove(key?)?;
+        }
+        if !orphans.is_empty() {
+            tracing::info!(
+                uploads = orphans.len(),
+                removed,
+                "removed chunks of uploads that never committed"
+            );
+            sync_dir(&self.chunks.dir)?;
+        }
+        self.db.flush()?;
         Ok(removed)
     }
 
@@ -145,19 +299,58 @@ impl SnapshotStore for SledStore {
     }
 
     fn begin_upload(&self) -> Result<UploadId, StoreError> {
-        Ok(UploadId(self.db.generate_id()?))
+        let upload = UploadId(self.db.generate_id()?);
+        // Marked before any chunk location is written: sled recovers writes
+        // in order, so no location survives a crash without its mark. (A
+        // chunk file without either is found by listing the directory.)
+        self.uploads.insert(upload.0.to_be_bytes(), &[])?;
+        let path = self.chunks.path(upload);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(file_error(&path))?;
+        lock(&self.chunks.open).insert(
+            upload,
+            Arc::new(ChunkFile {
+                file,
+                path,
+                len: Mutex::new(0),
+            }),
+        );
+        Ok(upload)
     }
 
     fn put_chunk(&self, upload: UploadId, index: u32, leaves: &[u8]) -> Result<(), StoreError> {
-        self.chunks.insert(chunk_key(upload, index), leaves)?;
+        let f = self.chunks.file(upload)?;
+        let len = u32::try_from(leaves.len())
+            .map_err(|_| corrupt(format!("chunk {index} of upload {} over 4 GiB", upload.0)))?;
+        let offset = {
+            let mut end = lock(&f.len);
+            let offset = *end;
+            (&f.file).write_all(leaves).map_err(file_error(&f.path))?;
+            *end += u64::from(len);
+            offset
+        };
+        let mut location = [0u8; 12];
+        location[..8].copy_from_slice(&offset.to_be_bytes());
+        location[8..].copy_from_slice(&len.to_be_bytes());
+        self.chunks
+            .locations
+            .insert(chunk_key(upload, index), &location)?;
         Ok(())
     }
 
     fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
         let header = &record.signed.header;
-        // Chunks first, then the directory record: sled recovers writes in
-        // order, and the first flush makes sure no record can ever point at
-        // chunks that did not reach the disk.
+        // Chunks first, then the directory record: the chunk file and its
+        // directory entry are synced and the chunk locations flushed before
+        // the record is written, so no record can ever point at chunks that
+        // did not reach the disk.
+        let f = self.chunks.file(record.upload)?;
+        f.file.sync_all().map_err(file_error(&f.path))?;
+        sync_dir(&self.chunks.dir)?;
         self.db.flush()?;
         {
             let _guard = self
@@ -177,34 +370,33 @@ impl SnapshotStore for SledStore {
                 snapshot_key(header.state, header.sequence),
                 encode_record(record),
             )?;
+            self.uploads.remove(record.upload.0.to_be_bytes())?;
         }
         self.db.flush()?;
         Ok(())
     }
 
     fn abort(&self, upload: UploadId) -> Result<(), StoreError> {
-        for key in self.chunks.scan_prefix(upload.0.to_be_bytes()).keys() {
-            self.chunks.remove(key?)?;
-        }
+        self.chunks.remove_chunks(upload)?;
+        self.uploads.remove(upload.0.to_be_bytes())?;
         Ok(())
     }
 
     fn chunk(&self, snapshot: &StoredSnapshot, index: u32) -> Result<Vec<u8>, StoreError> {
-        self.chunks
-            .get(chunk_key(snapshot.upload, index))?
-            .map(|v| v.to_vec())
-            .ok_or_else(|| corrupt(format!("chunk {index} of upload {}", snapshot.upload.0)))
+        if index >= snapshot.chunk_count {
+            return Err(corrupt(format!(
+                "chunk {index} of upload {} (it has {})",
+                snapshot.upload.0, snapshot.chunk_count
+            )));
+        }
+        self.chunks.read(snapshot.upload, index)
     }
 
     fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError> {
-        let tree = self.chunks.clone();
+        let files = self.chunks.clone();
         let upload = snapshot.upload;
         let count = snapshot.chunk_count;
-        Ok(Box::new((0..count).map(move |i| {
-            tree.get(chunk_key(upload, i))?
-                .map(|v| v.to_vec())
-                .ok_or_else(|| corrupt(format!("chunk {i} of upload {}", upload.0)))
-        })))
+        Ok(Box::new((0..count).map(move |i| files.read(upload, i))))
     }
 
     fn record_equivocation(&self, record: &Equivocation) -> Result<(), StoreError> {
@@ -224,5 +416,65 @@ impl SnapshotStore for SledStore {
             .values()
             .map(|v| decode_equivocation(&v?).ok_or_else(|| corrupt("equivocation record")))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Receipt, SnapshotDigest, SnapshotHeader};
+    use ed25519_dalek::SigningKey;
+
+    fn record(upload: UploadId, chunk_count: u32) -> StoredSnapshot {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let state = StateCode::parse("RUS").unwrap();
+        let header = SnapshotHeader {
+            state,
+            sequence: 1,
+            as_of_unix_ms: 0,
+            previous_digest: SnapshotDigest::GENESIS,
+            item_count: 0,
+            items_root: [0; 32],
+        };
+        let signed = header.sign(&key);
+        let digest = signed.digest();
+        StoredSnapshot {
+            receipt: Receipt::issue(&key, state, 1, digest, 0),
+            signed,
+            digest,
+            upload,
+            chunk_count,
+        }
+    }
+
+    /// Chunks of an upload interrupted before its commit are gone after a
+    /// reopen; a committed snapshot keeps its chunks, and no mark is left.
+    #[test]
+    fn reopen_removes_uncommitted_uploads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kept, lost) = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let kept = store.begin_upload().unwrap();
+            store.put_chunk(kept, 0, b"committed").unwrap();
+            let lost = store.begin_upload().unwrap();
+            store.put_chunk(lost, 0, b"interrupted").unwrap();
+            store.put_chunk(lost, 1, b"interrupted").unwrap();
+            store.commit(&record(kept, 1)).unwrap();
+            store.db.flush().unwrap();
+            (kept, lost)
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.chunk(&record(kept, 1), 0).unwrap(), b"committed");
+        assert!(store.chunk(&record(lost, 2), 0).is_err());
+        assert_eq!(
+            store
+                .chunks
+                .locations
+                .scan_prefix(lost.0.to_be_bytes())
+                .count(),
+            0
+        );
+        assert!(!store.chunks.path(lost).exists());
+        assert_eq!(store.uploads.len(), 0);
     }
 }
