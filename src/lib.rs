@@ -13,6 +13,7 @@ pub mod config;
 pub mod evidence;
 pub mod export;
 pub mod generate;
+pub mod health;
 pub mod ingest;
 pub mod item;
 pub mod keys;
