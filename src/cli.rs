@@ -83,7 +83,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct HealthArgs {
     /// Coordinator address.
-    #[arg(long, default_value = DEFAULT_COORDINATOR)]
+    #[arg(long, env = "TALLY_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     pub coordinator: String,
     /// Service to ask about; empty (the default) means the whole server.
     #[arg(long, default_value = "")]

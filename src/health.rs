@@ -36,6 +36,12 @@ pub enum HealthError {
 /// returns `Ok` if and only if it is SERVING. Connecting and the call each
 /// get `timeout`.
 pub async fn check(address: &str, service: &str, timeout: Duration) -> Result<(), HealthError> {
+    if !(address.starts_with("http://") || address.starts_with("https://")) {
+        return Err(HealthError::BadAddress {
+            address: address.to_string(),
+            message: "it must start with http:// or https://".into(),
+        });
+    }
     let endpoint = Endpoint::from_shared(address.to_string())
         .map_err(|e| HealthError::BadAddress {
             address: address.to_string(),

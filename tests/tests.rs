@@ -3,7 +3,9 @@
 mod alerts_api;
 mod cli_operator;
 mod common;
+mod compose;
 mod config_examples;
+mod health;
 mod node;
 mod operations;
 mod protocol;
@@ -12,3 +14,4 @@ mod reconciliation;
 mod submission;
 mod submission_errors;
 mod trace;
+mod watch;
