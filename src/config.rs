@@ -128,9 +128,7 @@ mod introspect {
 
 /// The keys of one configuration kind that the environment can override.
 struct EnvSchema {
-    /// `(dotted key, variable name)`, e.g. `("limits.max_items_per_snapshot",
-    /// "TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT")`.
-    keys: Vec<(String, String)>,
+    keys: EnvKeys,
 }
 
 impl EnvSchema {
@@ -160,9 +158,13 @@ impl EnvSchema {
     }
 }
 
+/// `(dotted key, environment variable)` pairs, e.g.
+/// `("limits.max_items_per_snapshot", "TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT")`.
+pub type EnvKeys = Vec<(String, String)>;
+
 /// Every `(dotted key, environment variable)` pair of the coordinator's
 /// configuration, then of a node's, in declaration order.
-pub fn env_keys() -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn env_keys() -> (EnvKeys, EnvKeys) {
     (coordinator_schema().keys, node_schema().keys)
 }
 

@@ -143,7 +143,9 @@ fn validation_names_the_file_the_key_and_the_variable() {
         "node.toml",
         "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\n",
     );
-    let cases: &[(&Path, &str, &[(&str, &str)], &str)] = &[
+    // (base file, text added to it, environment, expected part of the message)
+    type Case<'a> = (&'a Path, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         (
             &coordinator,
             "[limits]\nmax_items_per_snapshot = 0\n",

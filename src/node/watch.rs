@@ -225,13 +225,18 @@ pub async fn watch(
     }
 }
 
-/// Signs and delivers one export. `Ok(None)`: not delivered yet, try later.
+/// Signs and delivers one export. `Ok(None)`: not delivered yet (or the
+/// file is gone), look again at the next scan.
 async fn submit_file(
     node: &Node,
     dir: &Path,
     file: &Path,
     head: Option<(u64, crate::snapshot::SnapshotDigest)>,
 ) -> Result<Option<Outcome>, WatchError> {
+    if !file.exists() {
+        // Taken away since the scan: nothing to do, and nothing to move.
+        return Ok(None);
+    }
     let sequence = match node.prepare(file, None, head) {
         Ok(Prepared::Signed { sequence, items }) => {
             tracing::info!(file = %file.display(), sequence, items, "signed");
