@@ -14,7 +14,8 @@
 //! a `[section]`, upper case: `listen` is `TALLY_LISTEN`,
 //! `[limits] max_items_per_snapshot` is `TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT`.
 //! The names are derived from the configuration types themselves (see
-//! [`env_keys`]), so a new key is overridable without further code. Values
+//! [`env_keys`]), so a new key or `[section]` is overridable without further
+//! code. Values
 //! are TOML values (`100`, `true`, `["RUS", "KAZ"]`); anything that is not
 //! TOML, and any value of a key that is a string in the file, is taken as a
 //! string, so `TALLY_LISTEN=0.0.0.0:50051` needs no quotes. Arrays of tables
@@ -124,34 +125,106 @@ mod introspect {
         let _ = T::deserialize(Probe(&mut out));
         out
     }
-}
 
+    /// `T`'s fields, each with the fields of its own type if that is a
+    /// struct (a TOML `[section]`), else with none. Each field is found by
+    /// offering `T` a map with that one key and probing the value's type.
+    pub fn sections<T: serde::de::DeserializeOwned>() -> Vec<(&'static str, &'static [&'static str])>
+    {
+        fields::<T>()
+            .iter()
+            .map(|field| {
+                let mut inner: &'static [&'static str] = &[];
+                let _ = T::deserialize(OneField {
+                    key: field,
+                    out: &mut inner,
+                });
+                (*field, inner)
+            })
+            .collect()
+    }
+
+    /// A struct with a single key, whose value is a [`Probe`].
+    struct OneField<'a> {
+        key: &'static str,
+        out: &'a mut &'static [&'static str],
+    }
+
+    impl<'de> Deserializer<'de> for OneField<'_> {
+        type Error = Stop;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Stop> {
+            visitor.visit_map(OneKey {
+                key: Some(self.key),
+                out: self.out,
+            })
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    struct OneKey<'a> {
+        key: Option<&'static str>,
+        out: &'a mut &'static [&'static str],
+    }
+
+    impl<'de> de::MapAccess<'de> for OneKey<'_> {
+        type Error = Stop;
+
+        fn next_key_seed<K: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Stop> {
+            match self.key.take() {
+                Some(key) => seed
+                    .deserialize(de::value::StrDeserializer::<Stop>::new(key))
+                    .map(Some),
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Stop> {
+            seed.deserialize(Probe(self.out))
+        }
+    }
+}
 /// The keys of one configuration kind that the environment can override.
 struct EnvSchema {
     keys: EnvKeys,
 }
 
 impl EnvSchema {
-    /// `T`'s top-level fields, except `sections` (listed with their own
-    /// types' fields) and `no_env` (arrays of tables).
-    fn of<T: DeserializeOwned>(
-        sections: &[(&'static str, &'static [&'static str])],
-        no_env: &[&str],
-    ) -> EnvSchema {
+    /// `T`'s keys: its scalar fields, and the fields of each field that is
+    /// a struct (a `[section]`); `no_env` (arrays of tables) left out.
+    fn of<T: DeserializeOwned>(no_env: &[&str]) -> EnvSchema {
         let var = |path: &str| format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase());
         let mut keys = Vec::new();
-        for field in introspect::fields::<T>() {
-            if no_env.contains(field) {
+        for (field, inner) in introspect::sections::<T>() {
+            if no_env.contains(&field) {
                 continue;
             }
-            match sections.iter().find(|(name, _)| name == field) {
-                Some((section, fields)) => {
-                    for f in *fields {
-                        let path = format!("{section}.{f}");
-                        keys.push((path.clone(), var(&path)));
-                    }
-                }
-                None => keys.push((field.to_string(), var(field))),
+            if inner.is_empty() {
+                keys.push((field.to_string(), var(field)));
+            }
+            for f in inner {
+                let path = format!("{field}.{f}");
+                keys.push((path.clone(), var(&path)));
             }
         }
         EnvSchema { keys }
@@ -169,25 +242,11 @@ pub fn env_keys() -> (EnvKeys, EnvKeys) {
 }
 
 fn coordinator_schema() -> EnvSchema {
-    EnvSchema::of::<RawCoordinatorConfig>(
-        &[
-            ("limits", introspect::fields::<Limits>()),
-            ("canonical", introspect::fields::<CanonicalRule>()),
-            ("reconcile", introspect::fields::<ReconcileSettings>()),
-        ],
-        &["members"],
-    )
+    EnvSchema::of::<RawCoordinatorConfig>(&["members"])
 }
 
 fn node_schema() -> EnvSchema {
-    EnvSchema::of::<RawNodeConfig>(
-        &[
-            ("retry", introspect::fields::<RetryPolicy>()),
-            ("canonical", introspect::fields::<CanonicalRule>()),
-            ("watch", introspect::fields::<WatchSettings>()),
-        ],
-        &[],
-    )
+    EnvSchema::of::<RawNodeConfig>(&[])
 }
 
 /// A file's values with the environment applied, and which keys the
@@ -670,6 +729,33 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn environment_names_come_from_the_types_sections_included() {
+        let (coordinator, node) = env_keys();
+        let has =
+            |keys: &EnvKeys, key: &str, var: &str| keys.iter().any(|(k, v)| k == key && v == var);
+        assert!(has(&coordinator, "listen", "TALLY_LISTEN"));
+        assert!(has(
+            &coordinator,
+            "limits.max_items_per_snapshot",
+            "TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT"
+        ));
+        assert!(has(
+            &coordinator,
+            "canonical.remove_chars",
+            "TALLY_CANONICAL_REMOVE_CHARS"
+        ));
+        assert!(!coordinator.iter().any(|(k, _)| k.starts_with("members")));
+        assert!(has(&node, "known_states", "TALLY_KNOWN_STATES"));
+        assert!(has(
+            &node,
+            "watch.poll_interval_ms",
+            "TALLY_WATCH_POLL_INTERVAL_MS"
+        ));
+        assert_eq!(coordinator.len(), 9);
+        assert_eq!(node.len(), 12);
     }
 
     #[test]

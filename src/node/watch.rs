@@ -10,7 +10,8 @@
 //!   order) for equal times. Each file becomes one snapshot, signed only once
 //!   the previous file's snapshot was accepted, so sequence numbers follow
 //!   arrival order. (A file copied in with its old time preserved, `cp -p`,
-//!   arrives at that old time.)
+//!   arrives at that old time.) A snapshot's as-of time is the moment the
+//!   node signs it, as with `tally node submit`.
 //! - Accepted: the file moves to `DIR/submitted/`. Refused for good (the
 //!   export does not parse, or the coordinator refuses its content): the file
 //!   moves to `DIR/rejected/` beside `NAME.reason.txt`, and the watcher goes
