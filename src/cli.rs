@@ -81,6 +81,8 @@ pub enum Command {
     /// planted discrepancies of every kind, a seizure report; then print
     /// the alerts and the seized launchers' custody trails.
     Demo(DemoArgs),
+    /// Ask a coordinator's gRPC health service; exit 0 if and only if it is SERVING.
+    Health(HealthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +113,19 @@ impl Cli {
             _ => "info",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Coordinator address.
+    #[arg(long, env = "TALLY_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+    pub coordinator: String,
+    /// Service to ask about; empty (the default) means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Time allowed to connect and to answer, e.g. 3s or 500ms.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Default coordinator address of the client commands.
@@ -180,6 +195,14 @@ pub struct KeygenArgs {
     /// Directory to write the key files into (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+    /// Write the public key file here instead of into --out, so that public
+    /// keys can be shared without the private ones (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub public_out: Option<PathBuf>,
+    /// If both key files already exist, keep them and succeed (for set-up
+    /// scripts that run more than once); otherwise existing keys are an error.
+    #[arg(long)]
+    pub keep_existing: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +224,17 @@ pub enum NodeCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Watch DIR for export files and submit each, in order of arrival, until
+    /// Ctrl-C or SIGTERM. Only complete `*.csv` files are read (write under
+    /// another name, then rename); accepted files move to DIR/submitted/,
+    /// refused ones to DIR/rejected/ with a NAME.reason.txt.
+    Watch {
+        /// Node configuration (TOML), e.g. config/nodes/RUS.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The drop folder.
+        dir: PathBuf,
+    },
 }
 
 /// Runs the parsed command.
@@ -214,6 +248,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             as_of_unix_ms,
         }) => node_submit(config, export, as_of_unix_ms).await,
         Command::Node(NodeCommand::Status { config }) => node_status(config),
+        Command::Node(NodeCommand::Watch { config, dir }) => node_watch(config, dir).await,
+        Command::Health(args) => health(args).await,
         Command::Alerts { target, command } => operator::alerts(target, command).await,
         Command::Seized { target, command } => operator::seized(target, command).await,
         Command::Status { target, format } => operator::status(target, format).await,
@@ -331,8 +367,27 @@ fn keygen(args: KeygenArgs) -> Result<()> {
         (None, true) => "coordinator".to_string(),
         _ => bail!("pass either --state CODE or --coordinator"),
     };
+    let public_dir = args.public_out.as_deref().unwrap_or(&args.out);
+    let (private, _) = keys::key_paths(&args.out, &name);
+    let (_, public) = keys::key_paths(public_dir, &name);
+    if args.keep_existing && private.exists() && public.exists() {
+        let key = keys::read_signing_key(&private)?;
+        if keys::read_verifying_key(&public)? != key.verifying_key() {
+            bail!(
+                "{} and {} exist but do not belong together; remove both to generate a new pair",
+                private.display(),
+                public.display()
+            );
+        }
+        println!(
+            "kept existing keys: {} and {}",
+            private.display(),
+            public.display()
+        );
+        return Ok(());
+    }
     let key = keys::generate()?;
-    let (private, public) = keys::write_key_pair(&args.out, &name, &key)?;
+    let (private, public) = keys::write_key_files(&args.out, public_dir, &name, &key)?;
     println!(
         "private key: {} (mode 0600, keep it secret)",
         private.display()
@@ -341,6 +396,28 @@ fn keygen(args: KeygenArgs) -> Result<()> {
     println!(
         "public key (hex): {}",
         hex::encode(key.verifying_key().to_bytes())
+    );
+    Ok(())
+}
+
+async fn health(args: HealthArgs) -> Result<()> {
+    crate::health::check(&args.coordinator, &args.service, args.timeout).await?;
+    println!("{}: SERVING", args.coordinator);
+    Ok(())
+}
+
+async fn node_watch(config: PathBuf, dir: PathBuf) -> Result<()> {
+    let config = NodeConfig::load(&config)?;
+    let node = Node::open(config)?;
+    let outcomes = crate::node::watch::watch(&node, &dir, shutdown_signal()).await?;
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, crate::node::watch::Outcome::Submitted { .. }))
+        .count();
+    println!(
+        "stopped watching {}: {accepted} exports accepted, {} rejected",
+        dir.display(),
+        outcomes.len() - accepted
     );
     Ok(())
 }

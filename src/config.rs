@@ -1,36 +1,56 @@
 //! TOML configuration for the coordinator and for member nodes.
 //!
-//! Unknown keys and bad values are rejected when the file is loaded, with the
-//! file name and the offending key in the message. Relative paths inside a
-//! file are resolved against the directory that contains it, so a config
-//! directory can be moved as a whole.
+//! A configuration is read in three steps: the TOML file, then environment
+//! overrides, then validation. Unknown keys and bad values are rejected with
+//! the file name and the offending key in the message (and the environment
+//! variable, when the value came from one). Relative paths inside a file are
+//! resolved against the directory that contains it, so a config directory can
+//! be moved as a whole; relative paths given in the environment are resolved
+//! against the current directory, like paths on a command line.
+//!
+//! # Environment overrides
+//! Every scalar key can be overridden by an environment variable named
+//! `TALLY_<KEY>` for a top-level key and `TALLY_<SECTION>_<KEY>` for a key in
+//! a `[section]`, upper case: `listen` is `TALLY_LISTEN`,
+//! `[limits] max_items_per_snapshot` is `TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT`.
+//! The names are derived from the configuration types themselves (see
+//! [`env_keys`]), so a new key or `[section]` is overridable without further
+//! code. Values
+//! are TOML values (`100`, `true`, `["RUS", "KAZ"]`); anything that is not
+//! TOML, and any value of a key that is a string in the file, is taken as a
+//! string, so `TALLY_LISTEN=0.0.0.0:50051` needs no quotes. Arrays of tables
+//! (`[[members]]`) have no environment form.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::keys;
 use crate::serial::CanonicalRule;
 use crate::state::{StateCode, StateSet};
 
+/// Prefix of every environment variable that overrides a configuration key.
+pub const ENV_PREFIX: &str = "TALLY_";
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    // The cause is part of the message, not a `source`: printed as a chain,
+    // it would appear twice.
+    #[error("{path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Key {
         path: PathBuf,
-        #[source]
-        source: keys::KeyError,
+        error: keys::KeyError,
     },
 }
 
@@ -41,12 +61,299 @@ fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
     }
 }
 
-fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// Looks up an environment variable; tests pass their own map instead of
+/// the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, for [`CoordinatorConfig::load`] and [`NodeConfig::load`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Field names of a `#[derive(Deserialize)]` struct, asked of serde itself:
+/// the derived code hands its field list to `deserialize_struct`, which this
+/// probe records before stopping.
+mod introspect {
+    use serde::de::{self, Deserializer, Visitor};
+
+    #[derive(Debug)]
+    pub struct Stop;
+
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("introspection stop")
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_msg: T) -> Self {
+            Stop
+        }
+    }
+
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = Stop;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    /// The field names of `T`, or none if `T` is not a struct.
+    pub fn fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        let mut out: &'static [&'static str] = &[];
+        let _ = T::deserialize(Probe(&mut out));
+        out
+    }
+
+    /// `T`'s fields, each with the fields of its own type if that is a
+    /// struct (a TOML `[section]`), else with none. Each field is found by
+    /// offering `T` a map with that one key and probing the value's type.
+    pub fn sections<T: serde::de::DeserializeOwned>() -> Vec<(&'static str, &'static [&'static str])>
+    {
+        fields::<T>()
+            .iter()
+            .map(|field| {
+                let mut inner: &'static [&'static str] = &[];
+                let _ = T::deserialize(OneField {
+                    key: field,
+                    out: &mut inner,
+                });
+                (*field, inner)
+            })
+            .collect()
+    }
+
+    /// A struct with a single key, whose value is a [`Probe`].
+    struct OneField<'a> {
+        key: &'static str,
+        out: &'a mut &'static [&'static str],
+    }
+
+    impl<'de> Deserializer<'de> for OneField<'_> {
+        type Error = Stop;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Stop> {
+            visitor.visit_map(OneKey {
+                key: Some(self.key),
+                out: self.out,
+            })
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    struct OneKey<'a> {
+        key: Option<&'static str>,
+        out: &'a mut &'static [&'static str],
+    }
+
+    impl<'de> de::MapAccess<'de> for OneKey<'_> {
+        type Error = Stop;
+
+        fn next_key_seed<K: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Stop> {
+            match self.key.take() {
+                Some(key) => seed
+                    .deserialize(de::value::StrDeserializer::<Stop>::new(key))
+                    .map(Some),
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Stop> {
+            seed.deserialize(Probe(self.out))
+        }
+    }
+}
+/// The keys of one configuration kind that the environment can override.
+struct EnvSchema {
+    keys: EnvKeys,
+}
+
+impl EnvSchema {
+    /// `T`'s keys: its scalar fields, and the fields of each field that is
+    /// a struct (a `[section]`); `no_env` (arrays of tables) left out.
+    fn of<T: DeserializeOwned>(no_env: &[&str]) -> EnvSchema {
+        let var = |path: &str| format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase());
+        let mut keys = Vec::new();
+        for (field, inner) in introspect::sections::<T>() {
+            if no_env.contains(&field) {
+                continue;
+            }
+            if inner.is_empty() {
+                keys.push((field.to_string(), var(field)));
+            }
+            for f in inner {
+                let path = format!("{field}.{f}");
+                keys.push((path.clone(), var(&path)));
+            }
+        }
+        EnvSchema { keys }
+    }
+}
+
+/// `(dotted key, environment variable)` pairs, e.g.
+/// `("limits.max_items_per_snapshot", "TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT")`.
+pub type EnvKeys = Vec<(String, String)>;
+
+/// Every `(dotted key, environment variable)` pair of the coordinator's
+/// configuration, then of a node's, in declaration order.
+pub fn env_keys() -> (EnvKeys, EnvKeys) {
+    (coordinator_schema().keys, node_schema().keys)
+}
+
+fn coordinator_schema() -> EnvSchema {
+    EnvSchema::of::<RawCoordinatorConfig>(&["members"])
+}
+
+fn node_schema() -> EnvSchema {
+    EnvSchema::of::<RawNodeConfig>(&[])
+}
+
+/// A file's values with the environment applied, and which keys the
+/// environment set, so that messages can name the variable.
+struct Layered<T> {
+    raw: T,
+    file: PathBuf,
+    base: PathBuf,
+    /// `(dotted key, variable name)` of every key the environment set.
+    overridden: Vec<(String, String)>,
+}
+
+impl<T> Layered<T> {
+    /// `key`, and the variable that set it if one did: how messages name a key.
+    fn key(&self, key: &str) -> String {
+        match self.overridden.iter().find(|(k, _)| k == key) {
+            Some((_, var)) => format!("{key} (from {var})"),
+            None => key.to_string(),
+        }
+    }
+
+    fn bad(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
+        invalid(&self.file, format!("{}: {message}", self.key(key)))
+    }
+
+    /// A path value: relative to the config file's directory if the file
+    /// gave it, to the current directory if the environment did.
+    fn path(&self, key: &str, p: &Path) -> PathBuf {
+        if p.is_absolute() || self.overridden.iter().any(|(k, _)| k == key) {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+/// Parses `text` as a TOML value for an override; if it is not one, or the
+/// file holds a string for this key, the text itself is the (string) value.
+fn env_value(text: &str, in_file: Option<&toml::Value>) -> toml::Value {
+    if matches!(in_file, Some(toml::Value::String(_))) {
+        return toml::Value::String(text.to_string());
+    }
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+fn load_layered<T: DeserializeOwned>(
+    path: &Path,
+    schema: &EnvSchema,
+    env: EnvLookup<'_>,
+) -> Result<Layered<T>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end()))
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end()))?;
+    let mut overridden = Vec::new();
+    for (key, var) in &schema.keys {
+        let Some(value) = env(var) else { continue };
+        let (section, name) = match key.split_once('.') {
+            Some((s, n)) => (Some(s), n),
+            None => (None, key.as_str()),
+        };
+        let target = match section {
+            None => &mut table,
+            Some(s) => match table
+                .entry(s.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(invalid(
+                        path,
+                        format!("{s}: is not a [{s}] section, so {var} cannot set {key}"),
+                    ));
+                }
+            },
+        };
+        let v = env_value(&value, target.get(name));
+        target.insert(name.to_string(), v);
+        overridden.push((key.clone(), var.clone()));
+    }
+    let raw = if overridden.is_empty() {
+        // From the text, so that errors point at the line and column.
+        toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end()))?
+    } else {
+        T::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let vars: Vec<&str> = overridden.iter().map(|(_, v)| v.as_str()).collect();
+            invalid(
+                path,
+                format!(
+                    "{} (environment overrides: {})",
+                    e.to_string().trim_end().replace('\n', " "),
+                    vars.join(", ")
+                ),
+            )
+        })?
+    };
+    Ok(Layered {
+        raw,
+        file: path.to_path_buf(),
+        base: base_dir(path),
+        overridden,
+    })
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -205,9 +512,51 @@ impl CoordinatorConfig {
         }
     }
 
+    /// Loads `path` with environment overrides from the process environment.
     pub fn load(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
-        let raw: RawCoordinatorConfig = parse_toml(path)?;
-        let base = base_dir(path);
+        Self::load_with_env(path, &process_env)
+    }
+
+    /// Loads `path`, taking overrides from `env` (see the module documentation).
+    pub fn load_with_env(
+        path: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<CoordinatorConfig, ConfigError> {
+        let cfg: Layered<RawCoordinatorConfig> = load_layered(path, &coordinator_schema(), env)?;
+        let raw = &cfg.raw;
+        raw.canonical
+            .check()
+            .map_err(|e| cfg.bad("canonical.remove_chars", e))?;
+        if raw.members.len() > crate::reconcile::MAX_STATES {
+            return Err(invalid(
+                path,
+                format!(
+                    "members: at most {} states are supported",
+                    crate::reconcile::MAX_STATES
+                ),
+            ));
+        }
+        if raw.limits.max_message_bytes < 64 * 1024 {
+            return Err(cfg.bad("limits.max_message_bytes", "must be at least 65536"));
+        }
+        if raw.limits.max_items_per_snapshot == 0 {
+            return Err(cfg.bad("limits.max_items_per_snapshot", "must be at least 1"));
+        }
+        if !(raw.reconcile.transfer_grace_hours.is_finite()
+            && raw.reconcile.transfer_grace_hours >= 0.0)
+        {
+            return Err(cfg.bad("reconcile.transfer_grace_hours", "must be 0 or more"));
+        }
+        if raw.reconcile.tick_seconds == 0 {
+            return Err(cfg.bad("reconcile.tick_seconds", "must be at least 1"));
+        }
+        if raw.shutdown.grace_seconds > MAX_SHUTDOWN_GRACE_SECONDS {
+            return Err(cfg.bad(
+                "shutdown.grace_seconds",
+                format!("must be at most {MAX_SHUTDOWN_GRACE_SECONDS}"),
+            ));
+        }
+        // Keys are read last: a bad value is reported without needing key files.
         let mut members: Vec<Member> = Vec::new();
         for (i, m) in raw.members.iter().enumerate() {
             if members.iter().any(|x| x.state == m.state) {
@@ -235,10 +584,10 @@ impl CoordinatorConfig {
                     })?
                 }
                 (None, Some(file)) => {
-                    keys::read_verifying_key(&resolve(&base, file)).map_err(|source| {
+                    keys::read_verifying_key(&resolve(&cfg.base, file)).map_err(|error| {
                         ConfigError::Key {
                             path: path.to_path_buf(),
-                            source,
+                            error,
                         }
                     })?
                 }
@@ -267,54 +616,13 @@ impl CoordinatorConfig {
                 cadence_ms,
             });
         }
-        raw.canonical
-            .check()
-            .map_err(|e| invalid(path, format!("canonical.remove_chars: {e}")))?;
-        if members.len() > crate::reconcile::MAX_STATES {
-            return Err(invalid(
-                path,
-                format!(
-                    "members: at most {} states are supported",
-                    crate::reconcile::MAX_STATES
-                ),
-            ));
-        }
-        if raw.limits.max_message_bytes < 64 * 1024 {
-            return Err(invalid(
-                path,
-                "limits.max_message_bytes: must be at least 65536",
-            ));
-        }
-        if !(raw.reconcile.transfer_grace_hours.is_finite()
-            && raw.reconcile.transfer_grace_hours >= 0.0)
-        {
-            return Err(invalid(
-                path,
-                "reconcile.transfer_grace_hours: must be 0 or more",
-            ));
-        }
-        if raw.reconcile.tick_seconds == 0 {
-            return Err(invalid(path, "reconcile.tick_seconds: must be at least 1"));
-        }
-        if raw.shutdown.grace_seconds > MAX_SHUTDOWN_GRACE_SECONDS {
-            return Err(invalid(
-                path,
-                format!("shutdown.grace_seconds: must be at most {MAX_SHUTDOWN_GRACE_SECONDS}"),
-            ));
-        }
-        if raw.limits.max_items_per_snapshot == 0 {
-            return Err(invalid(
-                path,
-                "limits.max_items_per_snapshot: must be at least 1",
-            ));
-        }
         Ok(CoordinatorConfig {
             listen: raw.listen,
-            data_dir: resolve(&base, &raw.data_dir),
-            key_file: resolve(&base, &raw.key_file),
-            limits: raw.limits,
-            canonical: raw.canonical,
-            reconcile: raw.reconcile,
+            data_dir: cfg.path("data_dir", &raw.data_dir),
+            key_file: cfg.path("key_file", &raw.key_file),
+            limits: raw.limits.clone(),
+            canonical: raw.canonical.clone(),
+            reconcile: raw.reconcile.clone(),
             members,
             metrics: raw.metrics,
             shutdown: raw.shutdown,
@@ -342,6 +650,22 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How `tally node watch` polls its drop folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchSettings {
+    /// Time between two scans of the drop folder, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNodeConfig {
@@ -356,6 +680,8 @@ struct RawNodeConfig {
     retry: RetryPolicy,
     #[serde(default)]
     canonical: CanonicalRule,
+    #[serde(default)]
+    watch: WatchSettings,
 }
 
 fn default_coordinator() -> String {
@@ -372,44 +698,66 @@ pub struct NodeConfig {
     pub coordinator_public_key: Option<VerifyingKey>,
     pub known_states: StateSet,
     pub retry: RetryPolicy,
+    pub watch: WatchSettings,
     pub canonical: CanonicalRule,
 }
 
 impl NodeConfig {
+    /// Loads `path` with environment overrides from the process environment.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let raw: RawNodeConfig = parse_toml(path)?;
-        let base = base_dir(path);
+        Self::load_with_env(path, &process_env)
+    }
+
+    /// Loads `path`, taking overrides from `env` (see the module documentation).
+    pub fn load_with_env(path: &Path, env: EnvLookup<'_>) -> Result<NodeConfig, ConfigError> {
+        let cfg: Layered<RawNodeConfig> = load_layered(path, &node_schema(), env)?;
+        let raw = &cfg.raw;
         if !(raw.coordinator.starts_with("http://") || raw.coordinator.starts_with("https://")) {
-            return Err(invalid(
-                path,
-                format!(
-                    "coordinator: '{}' must start with http:// or https://",
-                    raw.coordinator
-                ),
+            return Err(cfg.bad(
+                "coordinator",
+                format!("'{}' must start with http:// or https://", raw.coordinator),
             ));
         }
         raw.canonical
             .check()
-            .map_err(|e| invalid(path, format!("canonical.remove_chars: {e}")))?;
+            .map_err(|e| cfg.bad("canonical.remove_chars", e))?;
+        if raw.retry.initial_backoff_ms == 0 {
+            return Err(cfg.bad("retry.initial_backoff_ms", "must be at least 1"));
+        }
+        if raw.retry.max_backoff_ms < raw.retry.initial_backoff_ms {
+            return Err(cfg.bad(
+                "retry.max_backoff_ms",
+                format!(
+                    "must be at least retry.initial_backoff_ms ({})",
+                    raw.retry.initial_backoff_ms
+                ),
+            ));
+        }
+        if raw.watch.poll_interval_ms < 10 {
+            return Err(cfg.bad("watch.poll_interval_ms", "must be at least 10"));
+        }
         let coordinator_public_key = raw
             .coordinator_public_key_file
-            .map(|f| keys::read_verifying_key(&resolve(&base, &f)))
+            .as_ref()
+            .map(|f| keys::read_verifying_key(&cfg.path("coordinator_public_key_file", f)))
             .transpose()
-            .map_err(|source| ConfigError::Key {
+            .map_err(|error| ConfigError::Key {
                 path: path.to_path_buf(),
-                source,
+                error,
             })?;
         Ok(NodeConfig {
             state: raw.state,
-            key_file: resolve(&base, &raw.key_file),
-            coordinator: raw.coordinator,
-            outbox_dir: resolve(&base, &raw.outbox_dir),
+            key_file: cfg.path("key_file", &raw.key_file),
+            coordinator: raw.coordinator.clone(),
+            outbox_dir: cfg.path("outbox_dir", &raw.outbox_dir),
             coordinator_public_key,
             known_states: raw
                 .known_states
+                .clone()
                 .map_or_else(StateSet::members, |v| v.into_iter().collect()),
-            retry: raw.retry,
-            canonical: raw.canonical,
+            retry: raw.retry.clone(),
+            watch: raw.watch.clone(),
+            canonical: raw.canonical.clone(),
         })
     }
 }
@@ -422,6 +770,33 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn environment_names_come_from_the_types_sections_included() {
+        let (coordinator, node) = env_keys();
+        let has =
+            |keys: &EnvKeys, key: &str, var: &str| keys.iter().any(|(k, v)| k == key && v == var);
+        assert!(has(&coordinator, "listen", "TALLY_LISTEN"));
+        assert!(has(
+            &coordinator,
+            "limits.max_items_per_snapshot",
+            "TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT"
+        ));
+        assert!(has(
+            &coordinator,
+            "canonical.remove_chars",
+            "TALLY_CANONICAL_REMOVE_CHARS"
+        ));
+        assert!(!coordinator.iter().any(|(k, _)| k.starts_with("members")));
+        assert!(has(&node, "known_states", "TALLY_KNOWN_STATES"));
+        assert!(has(
+            &node,
+            "watch.poll_interval_ms",
+            "TALLY_WATCH_POLL_INTERVAL_MS"
+        ));
+        assert_eq!(coordinator.len(), 9);
+        assert_eq!(node.len(), 12);
     }
 
     #[test]

@@ -61,8 +61,22 @@ pub fn write_key_pair(
     name: &str,
     key: &SigningKey,
 ) -> Result<(PathBuf, PathBuf), KeyError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let (private, public) = key_paths(dir, name);
+    write_key_files(dir, dir, name, key)
+}
+
+/// Writes `NAME.key` (0600, created exclusively) into `private_dir` and
+/// `NAME.pub` into `public_dir`, so the public half can live where the
+/// private one must not (e.g. a volume shared with the coordinator).
+pub fn write_key_files(
+    private_dir: &Path,
+    public_dir: &Path,
+    name: &str,
+    key: &SigningKey,
+) -> Result<(PathBuf, PathBuf), KeyError> {
+    fs::create_dir_all(private_dir).map_err(io_err(private_dir))?;
+    fs::create_dir_all(public_dir).map_err(io_err(public_dir))?;
+    let (private, _) = key_paths(private_dir, name);
+    let (_, public) = key_paths(public_dir, name);
     for p in [&private, &public] {
         if p.exists() {
             return Err(KeyError::Exists { path: p.clone() });

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod evidence;
 pub mod export;
 pub mod generate;
+pub mod health;
 pub mod ingest;
 pub mod item;
 pub mod keys;

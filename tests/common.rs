@@ -63,6 +63,15 @@ impl TestCoordinator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Self::serve_on(coordinator, listener).await
+    }
+
+    /// Serves on a given listener, e.g. on an address clients were already
+    /// told about while no coordinator was there.
+    pub async fn serve_on(
+        coordinator: Coordinator,
+        listener: tokio::net::TcpListener,
+    ) -> TestCoordinator {
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let store = coordinator.ingestor.store().clone();

@@ -3,8 +3,10 @@
 mod alerts_api;
 mod cli_operator;
 mod common;
+mod compose;
 mod config_examples;
 mod demo;
+mod health;
 mod node;
 mod observability;
 mod operations;
@@ -14,3 +16,4 @@ mod reconciliation;
 mod submission;
 mod submission_errors;
 mod trace;
+mod watch;

@@ -7,6 +7,7 @@
 //! leaves a pending entry that the next run sends unchanged.
 
 pub mod outbox;
+pub mod watch;
 
 use std::path::Path;
 use std::time::Duration;
@@ -239,7 +240,9 @@ impl Node {
         Ok(Some((signed.header.sequence, signed.digest())))
     }
 
-    async fn with_retry<T, F, Fut>(&self, mut op: F) -> Result<T, NodeError>
+    /// Runs `op` until it succeeds, a non-retryable error occurs, or the
+    /// retry policy gives up.
+    pub(crate) async fn with_retry<T, F, Fut>(&self, mut op: F) -> Result<T, NodeError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, NodeError>>,

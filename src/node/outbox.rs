@@ -201,6 +201,27 @@ impl Outbox {
         Ok(())
     }
 
+    /// Removes the newest entry after the coordinator refused it for good
+    /// (its content, not the network), so that the next export can take its
+    /// sequence number. The coordinator stored nothing for a refused
+    /// snapshot, so signing another one for that number is not an
+    /// equivocation. Returns false, and removes nothing, unless `sequence` is
+    /// the newest entry and still pending.
+    pub fn discard_refused(&self, sequence: u64) -> Result<bool, OutboxError> {
+        match self.last()? {
+            Some(last) if last.sequence() == sequence && last.receipt.is_none() => {
+                self.snapshots.remove(sequence.to_be_bytes())?;
+                self.db.flush()?;
+                for i in 0..last.chunk_count {
+                    self.chunks.remove(chunk_key(sequence, i))?;
+                }
+                self.db.flush()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Reads chunk `index` of the entry with `sequence`.
     pub fn chunk(&self, sequence: u64, index: u32) -> Result<Vec<u8>, OutboxError> {
         self.chunk_reader().chunk(sequence, index)

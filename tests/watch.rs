@@ -1,0 +1,322 @@
+//! `tally node watch`: the drop folder, arrival order, retries while the
+//! coordinator is down, rejected files, and a clean stop.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tally::config::{Limits, NodeConfig};
+use tally::node::Node;
+use tally::node::watch::{Outcome, REJECTED_DIR, SUBMITTED_DIR, watch};
+use tally::reconcile::EngineConfig;
+
+use crate::common::*;
+
+const HEADER: &str = "model,serial,status,site,counterparty\n";
+
+/// An export with `n` distinct launchers, so a snapshot's item count tells
+/// which file it came from.
+fn export_with(n: usize, tag: &str) -> String {
+    let mut text = HEADER.to_string();
+    for i in 0..n {
+        text.push_str(&format!("9P39,{tag}-{i},in_service,Depot 1,\n"));
+    }
+    text
+}
+
+/// Writes the node's keys and a config with fast retries and polling.
+fn write_node_config(dir: &Path, st: &str, coordinator_url: &str) -> PathBuf {
+    let keys = dir.join("keys");
+    tally::keys::write_key_pair(&keys, st, &state_key(st)).unwrap();
+    tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).unwrap();
+    let path = dir.join(format!("{st}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "state = '{st}'\nkey_file = 'keys/{st}.key'\ncoordinator = '{coordinator_url}'\n\
+             outbox_dir = 'outbox'\ncoordinator_public_key_file = 'keys/coordinator.pub'\n\
+             [retry]\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\nmax_attempts = 0\n\
+             [watch]\npoll_interval_ms = 20\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Drops `text` into `dir` as `name` the way writers must: written under a
+/// temporary name, given its arrival time, then renamed.
+fn drop_export(dir: &Path, name: &str, text: &str, arrival: SystemTime) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(arrival)
+        .unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// An address on which nothing listens (yet).
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_dropped_while_the_coordinator_is_down_are_accepted_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let cfg = write_node_config(dir.path(), "KAZ", &format!("http://{addr}"));
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let drop_dir = drop_dir.clone();
+        tokio::spawn(async move {
+            watch(&node, &drop_dir, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+
+    // Names sort the other way round from arrival, so only the modification
+    // time can give the right order; one file is not an export at all.
+    let t0 = SystemTime::now() - Duration::from_secs(60);
+    let at = |s| t0 + Duration::from_secs(s);
+    drop_export(&drop_dir, "c-first.csv", &export_with(1, "C"), at(1));
+    drop_export(&drop_dir, "bad.csv", "model,serial\n9K38,1\n", at(2));
+    drop_export(&drop_dir, "b-second.csv", &export_with(2, "B"), at(3));
+    drop_export(&drop_dir, "a-third.csv", &export_with(3, "A"), at(4));
+    // Partly written files, by the convention: never touched.
+    std::fs::write(drop_dir.join("d.csv.tmp"), "model,ser").unwrap();
+    std::fs::write(drop_dir.join(".e.csv"), "model,ser").unwrap();
+
+    // The coordinator is down: the watcher retries, nothing moves.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(names_in(&drop_dir.join(SUBMITTED_DIR)).is_empty());
+    assert!(!watcher.is_finished(), "the watcher keeps retrying");
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let coord = TestCoordinator::serve_on(
+        assemble(
+            &dir.path().join("coord"),
+            &["KAZ"],
+            Limits::default(),
+            EngineConfig::default(),
+        ),
+        listener,
+    )
+    .await;
+    let submitted = drop_dir.join(SUBMITTED_DIR);
+    wait_for("three accepted exports", || names_in(&submitted).len() == 3).await;
+    let _ = stop_tx.send(());
+    let outcomes = watcher.await.unwrap().unwrap();
+
+    let rejected = drop_dir.join(REJECTED_DIR);
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Submitted {
+                sequence: 1,
+                moved_to: submitted.join("c-first.csv")
+            },
+            Outcome::Rejected {
+                moved_to: rejected.join("bad.csv")
+            },
+            Outcome::Submitted {
+                sequence: 2,
+                moved_to: submitted.join("b-second.csv")
+            },
+            Outcome::Submitted {
+                sequence: 3,
+                moved_to: submitted.join("a-third.csv")
+            },
+        ]
+    );
+    // The coordinator holds the snapshots in arrival order: sequence k is
+    // the file with k items.
+    for sequence in 1..=3u64 {
+        let stored = coord
+            .store
+            .get(state("KAZ"), sequence)
+            .unwrap()
+            .expect("stored snapshot");
+        assert_eq!(
+            stored.signed.header.item_count, sequence,
+            "sequence {sequence}"
+        );
+    }
+    assert_eq!(
+        coord
+            .store
+            .latest(state("KAZ"))
+            .unwrap()
+            .unwrap()
+            .signed
+            .header
+            .sequence,
+        3
+    );
+    assert_eq!(names_in(&rejected), ["bad.csv", "bad.csv.reason.txt"]);
+    let reason = std::fs::read_to_string(rejected.join("bad.csv.reason.txt")).unwrap();
+    assert!(reason.contains("bad.csv"), "{reason}");
+    assert_eq!(
+        names_in(&drop_dir),
+        [".e.csv", "d.csv.tmp", REJECTED_DIR, SUBMITTED_DIR]
+    );
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_takes_its_sequence()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start_with_limits(
+        &dir.path().join("coord"),
+        &["ARM"],
+        Limits {
+            max_items_per_snapshot: 2,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let cfg = write_node_config(dir.path(), "ARM", &coord.url());
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let t0 = SystemTime::now() - Duration::from_secs(60);
+    drop_export(&drop_dir, "too-big.csv", &export_with(3, "X"), t0);
+    drop_export(
+        &drop_dir,
+        "fine.csv",
+        &export_with(2, "Y"),
+        t0 + Duration::from_secs(1),
+    );
+
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let submitted = drop_dir.join(SUBMITTED_DIR);
+    let outcomes = watch(&node, &drop_dir, async {
+        wait_for("the accepted export", || names_in(&submitted).len() == 1).await;
+    })
+    .await
+    .unwrap();
+
+    let rejected = drop_dir.join(REJECTED_DIR);
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Rejected {
+                moved_to: rejected.join("too-big.csv")
+            },
+            Outcome::Submitted {
+                sequence: 1,
+                moved_to: submitted.join("fine.csv")
+            },
+        ]
+    );
+    let reason = std::fs::read_to_string(rejected.join("too-big.csv.reason.txt")).unwrap();
+    assert!(reason.contains("ResourceExhausted"), "{reason}");
+    // The refused snapshot left the outbox; the accepted one is sequence 1.
+    let entries = node.outbox().entries().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].sequence(), 1);
+    assert!(entries[0].receipt.is_some());
+    drop(node);
+    coord.stop().await;
+}
+
+/// The real binary: configured through a file plus an environment override,
+/// it submits a dropped export and stops cleanly on SIGTERM.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_command_submits_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["TJK"]).await;
+    // The file names a wrong address; TALLY_COORDINATOR overrides it.
+    let cfg = write_node_config(dir.path(), "TJK", "http://127.0.0.1:9");
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    drop_export(
+        &drop_dir,
+        "tjk.csv",
+        &export_with(2, "T"),
+        SystemTime::now(),
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["node", "watch", "--config"])
+        .arg(&cfg)
+        .arg(&drop_dir)
+        .env("TALLY_COORDINATOR", coord.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let submitted = drop_dir.join(SUBMITTED_DIR);
+    wait_for("the accepted export", || {
+        names_in(&submitted) == ["tjk.csv"]
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut exited = None;
+    for _ in 0..250 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(status) = exited else {
+        let _ = child.kill();
+        panic!("tally node watch did not stop within 5 s of SIGTERM");
+    };
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("1 exports accepted, 0 rejected"),
+        "{stdout}"
+    );
+    assert_eq!(
+        coord
+            .store
+            .latest(state("TJK"))
+            .unwrap()
+            .unwrap()
+            .signed
+            .header
+            .item_count,
+        2
+    );
+    coord.stop().await;
+}
