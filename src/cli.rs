@@ -4,7 +4,6 @@ pub mod operator;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -76,6 +75,44 @@ pub enum Command {
     Trace(TraceArgs),
     /// Check an evidence bundle offline: every signature and inclusion proof.
     Verify(VerifyArgs),
+    /// TLS certificates for the coordinator and the member nodes.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Bearer tokens for operators and auditors.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a demo PKI: a CA, the coordinator's server certificate and one
+    /// client certificate per member state (for the demo and docker-compose;
+    /// use your own PKI in production).
+    Init {
+        /// Directory to write the certificates and keys into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Member states to issue node certificates for (default: all six).
+        #[arg(long = "state", value_name = "CODE")]
+        states: Vec<StateCode>,
+        /// Extra DNS names or IP addresses for the coordinator's certificate,
+        /// besides localhost, 127.0.0.1, ::1 and coordinator.
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh bearer token and the configuration lines that admit it
+    /// (the configuration stores only the token's SHA-256).
+    New {
+        #[arg(long, value_enum)]
+        role: crate::access::Role,
+        /// Who the token is for (appears in logs and the audit trail).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Default coordinator address of the client commands.
@@ -97,9 +134,8 @@ pub struct TraceArgs {
     /// Serial, in any spelling (e.g. "ка-0 12"); matched in canonical form.
     #[arg(allow_hyphen_values = true)]
     pub serial: String,
-    /// Coordinator address.
-    #[arg(long, default_value = DEFAULT_COORDINATOR)]
-    pub coordinator: String,
+    #[command(flatten)]
+    pub target: operator::Target,
     /// Output: a table for people or JSON for scripts.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -184,6 +220,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status { target, format } => operator::status(target, format).await,
         Command::Trace(args) => trace(args).await,
         Command::Verify(args) => verify(args),
+        Command::Certs(CertsCommand::Init {
+            out,
+            states,
+            server_names,
+        }) => certs_init(out, states, server_names),
+        Command::Token(TokenCommand::New { role, name }) => token_new(role, name),
     }
 }
 
@@ -192,18 +234,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 const MAX_TRACE_RESPONSE: usize = 256 << 20;
 
 async fn trace(args: TraceArgs) -> Result<()> {
-    let endpoint = tonic::transport::Endpoint::from_shared(args.coordinator.clone())
-        .with_context(|| {
-            format!(
-                "'{}' is not a coordinator address (e.g. {DEFAULT_COORDINATOR})",
-                args.coordinator
-            )
-        })?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
+    let channel = operator::connect(&args.target).await?;
     let mut client = TraceClient::new(channel).max_decoding_message_size(MAX_TRACE_RESPONSE);
     let response = client
         .trace_item(proto::TraceItemRequest {
@@ -278,6 +309,55 @@ fn verify(args: VerifyArgs) -> Result<()> {
     }
 }
 
+fn certs_init(out: PathBuf, states: Vec<StateCode>, server_names: Vec<String>) -> Result<()> {
+    let states = if states.is_empty() {
+        crate::state::MEMBER_STATES
+            .iter()
+            .map(|s| StateCode::parse(s))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        states
+    };
+    let pki = crate::certs::init(&out, &states, &server_names)?;
+    println!("CA certificate:          {}", pki.ca_cert.display());
+    println!(
+        "coordinator certificate: {} (key {})",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    for (state, cert, key) in &pki.clients {
+        println!(
+            "{state} node certificate:  {} (key {})",
+            cert.display(),
+            key.display()
+        );
+    }
+    println!(
+        "private keys are mode 0600; {} signs certificates: keep it offline",
+        out.join("ca.key").display()
+    );
+    Ok(())
+}
+
+fn token_new(role: crate::access::Role, name: String) -> Result<()> {
+    if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
+        bail!("--name must be a non-empty plain name (no quotes, backslashes or newlines)");
+    }
+    let token = crate::access::new_token()?;
+    let digest = crate::access::TokenDigest::of(&token);
+    println!("token for {name} ({role}); give it to them, it is not stored anywhere:");
+    println!();
+    println!("    {token}");
+    println!();
+    println!("add to the coordinator configuration, then restart it:");
+    println!();
+    println!("[[operators]]");
+    println!("name = \"{name}\"");
+    println!("role = \"{role}\"");
+    println!("token_sha256 = \"{}\"", digest.to_hex());
+    Ok(())
+}
+
 fn keygen(args: KeygenArgs) -> Result<()> {
     let name = match (&args.state, args.coordinator) {
         (Some(state), false) => state.to_string(),
@@ -327,8 +407,17 @@ async fn coordinator(config: PathBuf) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    println!("coordinator listening on {}", listener.local_addr()?);
-    crate::server::serve(coordinator, listener, shutdown_signal()).await?;
+    let options = crate::server::ServeOptions::from_config(&config)?;
+    println!(
+        "coordinator listening on {} ({})",
+        listener.local_addr()?,
+        if options.tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext, insecure"
+        }
+    );
+    crate::server::serve_with(coordinator, listener, shutdown_signal(), options).await?;
     Ok(())
 }
 

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 
+use crate::access::{Person, Role, TokenDigest};
 use crate::keys;
 use crate::serial::CanonicalRule;
 use crate::state::{StateCode, StateSet};
+use crate::tls::{ClientTlsFiles, ServerTlsFiles};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,31 @@ struct RawCoordinatorConfig {
     reconcile: ReconcileSettings,
     #[serde(default)]
     members: Vec<RawMember>,
+    /// Plaintext gRPC, for development only.
+    #[serde(default)]
+    insecure: bool,
+    tls: Option<ServerTlsFiles>,
+    #[serde(default)]
+    operators: Vec<RawOperator>,
+}
+
+/// One operator or auditor: the SHA-256 of their bearer token, never the
+/// token itself (`tally token new` prints both).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    name: String,
+    role: Role,
+    token_sha256: String,
+}
+
+/// How the coordinator's listener is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS; member nodes authenticate with client certificates.
+    Tls(ServerTlsFiles),
+    /// Plaintext (`insecure = true`): development only, logged as a warning.
+    Insecure,
 }
 
 fn default_listen() -> SocketAddr {
@@ -157,6 +184,9 @@ pub struct CoordinatorConfig {
     pub canonical: CanonicalRule,
     pub reconcile: ReconcileSettings,
     pub members: Vec<Member>,
+    pub transport: Transport,
+    /// Operators and auditors, by token digest.
+    pub operators: Vec<(TokenDigest, Person)>,
 }
 
 impl CoordinatorConfig {
@@ -269,6 +299,61 @@ impl CoordinatorConfig {
                 "limits.max_items_per_snapshot: must be at least 1",
             ));
         }
+        let transport = match (raw.insecure, raw.tls) {
+            (false, Some(mut files)) => {
+                files.resolve_against(&base);
+                Transport::Tls(files)
+            }
+            (true, None) => Transport::Insecure,
+            (true, Some(_)) => {
+                return Err(invalid(
+                    path,
+                    "insecure = true and a [tls] section: choose one (remove insecure for TLS)",
+                ));
+            }
+            (false, None) => {
+                return Err(invalid(
+                    path,
+                    "[tls] is missing: set cert_file, key_file and client_ca_file \
+                     (`tally certs init --out certs` makes a demo PKI), or set \
+                     insecure = true for plaintext on a development machine",
+                ));
+            }
+        };
+        let mut operators: Vec<(TokenDigest, Person)> = Vec::new();
+        for (i, o) in raw.operators.into_iter().enumerate() {
+            let digest = TokenDigest::parse_hex(&o.token_sha256).ok_or_else(|| {
+                invalid(
+                    path,
+                    format!(
+                        "operators[{i}].token_sha256: expected 64 hex digits (the SHA-256 \
+                         `tally token new` prints), not the token itself"
+                    ),
+                )
+            })?;
+            if o.name.trim().is_empty() {
+                return Err(invalid(
+                    path,
+                    format!("operators[{i}].name: must not be empty"),
+                ));
+            }
+            if operators.iter().any(|(d, _)| *d == digest) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "operators[{i}] ({}): the same token is listed twice",
+                        o.name
+                    ),
+                ));
+            }
+            operators.push((
+                digest,
+                Person {
+                    name: o.name,
+                    role: o.role,
+                },
+            ));
+        }
         Ok(CoordinatorConfig {
             listen: raw.listen,
             data_dir: resolve(&base, &raw.data_dir),
@@ -277,6 +362,8 @@ impl CoordinatorConfig {
             canonical: raw.canonical,
             reconcile: raw.reconcile,
             members,
+            transport,
+            operators,
         })
     }
 }
@@ -315,6 +402,10 @@ struct RawNodeConfig {
     retry: RetryPolicy,
     #[serde(default)]
     canonical: CanonicalRule,
+    /// Plaintext gRPC, for development only.
+    #[serde(default)]
+    insecure: bool,
+    tls: Option<ClientTlsFiles>,
 }
 
 fn default_coordinator() -> String {
@@ -332,6 +423,8 @@ pub struct NodeConfig {
     pub known_states: StateSet,
     pub retry: RetryPolicy,
     pub canonical: CanonicalRule,
+    /// TLS towards the coordinator; `None` only with `insecure = true`.
+    pub tls: Option<ClientTlsFiles>,
 }
 
 impl NodeConfig {
@@ -350,6 +443,42 @@ impl NodeConfig {
         raw.canonical
             .check()
             .map_err(|e| invalid(path, format!("canonical.remove_chars: {e}")))?;
+        let https = raw.coordinator.starts_with("https://");
+        let tls = match (raw.insecure, raw.tls) {
+            (false, Some(mut files)) if https => {
+                if files.cert_file.is_none() || files.key_file.is_none() {
+                    return Err(invalid(
+                        path,
+                        "[tls]: cert_file and key_file (this state's client certificate) are required",
+                    ));
+                }
+                files.resolve_against(&base);
+                Some(files)
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "coordinator: '{}' must start with https:// when [tls] is set",
+                        raw.coordinator
+                    ),
+                ));
+            }
+            (true, None) if !https => None,
+            (true, _) => {
+                return Err(invalid(
+                    path,
+                    "insecure = true needs an http:// coordinator address and no [tls] section",
+                ));
+            }
+            (false, None) => {
+                return Err(invalid(
+                    path,
+                    "[tls] is missing: set ca_file, cert_file and key_file (`tally certs init` \
+                     makes a demo PKI), or set insecure = true for plaintext on a development machine",
+                ));
+            }
+        };
         let coordinator_public_key = raw
             .coordinator_public_key_file
             .map(|f| keys::read_verifying_key(&resolve(&base, &f)))
@@ -369,6 +498,7 @@ impl NodeConfig {
                 .map_or_else(StateSet::members, |v| v.into_iter().collect()),
             retry: raw.retry,
             canonical: raw.canonical,
+            tls,
         })
     }
 }
@@ -389,7 +519,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c.toml",
-            "data_dir = 'd'\nkey_file = 'k'\nlisten_adress = '1.2.3.4:5'\n",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\nlisten_adress = '1.2.3.4:5'\n",
         );
         let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
         assert!(
@@ -404,7 +534,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c.toml",
-            "data_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'rus'\npublic_key = 'aa'\n",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'rus'\npublic_key = 'aa'\n",
         );
         let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
         assert!(msg.contains("'rus' is not a state code"), "{msg}");
@@ -412,7 +542,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c2.toml",
-            "data_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'RUS'\n",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'RUS'\n",
         );
         let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
         assert!(
@@ -429,7 +559,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c.toml",
-            "data_dir = 'data'\nkey_file = 'keys/coordinator.key'\n[[members]]\nstate = 'RUS'\npublic_key_file = 'keys/RUS.pub'\n",
+            "insecure = true\ndata_dir = 'data'\nkey_file = 'keys/coordinator.key'\n[[members]]\nstate = 'RUS'\npublic_key_file = 'keys/RUS.pub'\n",
         );
         let cfg = CoordinatorConfig::load(&p).unwrap();
         assert_eq!(cfg.data_dir, dir.path().join("data"));
@@ -443,12 +573,112 @@ mod tests {
         let p = write(
             dir.path(),
             "n.toml",
-            "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\ncoordinator = '127.0.0.1:50051'\n",
+            "insecure = true\nstate = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\ncoordinator = '127.0.0.1:50051'\n",
         );
         let msg = NodeConfig::load(&p).unwrap_err().to_string();
         assert!(
             msg.contains("coordinator: '127.0.0.1:50051' must start with http://"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn transport_must_be_chosen_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "c.toml", "data_dir = 'd'\nkey_file = 'k'\n");
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("c.toml")
+                && msg.contains("[tls] is missing")
+                && msg.contains("insecure = true"),
+            "{msg}"
+        );
+        let p = write(
+            dir.path(),
+            "c2.toml",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[tls]\ncert_file = 'a'\nkey_file = 'b'\nclient_ca_file = 'c'\n",
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("choose one"), "{msg}");
+        let p = write(
+            dir.path(),
+            "c3.toml",
+            "data_dir = 'd'\nkey_file = 'k'\n[tls]\ncert_file = 'a'\nkey_file = 'b'\nclient_ca_file = 'c'\n",
+        );
+        match CoordinatorConfig::load(&p).unwrap().transport {
+            Transport::Tls(files) => assert_eq!(files.cert_file, dir.path().join("a")),
+            Transport::Insecure => panic!("TLS expected"),
+        }
+    }
+
+    #[test]
+    fn operator_tokens_are_stored_as_digests_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = TokenDigest::of("tly_x").to_hex();
+        let p = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[operators]]\nname = 'olga'\nrole = 'operator'\ntoken_sha256 = '{digest}'\n"
+            ),
+        );
+        let cfg = CoordinatorConfig::load(&p).unwrap();
+        assert_eq!(cfg.operators[0].0, TokenDigest::of("tly_x"));
+        assert_eq!(cfg.operators[0].1.role, Role::Operator);
+
+        let p = write(
+            dir.path(),
+            "c2.toml",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[operators]]\nname = 'olga'\nrole = 'operator'\ntoken_sha256 = 'tly_x'\n",
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("operators[0].token_sha256"), "{msg}");
+        let p = write(
+            dir.path(),
+            "c3.toml",
+            &format!(
+                "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[operators]]\nname = 'x'\nrole = 'admin'\ntoken_sha256 = '{digest}'\n"
+            ),
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("admin"), "{msg}");
+    }
+
+    #[test]
+    fn node_tls_and_scheme_must_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\n";
+        let p = write(
+            dir.path(),
+            "n1.toml",
+            &format!("{base}coordinator = 'https://x:1'\n"),
+        );
+        let msg = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("[tls] is missing"), "{msg}");
+        let p = write(
+            dir.path(),
+            "n2.toml",
+            &format!(
+                "{base}coordinator = 'http://x:1'\n[tls]\nca_file = 'ca'\ncert_file = 'c'\nkey_file = 'k'\n"
+            ),
+        );
+        let msg = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("must start with https://"), "{msg}");
+        let p = write(
+            dir.path(),
+            "n3.toml",
+            &format!("{base}coordinator = 'https://x:1'\n[tls]\nca_file = 'ca'\n"),
+        );
+        let msg = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("cert_file and key_file"), "{msg}");
+        let p = write(
+            dir.path(),
+            "n4.toml",
+            &format!(
+                "{base}coordinator = 'https://x:1'\n[tls]\nca_file = 'ca'\ncert_file = 'c'\nkey_file = 'kk'\n"
+            ),
+        );
+        let cfg = NodeConfig::load(&p).unwrap();
+        assert_eq!(cfg.tls.unwrap().ca_file, dir.path().join("ca"));
     }
 }

@@ -8,9 +8,11 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::ServerTlsConfig;
 
+use crate::access::AccessPolicy;
 use crate::alerts::{AlertStore, AlertStoreError};
-use crate::config::{CoordinatorConfig, Limits};
+use crate::config::{CoordinatorConfig, Limits, Transport};
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
 use crate::proto::alerts_server::AlertsServer;
@@ -22,6 +24,7 @@ use crate::reconcile::EngineConfig;
 use crate::reconciler::{ReconcileError, Reconciler};
 use crate::seizures::{SeizureLog, SeizureLogError};
 use crate::serial::CanonicalRule;
+use crate::service::access::AccessLayer;
 use crate::service::alerts::AlertsService;
 use crate::service::operations::{CoordinatorService, SeizuresService};
 use crate::service::snapshots::SnapshotsService;
@@ -41,6 +44,8 @@ pub enum ServerError {
         #[source]
         source: StoreError,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
@@ -112,11 +117,58 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, Serv
     )
 }
 
-/// Serves the coordinator on `listener` until `shutdown` completes.
+/// How the listener is secured and who may call what.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// TLS for the listener; `None` serves plaintext.
+    pub tls: Option<ServerTlsConfig>,
+    pub access: AccessPolicy,
+}
+
+impl ServeOptions {
+    /// What a configuration asks for: TLS with checked roles, or plaintext
+    /// (`insecure = true`) with a warning.
+    pub fn from_config(config: &CoordinatorConfig) -> Result<ServeOptions, ServerError> {
+        match &config.transport {
+            Transport::Tls(files) => Ok(ServeOptions {
+                tls: Some(files.server_config()?),
+                access: AccessPolicy::enforced(config.operators.iter().cloned()),
+            }),
+            Transport::Insecure => {
+                tracing::warn!(
+                    "insecure = true: serving plaintext gRPC without client certificates; \
+                     anyone who can reach the port can submit signed snapshots{}",
+                    if config.operators.is_empty() {
+                        " and act as an operator (no [[operators]] configured)"
+                    } else {
+                        ""
+                    }
+                );
+                Ok(ServeOptions {
+                    tls: None,
+                    access: AccessPolicy::insecure(config.operators.iter().cloned()),
+                })
+            }
+        }
+    }
+}
+
+/// Serves the coordinator on `listener` in plaintext with no access checks,
+/// until `shutdown` completes: for tests and in-process use on loopback.
 pub async fn serve(
     coordinator: Coordinator,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    serve_with(coordinator, listener, shutdown, ServeOptions::default()).await
+}
+
+/// Serves the coordinator on `listener` until `shutdown` completes.
+pub async fn serve_with(
+    coordinator: Coordinator,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
 ) -> Result<(), ServerError> {
     let max_message = coordinator.ingestor.limits().max_message_bytes;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -179,8 +231,17 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
-    let result = tonic::transport::Server::builder()
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        tls = options.tls.is_some(),
+        "coordinator serving"
+    );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
+        .layer(AccessLayer::new(options.access))
         .add_service(health)
         .add_service(reflection)
         .add_service(snapshots)

@@ -60,6 +60,14 @@ impl TestCoordinator {
     }
 
     pub async fn serve(coordinator: Coordinator) -> TestCoordinator {
+        Self::serve_with(coordinator, tally::server::ServeOptions::default()).await
+    }
+
+    /// Serves with TLS and access rules.
+    pub async fn serve_with(
+        coordinator: Coordinator,
+        options: tally::server::ServeOptions,
+    ) -> TestCoordinator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -68,9 +76,14 @@ impl TestCoordinator {
         let store = coordinator.ingestor.store().clone();
         let reconciler = coordinator.reconciler.clone();
         let task = tokio::spawn(async move {
-            tally::server::serve(coordinator, listener, async {
-                let _ = rx.await;
-            })
+            tally::server::serve_with(
+                coordinator,
+                listener,
+                async {
+                    let _ = rx.await;
+                },
+                options,
+            )
             .await
             .expect("server");
         });

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tally::config::{CoordinatorConfig, NodeConfig};
+use tally::config::{CoordinatorConfig, NodeConfig, Transport};
 use tally::state::MEMBER_STATES;
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -31,9 +31,24 @@ fn example_configs_load_with_generated_keys() {
         tally::keys::write_key_pair(&keys, st, &tally::keys::generate().unwrap()).unwrap();
     }
 
+    let states: Vec<_> = MEMBER_STATES
+        .iter()
+        .map(|s| tally::state::StateCode::parse(s).unwrap())
+        .collect();
+    tally::certs::init(&root.path().join("certs"), &states, &[]).unwrap();
+
     let coord = CoordinatorConfig::load(&root.path().join("config/coordinator.toml")).unwrap();
     assert_eq!(coord.members.len(), 6);
     assert!(coord.key_file.ends_with("keys/coordinator.key"));
+    // The example uses TLS with the PKI `tally certs init --out certs` makes.
+    match &coord.transport {
+        Transport::Tls(files) => {
+            files
+                .server_config()
+                .expect("TLS files of the example load");
+        }
+        Transport::Insecure => panic!("the example configuration must use TLS"),
+    }
 
     for st in MEMBER_STATES {
         let node = NodeConfig::load(&root.path().join(format!("config/nodes/{st}.toml"))).unwrap();
@@ -51,5 +66,14 @@ fn example_configs_load_with_generated_keys() {
             "{st}: coordinator and node agree on the key"
         );
         assert_eq!(node.canonical, coord.canonical, "{st}: same canonical rule");
+        let tls = node.tls.as_ref().expect("{st}: the example node uses TLS");
+        assert!(
+            tls.cert_file
+                .as_ref()
+                .unwrap()
+                .ends_with(format!("certs/{st}.crt"))
+        );
+        tls.client_config().expect("node TLS files load");
+        assert!(node.coordinator.starts_with("https://"));
     }
 }

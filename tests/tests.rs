@@ -9,6 +9,7 @@ mod operations;
 mod protocol;
 mod reconcile_oracle;
 mod reconciliation;
+mod security;
 mod submission;
 mod submission_errors;
 mod trace;

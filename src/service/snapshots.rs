@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::convert::{receipt_to_proto, signed_header_from_proto, snapshot_info_to_proto};
+use crate::access::{Principal, check_own_state};
 use crate::ingest::{Admission, IngestError, Ingestor, Upload, now_unix_ms};
 use crate::proto::{self, get_snapshot_response, submit_request};
 use crate::reconciler::Reconciler;
@@ -63,6 +64,7 @@ fn spawn_verifier(
 /// One submission: header, admission, items, commit.
 async fn submit(
     ingestor: Ingestor,
+    principal: Option<Principal>,
     mut stream: Streaming<proto::SubmitRequest>,
 ) -> Result<proto::Receipt, Status> {
     let limit = ingestor.limits().max_message_bytes;
@@ -93,6 +95,10 @@ async fn submit(
     span.record("state", signed.header.state.as_str());
     span.record("sequence", signed.header.sequence);
     span.record("items", signed.header.item_count);
+    // The TLS identity must match the signed header before any item is read:
+    // a node submits for its own state only, whatever keys it holds.
+    check_own_state(principal.as_ref(), signed.header.state)
+        .map_err(|e| Status::permission_denied(e.to_string()))?;
 
     let admit = ingestor.clone();
     let upload = match join(tokio::task::spawn_blocking(move || admit.admit(signed))).await?? {
@@ -181,7 +187,8 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
             sequence = tracing::field::Empty,
             items = tracing::field::Empty,
         );
-        let result = submit(self.ingestor.clone(), request.into_inner())
+        let principal = request.extensions().get::<Principal>().cloned();
+        let result = submit(self.ingestor.clone(), principal, request.into_inner())
             .instrument(span.clone())
             .await;
         if result.is_ok() {
@@ -222,8 +229,11 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         &self,
         request: Request<proto::ListSnapshotsRequest>,
     ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let req = request.into_inner();
         let state = parse_state(&req.state)?;
+        check_own_state(principal.as_ref(), state)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let limit = match req.limit as usize {
             0 => LIST_LIMIT,
             n => n.min(LIST_LIMIT),
@@ -244,8 +254,11 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         &self,
         request: Request<proto::GetSnapshotRequest>,
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let req = request.into_inner();
         let state = parse_state(&req.state)?;
+        check_own_state(principal.as_ref(), state)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let store = self.ingestor.store().clone();
         let snapshot = store.get(state, req.sequence)?.ok_or_else(|| {
             Status::not_found(format!("{state} has no accepted snapshot {}", req.sequence))
