@@ -83,6 +83,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Ask a coordinator's gRPC health service; exit 0 if and only if it is SERVING.
     Health(HealthArgs),
+    /// TLS certificates for the coordinator and the member nodes.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Bearer tokens for operators and auditors.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +132,41 @@ pub struct HealthArgs {
     /// Time allowed to connect and to answer, e.g. 3s or 500ms.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// CA certificate (PEM) of the coordinator's certificate, for https://.
+    #[arg(long, env = "TALLY_CA_FILE", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a demo PKI: a CA, the coordinator's server certificate and one
+    /// client certificate per member state (for the demo and docker-compose;
+    /// use your own PKI in production).
+    Init {
+        /// Directory to write the certificates and keys into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Member states to issue node certificates for (default: all six).
+        #[arg(long = "state", value_name = "CODE")]
+        states: Vec<StateCode>,
+        /// Extra DNS names or IP addresses for the coordinator's certificate,
+        /// besides localhost, 127.0.0.1, ::1 and coordinator.
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh bearer token and the configuration lines that admit it
+    /// (the configuration stores only the token's SHA-256).
+    New {
+        #[arg(long, value_enum)]
+        role: crate::access::Role,
+        /// Who the token is for (appears in logs and the audit trail).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Default coordinator address of the client commands.
@@ -147,9 +188,8 @@ pub struct TraceArgs {
     /// Serial, in any spelling (e.g. "ка-0 12"); matched in canonical form.
     #[arg(allow_hyphen_values = true)]
     pub serial: String,
-    /// Coordinator address.
-    #[arg(long, default_value = DEFAULT_COORDINATOR)]
-    pub coordinator: String,
+    #[command(flatten)]
+    pub target: operator::Target,
     /// Output: a table for people or JSON for scripts.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -267,6 +307,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
+        Command::Certs(CertsCommand::Init {
+            out,
+            states,
+            server_names,
+        }) => certs_init(out, states, server_names),
+        Command::Token(TokenCommand::New { role, name }) => token_new(role, name),
     }
 }
 
@@ -275,18 +321,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 const MAX_TRACE_RESPONSE: usize = 256 << 20;
 
 async fn trace(args: TraceArgs) -> Result<()> {
-    let endpoint = tonic::transport::Endpoint::from_shared(args.coordinator.clone())
-        .with_context(|| {
-            format!(
-                "'{}' is not a coordinator address (e.g. {DEFAULT_COORDINATOR})",
-                args.coordinator
-            )
-        })?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
+    let channel = operator::connect(&args.target).await?;
     let mut client = TraceClient::new(channel).max_decoding_message_size(MAX_TRACE_RESPONSE);
     let response = client
         .trace_item(proto::TraceItemRequest {
@@ -361,6 +396,55 @@ fn verify(args: VerifyArgs) -> Result<()> {
     }
 }
 
+fn certs_init(out: PathBuf, states: Vec<StateCode>, server_names: Vec<String>) -> Result<()> {
+    let states = if states.is_empty() {
+        crate::state::MEMBER_STATES
+            .iter()
+            .map(|s| StateCode::parse(s))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        states
+    };
+    let pki = crate::certs::init(&out, &states, &server_names)?;
+    println!("CA certificate:          {}", pki.ca_cert.display());
+    println!(
+        "coordinator certificate: {} (key {})",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    for (state, cert, key) in &pki.clients {
+        println!(
+            "{state} node certificate:  {} (key {})",
+            cert.display(),
+            key.display()
+        );
+    }
+    println!(
+        "private keys are mode 0600; {} signs certificates: keep it offline",
+        out.join("ca.key").display()
+    );
+    Ok(())
+}
+
+fn token_new(role: crate::access::Role, name: String) -> Result<()> {
+    if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
+        bail!("--name must be a non-empty plain name (no quotes, backslashes or newlines)");
+    }
+    let token = crate::access::new_token()?;
+    let digest = crate::access::TokenDigest::of(&token);
+    println!("token for {name} ({role}); give it to them, it is not stored anywhere:");
+    println!();
+    println!("    {token}");
+    println!();
+    println!("add to the coordinator configuration, then restart it:");
+    println!();
+    println!("[[operators]]");
+    println!("name = \"{name}\"");
+    println!("role = \"{role}\"");
+    println!("token_sha256 = \"{}\"", digest.to_hex());
+    Ok(())
+}
+
 fn keygen(args: KeygenArgs) -> Result<()> {
     let name = match (&args.state, args.coordinator) {
         (Some(state), false) => state.to_string(),
@@ -401,7 +485,13 @@ fn keygen(args: KeygenArgs) -> Result<()> {
 }
 
 async fn health(args: HealthArgs) -> Result<()> {
-    crate::health::check(&args.coordinator, &args.service, args.timeout).await?;
+    crate::health::check(
+        &args.coordinator,
+        &args.service,
+        args.timeout,
+        args.ca.as_deref(),
+    )
+    .await?;
     println!("{}: SERVING", args.coordinator);
     Ok(())
 }
@@ -451,7 +541,16 @@ async fn coordinator(config: PathBuf) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let options = crate::server::ServeOptions::from_config(&config)?;
     println!("coordinator listening on {}", listener.local_addr()?);
+    println!(
+        "transport: {}",
+        if options.tls.is_some() {
+            "TLS (member nodes by client certificate, people by bearer token)"
+        } else {
+            "plaintext (insecure = true: development only)"
+        }
+    );
     let metrics = match config.metrics.listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
@@ -462,7 +561,7 @@ async fn coordinator(config: PathBuf) -> Result<()> {
         }
         None => None,
     };
-    crate::server::run(coordinator, listener, metrics, shutdown_signal()).await?;
+    crate::server::run(coordinator, listener, metrics, shutdown_signal(), options).await?;
     Ok(())
 }
 

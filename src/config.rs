@@ -28,9 +28,11 @@ use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::access::{Person, Role, TokenDigest};
 use crate::keys;
 use crate::serial::CanonicalRule;
 use crate::state::{StateCode, StateSet};
+use crate::tls::{ClientTlsFiles, ServerTlsFiles};
 
 /// Prefix of every environment variable that overrides a configuration key.
 pub const ENV_PREFIX: &str = "TALLY_";
@@ -112,9 +114,14 @@ mod introspect {
             Err(Stop)
         }
 
+        // An optional section (`tls: Option<...>`) is a section all the same.
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+            visitor.visit_some(self)
+        }
+
         serde::forward_to_deserialize_any! {
             bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            bytes byte_buf unit unit_struct newtype_struct seq tuple
             tuple_struct map enum identifier ignored_any
         }
     }
@@ -242,7 +249,7 @@ pub fn env_keys() -> (EnvKeys, EnvKeys) {
 }
 
 fn coordinator_schema() -> EnvSchema {
-    EnvSchema::of::<RawCoordinatorConfig>(&["members"])
+    EnvSchema::of::<RawCoordinatorConfig>(&["members", "operators"])
 }
 
 fn node_schema() -> EnvSchema {
@@ -378,6 +385,12 @@ pub struct Limits {
     pub max_items_per_snapshot: u64,
     /// Largest gRPC message decoded, in bytes (one chunk of leaves).
     pub max_message_bytes: usize,
+    /// Uploads verified at the same time; more are refused with
+    /// RESOURCE_EXHAUSTED (the node retries later).
+    pub max_concurrent_uploads: usize,
+    /// Longest wait for the next message of an upload, in seconds: a stalled
+    /// client is dropped and nothing of its upload is stored.
+    pub upload_idle_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -385,6 +398,8 @@ impl Default for Limits {
         Limits {
             max_items_per_snapshot: 20_000_000,
             max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_uploads: 8,
+            upload_idle_timeout_seconds: 60,
         }
     }
 }
@@ -470,6 +485,31 @@ struct RawCoordinatorConfig {
     metrics: MetricsSettings,
     #[serde(default)]
     shutdown: ShutdownSettings,
+    /// Plaintext gRPC, for development only.
+    #[serde(default)]
+    insecure: bool,
+    tls: Option<ServerTlsFiles>,
+    #[serde(default)]
+    operators: Vec<RawOperator>,
+}
+
+/// One operator or auditor: the SHA-256 of their bearer token, never the
+/// token itself (`tally token new` prints both).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    name: String,
+    role: Role,
+    token_sha256: String,
+}
+
+/// How the coordinator's listener is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS; member nodes authenticate with client certificates.
+    Tls(ServerTlsFiles),
+    /// Plaintext (`insecure = true`): development only, logged as a warning.
+    Insecure,
 }
 
 fn default_listen() -> SocketAddr {
@@ -497,6 +537,9 @@ pub struct CoordinatorConfig {
     pub members: Vec<Member>,
     pub metrics: MetricsSettings,
     pub shutdown: ShutdownSettings,
+    pub transport: Transport,
+    /// Operators and auditors, by token digest.
+    pub operators: Vec<(TokenDigest, Person)>,
 }
 
 impl CoordinatorConfig {
@@ -546,6 +589,12 @@ impl CoordinatorConfig {
             && raw.reconcile.transfer_grace_hours >= 0.0)
         {
             return Err(cfg.bad("reconcile.transfer_grace_hours", "must be 0 or more"));
+        }
+        if raw.limits.max_concurrent_uploads == 0 {
+            return Err(cfg.bad("limits.max_concurrent_uploads", "must be at least 1"));
+        }
+        if raw.limits.upload_idle_timeout_seconds == 0 {
+            return Err(cfg.bad("limits.upload_idle_timeout_seconds", "must be at least 1"));
         }
         if raw.reconcile.tick_seconds == 0 {
             return Err(cfg.bad("reconcile.tick_seconds", "must be at least 1"));
@@ -616,6 +665,62 @@ impl CoordinatorConfig {
                 cadence_ms,
             });
         }
+        let transport = match (raw.insecure, &raw.tls) {
+            (false, Some(files)) => Transport::Tls(ServerTlsFiles {
+                cert_file: cfg.path("tls.cert_file", &files.cert_file),
+                key_file: cfg.path("tls.key_file", &files.key_file),
+                client_ca_file: cfg.path("tls.client_ca_file", &files.client_ca_file),
+            }),
+            (true, None) => Transport::Insecure,
+            (true, Some(_)) => {
+                return Err(cfg.bad(
+                    "insecure",
+                    "insecure = true and a [tls] section: choose one (remove insecure for TLS)",
+                ));
+            }
+            (false, None) => {
+                return Err(invalid(
+                    path,
+                    "[tls] is missing: set cert_file, key_file and client_ca_file \
+                     (`tally certs init --out certs` makes a demo PKI), or set \
+                     insecure = true for plaintext on a development machine",
+                ));
+            }
+        };
+        let mut operators: Vec<(TokenDigest, Person)> = Vec::new();
+        for (i, o) in raw.operators.iter().enumerate() {
+            let digest = TokenDigest::parse_hex(&o.token_sha256).ok_or_else(|| {
+                invalid(
+                    path,
+                    format!(
+                        "operators[{i}].token_sha256: expected 64 hex digits (the SHA-256 \
+                         `tally token new` prints), not the token itself"
+                    ),
+                )
+            })?;
+            if o.name.trim().is_empty() {
+                return Err(invalid(
+                    path,
+                    format!("operators[{i}].name: must not be empty"),
+                ));
+            }
+            if operators.iter().any(|(d, _)| *d == digest) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "operators[{i}] ({}): the same token is listed twice",
+                        o.name
+                    ),
+                ));
+            }
+            operators.push((
+                digest,
+                Person {
+                    name: o.name.clone(),
+                    role: o.role,
+                },
+            ));
+        }
         Ok(CoordinatorConfig {
             listen: raw.listen,
             data_dir: cfg.path("data_dir", &raw.data_dir),
@@ -624,8 +729,10 @@ impl CoordinatorConfig {
             canonical: raw.canonical.clone(),
             reconcile: raw.reconcile.clone(),
             members,
-            metrics: raw.metrics,
-            shutdown: raw.shutdown,
+            metrics: raw.metrics.clone(),
+            shutdown: raw.shutdown.clone(),
+            transport,
+            operators,
         })
     }
 }
@@ -682,6 +789,10 @@ struct RawNodeConfig {
     canonical: CanonicalRule,
     #[serde(default)]
     watch: WatchSettings,
+    /// Plaintext gRPC, for development only.
+    #[serde(default)]
+    insecure: bool,
+    tls: Option<ClientTlsFiles>,
 }
 
 fn default_coordinator() -> String {
@@ -700,6 +811,8 @@ pub struct NodeConfig {
     pub retry: RetryPolicy,
     pub watch: WatchSettings,
     pub canonical: CanonicalRule,
+    /// TLS towards the coordinator; `None` only with `insecure = true`.
+    pub tls: Option<ClientTlsFiles>,
 }
 
 impl NodeConfig {
@@ -736,6 +849,46 @@ impl NodeConfig {
         if raw.watch.poll_interval_ms < 10 {
             return Err(cfg.bad("watch.poll_interval_ms", "must be at least 10"));
         }
+        let https = raw.coordinator.starts_with("https://");
+        let tls = match (raw.insecure, &raw.tls) {
+            (false, Some(files)) if https => {
+                let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) else {
+                    return Err(cfg.bad(
+                        "tls",
+                        "cert_file and key_file (this state's client certificate) are required",
+                    ));
+                };
+                Some(ClientTlsFiles {
+                    ca_file: cfg.path("tls.ca_file", &files.ca_file),
+                    cert_file: Some(cfg.path("tls.cert_file", cert)),
+                    key_file: Some(cfg.path("tls.key_file", key)),
+                    server_name: files.server_name.clone(),
+                })
+            }
+            (false, Some(_)) => {
+                return Err(cfg.bad(
+                    "coordinator",
+                    format!(
+                        "'{}' must start with https:// when [tls] is set",
+                        raw.coordinator
+                    ),
+                ));
+            }
+            (true, None) if !https => None,
+            (true, _) => {
+                return Err(cfg.bad(
+                    "insecure",
+                    "insecure = true needs an http:// coordinator address and no [tls] section",
+                ));
+            }
+            (false, None) => {
+                return Err(invalid(
+                    path,
+                    "[tls] is missing: set ca_file, cert_file and key_file (`tally certs init` \
+                     makes a demo PKI), or set insecure = true for plaintext on a development machine",
+                ));
+            }
+        };
         let coordinator_public_key = raw
             .coordinator_public_key_file
             .as_ref()
@@ -758,6 +911,7 @@ impl NodeConfig {
             retry: raw.retry.clone(),
             watch: raw.watch.clone(),
             canonical: raw.canonical.clone(),
+            tls,
         })
     }
 }
@@ -795,8 +949,17 @@ mod tests {
             "watch.poll_interval_ms",
             "TALLY_WATCH_POLL_INTERVAL_MS"
         ));
-        assert_eq!(coordinator.len(), 9);
-        assert_eq!(node.len(), 12);
+        // Optional sections are sections too; arrays of tables have no form.
+        assert!(has(
+            &coordinator,
+            "tls.client_ca_file",
+            "TALLY_TLS_CLIENT_CA_FILE"
+        ));
+        assert!(has(&node, "tls.server_name", "TALLY_TLS_SERVER_NAME"));
+        assert!(has(&node, "insecure", "TALLY_INSECURE"));
+        assert!(!coordinator.iter().any(|(k, _)| k.starts_with("operators")));
+        assert_eq!(coordinator.len(), 17, "{coordinator:?}");
+        assert_eq!(node.len(), 17, "{node:?}");
     }
 
     #[test]
@@ -805,7 +968,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c.toml",
-            "data_dir = 'd'\nkey_file = 'k'\nlisten_adress = '1.2.3.4:5'\n",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\nlisten_adress = '1.2.3.4:5'\n",
         );
         let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
         assert!(
@@ -820,7 +983,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c.toml",
-            "data_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'rus'\npublic_key = 'aa'\n",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'rus'\npublic_key = 'aa'\n",
         );
         let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
         assert!(msg.contains("'rus' is not a state code"), "{msg}");
@@ -828,7 +991,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c2.toml",
-            "data_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'RUS'\n",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[members]]\nstate = 'RUS'\n",
         );
         let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
         assert!(
@@ -845,7 +1008,7 @@ mod tests {
         let p = write(
             dir.path(),
             "c.toml",
-            "data_dir = 'data'\nkey_file = 'keys/coordinator.key'\n[[members]]\nstate = 'RUS'\npublic_key_file = 'keys/RUS.pub'\n",
+            "insecure = true\ndata_dir = 'data'\nkey_file = 'keys/coordinator.key'\n[[members]]\nstate = 'RUS'\npublic_key_file = 'keys/RUS.pub'\n",
         );
         let cfg = CoordinatorConfig::load(&p).unwrap();
         assert_eq!(cfg.data_dir, dir.path().join("data"));
@@ -859,12 +1022,112 @@ mod tests {
         let p = write(
             dir.path(),
             "n.toml",
-            "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\ncoordinator = '127.0.0.1:50051'\n",
+            "insecure = true\nstate = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\ncoordinator = '127.0.0.1:50051'\n",
         );
         let msg = NodeConfig::load(&p).unwrap_err().to_string();
         assert!(
             msg.contains("coordinator: '127.0.0.1:50051' must start with http://"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn transport_must_be_chosen_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "c.toml", "data_dir = 'd'\nkey_file = 'k'\n");
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("c.toml")
+                && msg.contains("[tls] is missing")
+                && msg.contains("insecure = true"),
+            "{msg}"
+        );
+        let p = write(
+            dir.path(),
+            "c2.toml",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[tls]\ncert_file = 'a'\nkey_file = 'b'\nclient_ca_file = 'c'\n",
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("choose one"), "{msg}");
+        let p = write(
+            dir.path(),
+            "c3.toml",
+            "data_dir = 'd'\nkey_file = 'k'\n[tls]\ncert_file = 'a'\nkey_file = 'b'\nclient_ca_file = 'c'\n",
+        );
+        match CoordinatorConfig::load(&p).unwrap().transport {
+            Transport::Tls(files) => assert_eq!(files.cert_file, dir.path().join("a")),
+            Transport::Insecure => panic!("TLS expected"),
+        }
+    }
+
+    #[test]
+    fn operator_tokens_are_stored_as_digests_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = TokenDigest::of("tly_x").to_hex();
+        let p = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[operators]]\nname = 'olga'\nrole = 'operator'\ntoken_sha256 = '{digest}'\n"
+            ),
+        );
+        let cfg = CoordinatorConfig::load(&p).unwrap();
+        assert_eq!(cfg.operators[0].0, TokenDigest::of("tly_x"));
+        assert_eq!(cfg.operators[0].1.role, Role::Operator);
+
+        let p = write(
+            dir.path(),
+            "c2.toml",
+            "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[operators]]\nname = 'olga'\nrole = 'operator'\ntoken_sha256 = 'tly_x'\n",
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("operators[0].token_sha256"), "{msg}");
+        let p = write(
+            dir.path(),
+            "c3.toml",
+            &format!(
+                "insecure = true\ndata_dir = 'd'\nkey_file = 'k'\n[[operators]]\nname = 'x'\nrole = 'admin'\ntoken_sha256 = '{digest}'\n"
+            ),
+        );
+        let msg = CoordinatorConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("admin"), "{msg}");
+    }
+
+    #[test]
+    fn node_tls_and_scheme_must_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\n";
+        let p = write(
+            dir.path(),
+            "n1.toml",
+            &format!("{base}coordinator = 'https://x:1'\n"),
+        );
+        let msg = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("[tls] is missing"), "{msg}");
+        let p = write(
+            dir.path(),
+            "n2.toml",
+            &format!(
+                "{base}coordinator = 'http://x:1'\n[tls]\nca_file = 'ca'\ncert_file = 'c'\nkey_file = 'k'\n"
+            ),
+        );
+        let msg = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("must start with https://"), "{msg}");
+        let p = write(
+            dir.path(),
+            "n3.toml",
+            &format!("{base}coordinator = 'https://x:1'\n[tls]\nca_file = 'ca'\n"),
+        );
+        let msg = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(msg.contains("cert_file and key_file"), "{msg}");
+        let p = write(
+            dir.path(),
+            "n4.toml",
+            &format!(
+                "{base}coordinator = 'https://x:1'\n[tls]\nca_file = 'ca'\ncert_file = 'c'\nkey_file = 'kk'\n"
+            ),
+        );
+        let cfg = NodeConfig::load(&p).unwrap();
+        assert_eq!(cfg.tls.unwrap().ca_file, dir.path().join("ca"));
     }
 }

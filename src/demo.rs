@@ -197,7 +197,9 @@ fn coordinator_config_text(states: &[StateCode]) -> String {
          # An ephemeral loopback port: the coordinator prints the one it got.\n\
          listen = \"127.0.0.1:0\"\n\
          data_dir = \"coordinator-store\"\n\
-         key_file = \"keys/coordinator.key\"\n\n\
+         key_file = \"keys/coordinator.key\"\n\
+         # Loopback only, in one process: plaintext (TLS: see README, Security).\n\
+         insecure = true\n\n\
          [reconcile]\n\
          # 0 (demo setting): a transfer not yet received alerts at once.\n\
          transfer_grace_hours = 0\n\
@@ -229,7 +231,8 @@ fn node_config(dir: &Path, name: &str, state: StateCode, address: &str) -> Resul
          key_file = \"../keys/{state}.key\"\n\
          coordinator = \"{address}\"\n\
          coordinator_public_key_file = \"../keys/coordinator.pub\"\n\
-         outbox_dir = \"{name}-outbox\"\n\n\
+         outbox_dir = \"{name}-outbox\"\n\
+         insecure = true\n\n\
          [retry]\n\
          initial_backoff_ms = 100\n\
          max_backoff_ms = 2000\n\

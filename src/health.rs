@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -35,14 +34,23 @@ pub enum HealthError {
 /// Asks `address` for the health of `service` ("" is the whole server) and
 /// returns `Ok` if and only if it is SERVING. Connecting and the call each
 /// get `timeout`.
-pub async fn check(address: &str, service: &str, timeout: Duration) -> Result<(), HealthError> {
+pub async fn check(
+    address: &str,
+    service: &str,
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(), HealthError> {
     if !(address.starts_with("http://") || address.starts_with("https://")) {
         return Err(HealthError::BadAddress {
             address: address.to_string(),
             message: "it must start with http:// or https://".into(),
         });
     }
-    let endpoint = Endpoint::from_shared(address.to_string())
+    let tls = ca_file.map(|ca| crate::tls::ClientTlsFiles {
+        ca_file: ca.to_path_buf(),
+        ..Default::default()
+    });
+    let endpoint = crate::tls::endpoint(address, tls.as_ref())
         .map_err(|e| HealthError::BadAddress {
             address: address.to_string(),
             message: e.to_string(),

@@ -82,16 +82,10 @@ pub fn write_key_files(
             return Err(KeyError::Exists { path: p.clone() });
         }
     }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&private).map_err(io_err(&private))?;
-    writeln!(f, "{}", hex::encode(key.to_bytes())).map_err(io_err(&private))?;
-    f.sync_all().map_err(io_err(&private))?;
+    write_private_file(
+        &private,
+        format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
+    )?;
     fs::write(
         &public,
         format!("{}\n", hex::encode(key.verifying_key().to_bytes())),
@@ -110,8 +104,8 @@ fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
     })
 }
 
-/// Loads a private key, refusing a file that group or others can read.
-pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+/// Refuses a private key file that group or others can read.
+pub fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -127,6 +121,32 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
             });
         }
     }
+    Ok(())
+}
+
+/// Writes a new secret file readable by its owner only (0600, created
+/// exclusively, synced).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    if path.exists() {
+        return Err(KeyError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io_err(path))?;
+    f.write_all(contents).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+/// Loads a private key, refusing a file that group or others can read.
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    check_private_permissions(path)?;
     Ok(SigningKey::from_bytes(&read_hex32(path)?))
 }
 

@@ -7,7 +7,9 @@
 //! synchronous Rust without I/O; `store`, `service`, `server` and `node` sit
 //! at the edges.
 
+pub mod access;
 pub mod alerts;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -33,6 +35,7 @@ pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod trace;
 pub mod trace_view;
 

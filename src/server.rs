@@ -8,9 +8,11 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::ServerTlsConfig;
 
+use crate::access::AccessPolicy;
 use crate::alerts::{AlertStore, AlertStoreError};
-use crate::config::{CoordinatorConfig, Limits};
+use crate::config::{CoordinatorConfig, Limits, Transport};
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
 use crate::lifecycle::Lifecycle;
@@ -24,6 +26,7 @@ use crate::reconcile::EngineConfig;
 use crate::reconciler::{ReconcileError, Reconciler};
 use crate::seizures::{SeizureLog, SeizureLogError};
 use crate::serial::CanonicalRule;
+use crate::service::access::AccessLayer;
 use crate::service::alerts::AlertsService;
 use crate::service::operations::{CoordinatorService, SeizuresService};
 use crate::service::snapshots::SnapshotsService;
@@ -43,6 +46,8 @@ pub enum ServerError {
         #[source]
         source: StoreError,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
@@ -146,16 +151,79 @@ fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     )
 }
 
-/// Serves the coordinator on `listener` until `shutdown` completes, then
-/// shuts down gracefully (see [`run`]). No metrics endpoint.
+/// How the listener is secured and who may call what.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// TLS for the listener; `None` serves plaintext.
+    pub tls: Option<ServerTlsConfig>,
+    pub access: AccessPolicy,
+}
+
+impl Default for ServeOptions {
+    /// Plaintext, no access checks.
+    fn default() -> Self {
+        ServeOptions {
+            tls: None,
+            access: AccessPolicy::open(),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// What a configuration asks for: TLS with checked roles, or plaintext
+    /// (`insecure = true`) with a warning.
+    pub fn from_config(config: &CoordinatorConfig) -> Result<ServeOptions, ServerError> {
+        match &config.transport {
+            Transport::Tls(files) => Ok(ServeOptions {
+                tls: Some(files.server_config()?),
+                access: AccessPolicy::enforced(config.operators.iter().cloned()),
+            }),
+            Transport::Insecure => {
+                tracing::warn!(
+                    "insecure = true: serving plaintext gRPC without client certificates; \
+                     anyone who can reach the port can submit signed snapshots{}",
+                    if config.operators.is_empty() {
+                        " and act as an operator (no [[operators]] configured)"
+                    } else {
+                        ""
+                    }
+                );
+                Ok(ServeOptions {
+                    tls: None,
+                    access: AccessPolicy::insecure(config.operators.iter().cloned()),
+                })
+            }
+        }
+    }
+}
+
+/// Serves the coordinator on `listener` in plaintext with no access checks
+/// and no metrics endpoint, until `shutdown` completes, then shuts down
+/// gracefully (see [`run`]): for tests and in-process use on loopback.
 pub async fn serve(
     coordinator: Coordinator,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    run(coordinator, listener, None, shutdown).await
+    run(
+        coordinator,
+        listener,
+        None,
+        shutdown,
+        ServeOptions::default(),
+    )
+    .await
 }
 
+/// Serves like [`serve`], with TLS and access rules from `options`.
+pub async fn serve_with(
+    coordinator: Coordinator,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
+) -> Result<(), ServerError> {
+    run(coordinator, listener, None, shutdown, options).await
+}
 /// Serves the coordinator on `listener`, and its metrics on
 /// `metrics_listener` if given, until `shutdown` completes. Then, within the
 /// coordinator's grace period:
@@ -170,6 +238,7 @@ pub async fn run(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
 ) -> Result<(), ServerError> {
     let lifecycle = Lifecycle::new();
     let max_message = coordinator.ingestor.limits().max_message_bytes;
@@ -257,9 +326,18 @@ pub async fn run(
     // see NOT_SERVING and UNAVAILABLE rather than a refused connection; it
     // stops accepting once the submissions in flight are done.
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
-    let server = tonic::transport::Server::builder()
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        tls = options.tls.is_some(),
+        "coordinator serving"
+    );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .trace_fn(rpc_span)
+        .layer(AccessLayer::new(options.access))
         .add_service(health)
         .add_service(reflection)
         .add_service(snapshots)

@@ -60,10 +60,18 @@ impl TestCoordinator {
     }
 
     pub async fn serve(coordinator: Coordinator) -> TestCoordinator {
+        Self::serve_with(coordinator, tally::server::ServeOptions::default()).await
+    }
+
+    /// Serves with TLS and access rules.
+    pub async fn serve_with(
+        coordinator: Coordinator,
+        options: tally::server::ServeOptions,
+    ) -> TestCoordinator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        Self::serve_on(coordinator, listener).await
+        Self::serve_on_with(coordinator, listener, options).await
     }
 
     /// Serves on a given listener, e.g. on an address clients were already
@@ -72,14 +80,32 @@ impl TestCoordinator {
         coordinator: Coordinator,
         listener: tokio::net::TcpListener,
     ) -> TestCoordinator {
+        Self::serve_on_with(
+            coordinator,
+            listener,
+            tally::server::ServeOptions::default(),
+        )
+        .await
+    }
+
+    async fn serve_on_with(
+        coordinator: Coordinator,
+        listener: tokio::net::TcpListener,
+        options: tally::server::ServeOptions,
+    ) -> TestCoordinator {
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let store = coordinator.ingestor.store().clone();
         let reconciler = coordinator.reconciler.clone();
         let task = tokio::spawn(async move {
-            tally::server::serve(coordinator, listener, async {
-                let _ = rx.await;
-            })
+            tally::server::serve_with(
+                coordinator,
+                listener,
+                async {
+                    let _ = rx.await;
+                },
+                options,
+            )
             .await
             .expect("server");
         });

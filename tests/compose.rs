@@ -210,7 +210,7 @@ fn health_port(service: &Service, host: &str) -> u16 {
         panic!("{}: the health check is not `tally health`", service.name);
     };
     assert!(
-        args.coordinator.starts_with(&format!("http://{host}:")),
+        args.coordinator.starts_with(&format!("https://{host}:")),
         "{}: {}",
         service.name,
         args.coordinator
@@ -296,7 +296,7 @@ async fn compose_file_matches_the_configuration() {
         port.to_string(),
         "published port"
     );
-    assert_eq!(health_port(coordinator, "127.0.0.1"), port);
+    assert_eq!(health_port(coordinator, "localhost"), port);
     let coordinator_key = tally::keys::read_signing_key(&coord_cfg.key_file).unwrap();
     assert_eq!(
         coord_box.private_keys(),
@@ -327,7 +327,20 @@ async fn compose_file_matches_the_configuration() {
         let cfg = NodeConfig::load_with_env(&node_box.path(&config), &node_box.env(node))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(cfg.state.as_str(), *st);
-        assert_eq!(cfg.coordinator, format!("http://coordinator:{port}"));
+        assert_eq!(cfg.coordinator, format!("https://coordinator:{port}"));
+        let tls = cfg.tls.as_ref().unwrap_or_else(|| panic!("{name}: no TLS"));
+        assert!(
+            tls.cert_file
+                .as_ref()
+                .unwrap()
+                .ends_with(format!("{st}.crt"))
+                && tls
+                    .key_file
+                    .as_ref()
+                    .unwrap()
+                    .ends_with(format!("{st}-tls.key")),
+            "{name}: {tls:?}"
+        );
         assert_eq!(health_port(node, "coordinator"), port);
         assert_eq!(
             node_box.private_keys(),

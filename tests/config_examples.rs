@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tally::config::{CoordinatorConfig, NodeConfig};
+use tally::config::{CoordinatorConfig, NodeConfig, Transport};
 use tally::state::MEMBER_STATES;
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -31,9 +31,24 @@ fn example_configs_load_with_generated_keys() {
         tally::keys::write_key_pair(&keys, st, &tally::keys::generate().unwrap()).unwrap();
     }
 
+    let states: Vec<_> = MEMBER_STATES
+        .iter()
+        .map(|s| tally::state::StateCode::parse(s).unwrap())
+        .collect();
+    tally::certs::init(&root.path().join("certs"), &states, &[]).unwrap();
+
     let coord = CoordinatorConfig::load(&root.path().join("config/coordinator.toml")).unwrap();
     assert_eq!(coord.members.len(), 6);
     assert!(coord.key_file.ends_with("keys/coordinator.key"));
+    // The example uses TLS with the PKI `tally certs init --out certs` makes.
+    match &coord.transport {
+        Transport::Tls(files) => {
+            files
+                .server_config()
+                .expect("TLS files of the example load");
+        }
+        Transport::Insecure => panic!("the example configuration must use TLS"),
+    }
 
     for st in MEMBER_STATES {
         let node = NodeConfig::load(&root.path().join(format!("config/nodes/{st}.toml"))).unwrap();
@@ -51,6 +66,15 @@ fn example_configs_load_with_generated_keys() {
             "{st}: coordinator and node agree on the key"
         );
         assert_eq!(node.canonical, coord.canonical, "{st}: same canonical rule");
+        let tls = node.tls.as_ref().expect("{st}: the example node uses TLS");
+        assert!(
+            tls.cert_file
+                .as_ref()
+                .unwrap()
+                .ends_with(format!("certs/{st}.crt"))
+        );
+        tls.client_config().expect("node TLS files load");
+        assert!(node.coordinator.starts_with("https://"));
     }
 }
 
@@ -68,7 +92,7 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
-const COORDINATOR: &str = "data_dir = 'data'\nkey_file = 'k'\n\
+const COORDINATOR: &str = "insecure = true\ndata_dir = 'data'\nkey_file = 'k'\n\
 listen = '127.0.0.1:7000'\n[limits]\nmax_items_per_snapshot = 10\n";
 
 #[test]
@@ -116,7 +140,7 @@ fn environment_beats_file_beats_default() {
     let node = write(
         dir.path(),
         "n.toml",
-        "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\n[retry]\nmax_attempts = 5\n",
+        "insecure = true\nstate = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\n[retry]\nmax_attempts = 5\n",
     );
     let env = env_from(&[
         ("TALLY_COORDINATOR", "http://coordinator:50051"),
@@ -141,7 +165,7 @@ fn validation_names_the_file_the_key_and_the_variable() {
     let node = write(
         dir.path(),
         "node.toml",
-        "state = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\n",
+        "insecure = true\nstate = 'KAZ'\nkey_file = 'k'\noutbox_dir = 'o'\n",
     );
     // (base file, text added to it, environment, expected part of the message)
     type Case<'a> = (&'a Path, &'a str, &'a [(&'a str, &'a str)], &'a str);
@@ -180,7 +204,7 @@ fn validation_names_the_file_the_key_and_the_variable() {
             &coordinator,
             "[limits]\nmax_items = 3\n",
             &[],
-            "unknown field `max_items`, expected `max_items_per_snapshot` or `max_message_bytes`",
+            "unknown field `max_items`, expected one of `max_items_per_snapshot`",
         ),
         (
             &node,

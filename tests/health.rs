@@ -79,7 +79,9 @@ async fn health_fails_when_the_server_is_not_serving_or_the_service_is_unknown()
             ),
     );
 
-    let err = check(&url, "", Duration::from_secs(2)).await.unwrap_err();
+    let err = check(&url, "", Duration::from_secs(2), None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -98,7 +100,7 @@ async fn health_fails_when_the_server_is_not_serving_or_the_service_is_unknown()
         "{stderr}"
     );
 
-    let err = check(&url, "nope", Duration::from_secs(2))
+    let err = check(&url, "nope", Duration::from_secs(2), None)
         .await
         .unwrap_err();
     assert!(matches!(err, HealthError::UnknownService { .. }), "{err}");
@@ -107,7 +109,7 @@ async fn health_fails_when_the_server_is_not_serving_or_the_service_is_unknown()
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
-    check(&url, "", Duration::from_secs(2)).await.unwrap();
+    check(&url, "", Duration::from_secs(2), None).await.unwrap();
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
 }

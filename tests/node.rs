@@ -32,7 +32,7 @@ fn node_config(dir: &Path, st: &str, coordinator_url: &str, outbox: &str) -> Pat
     std::fs::write(
         &path,
         format!(
-            "state = '{st}'\nkey_file = 'keys/{st}.key'\ncoordinator = '{coordinator_url}'\n\
+            "insecure = true\nstate = '{st}'\nkey_file = 'keys/{st}.key'\ncoordinator = '{coordinator_url}'\n\
              outbox_dir = '{outbox}'\ncoordinator_public_key_file = 'keys/coordinator.pub'\n\
              [retry]\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 100\n"
         ),
@@ -275,7 +275,7 @@ async fn cli_keygen_node_submit_and_status() {
     let cfg = dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        format!("state = 'KAZ'\nkey_file = 'keys/KAZ.key'\ncoordinator = 'http://{addr}'\noutbox_dir = 'outbox'\n"),
+        format!("insecure = true\nstate = 'KAZ'\nkey_file = 'keys/KAZ.key'\ncoordinator = 'http://{addr}'\noutbox_dir = 'outbox'\n"),
     )
     .unwrap();
     let export = write_export(dir.path(), "kaz.csv", EXPORT_1);

@@ -92,9 +92,15 @@ async fn serve_with_metrics(dir: &Path) -> Served {
     let metrics = metrics_listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        tally::server::run(coordinator, listener, Some(metrics_listener), async {
-            let _ = stopped.await;
-        })
+        tally::server::run(
+            coordinator,
+            listener,
+            Some(metrics_listener),
+            async {
+                let _ = stopped.await;
+            },
+            Default::default(),
+        )
         .await
         .expect("server");
     });
@@ -223,6 +229,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
         &config,
         format!(
             r#"listen = "127.0.0.1:0"
+insecure = true
 data_dir = "data"
 key_file = "keys/coordinator.key"
 

@@ -32,7 +32,7 @@ fn write_node_config(dir: &Path, st: &str, coordinator_url: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "state = '{st}'\nkey_file = 'keys/{st}.key'\ncoordinator = '{coordinator_url}'\n\
+            "insecure = true\nstate = '{st}'\nkey_file = 'keys/{st}.key'\ncoordinator = '{coordinator_url}'\n\
              outbox_dir = 'outbox'\ncoordinator_public_key_file = 'keys/coordinator.pub'\n\
              [retry]\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\nmax_attempts = 0\n\
              [watch]\npoll_interval_ms = 20\n"

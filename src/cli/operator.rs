@@ -8,7 +8,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use crate::tls::ClientTlsFiles;
 
 use crate::alerts::ResolutionReason;
 use crate::proto::{
@@ -28,6 +33,62 @@ pub struct Target {
         global = true
     )]
     pub coordinator: String,
+    /// CA certificate (PEM) that issued the coordinator's certificate; needed
+    /// for an https:// address.
+    #[arg(long, env = "TALLY_CA_FILE", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Bearer token (operators and auditors). Prefer the environment variable:
+    /// a command-line argument is visible to other users of the machine.
+    #[arg(long, env = "TALLY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// Adds the operator's bearer token to every request.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to the coordinator that carries the operator's credentials.
+pub type Connection = InterceptedService<Channel, BearerToken>;
+
+/// Connects to the coordinator named by `target`, over TLS for https://.
+pub async fn connect(target: &Target) -> Result<Connection> {
+    let tls = target.ca.as_ref().map(|ca| ClientTlsFiles {
+        ca_file: ca.clone(),
+        ..ClientTlsFiles::default()
+    });
+    let token = match &target.token {
+        None => None,
+        Some(t) => Some(
+            format!("Bearer {}", t.trim())
+                .parse::<MetadataValue<Ascii>>()
+                .context("the token contains characters not allowed in a header")?,
+        ),
+    };
+    let channel = crate::tls::endpoint(&target.coordinator, tls.as_ref())?
+        .connect()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the coordinator at {}: {}",
+                target.coordinator,
+                crate::tls::error_chain(&e)
+            )
+        })?;
+    Ok(InterceptedService::new(channel, BearerToken(token)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,14 +164,6 @@ pub enum SeizedCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-}
-
-async fn channel(target: &Target) -> Result<Channel> {
-    Channel::from_shared(target.coordinator.clone())
-        .with_context(|| format!("bad coordinator address '{}'", target.coordinator))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}", target.coordinator))
 }
 
 fn status_name(code: i32) -> &'static str {
@@ -314,7 +367,7 @@ fn print_alert_detail(a: &proto::Alert) {
 }
 
 pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
-    let mut client = AlertsClient::new(channel(&target).await?);
+    let mut client = AlertsClient::new(connect(&target).await?);
     match command {
         AlertsCommand::List {
             kind,
@@ -505,7 +558,7 @@ fn read_seizures(file: &PathBuf) -> Result<Vec<proto::SeizedItem>> {
 pub async fn seized(target: Target, command: SeizedCommand) -> Result<()> {
     let SeizedCommand::Report { file, format } = command;
     let items = read_seizures(&file)?;
-    let mut client = SeizuresClient::new(channel(&target).await?);
+    let mut client = SeizuresClient::new(connect(&target).await?);
     let response = client
         .report_seizures(proto::ReportSeizuresRequest { items })
         .await
@@ -550,7 +603,7 @@ pub async fn seized(target: Target, command: SeizedCommand) -> Result<()> {
 }
 
 pub async fn status(target: Target, format: Format) -> Result<()> {
-    let mut client = CoordinatorClient::new(channel(&target).await?);
+    let mut client = CoordinatorClient::new(connect(&target).await?);
     let st = client
         .get_status(proto::GetStatusRequest {})
         .await

@@ -58,6 +58,8 @@ pub enum NodeError {
     },
     #[error("the coordinator's receipt for sequence {sequence} is invalid: {reason}")]
     BadReceipt { sequence: u64, reason: String },
+    #[error(transparent)]
+    Endpoint(#[from] crate::tls::EndpointError),
     #[error("gave up after {attempts} attempts: {last}")]
     GaveUp { attempts: u32, last: Box<NodeError> },
 }
@@ -276,13 +278,11 @@ impl Node {
             address: self.config.coordinator.clone(),
             message,
         };
-        let endpoint = Channel::from_shared(self.config.coordinator.clone())
-            .map_err(|e| unreachable(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5));
+        let endpoint = crate::tls::endpoint(&self.config.coordinator, self.config.tls.as_ref())?;
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(crate::tls::error_chain(&e)))?;
         Ok(SnapshotsClient::new(channel))
     }
 

@@ -2,6 +2,7 @@
 //! domain, encode the answer. Generated types stop here; errors are mapped to
 //! `tonic::Status` once, in [`status`].
 
+pub mod access;
 pub mod alerts;
 pub mod convert;
 pub mod operations;

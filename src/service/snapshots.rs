@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{receipt_to_proto, signed_header_from_proto, snapshot_info_to_proto};
+use crate::access::{Principal, check_own_state};
+use crate::config::Limits;
 use crate::ingest::{Admission, IngestError, Ingestor, Upload, now_unix_ms};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, ReconcileTrigger};
@@ -30,6 +32,8 @@ pub struct SnapshotsService {
     reconciler: Arc<Reconciler>,
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
+    /// One permit per upload being verified (limits.max_concurrent_uploads).
+    uploads: Arc<Semaphore>,
 }
 
 impl SnapshotsService {
@@ -39,11 +43,13 @@ impl SnapshotsService {
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
     ) -> SnapshotsService {
+        let uploads = Arc::new(Semaphore::new(ingestor.limits().max_concurrent_uploads));
         SnapshotsService {
             ingestor,
             reconciler,
             lifecycle,
             metrics,
+            uploads,
         }
     }
 }
@@ -90,10 +96,11 @@ fn spawn_verifier(
 /// One submission: header, admission, items, commit.
 async fn submit(
     ingestor: Ingestor,
+    principal: Option<Principal>,
     mut stream: Streaming<proto::SubmitRequest>,
 ) -> Result<Submitted, Status> {
-    let limit = ingestor.limits().max_message_bytes;
-    let header = match next_message(&mut stream, limit).await? {
+    let limits = ingestor.limits().clone();
+    let header = match next_message(&mut stream, &limits).await? {
         Some(proto::SubmitRequest {
             part: Some(submit_request::Part::Header(h)),
         }) => h,
@@ -121,6 +128,10 @@ async fn submit(
     span.record("state", signed.header.state.as_str());
     span.record("sequence", signed.header.sequence);
     span.record("items", items);
+    // The TLS identity must match the signed header before any item is read:
+    // a node submits for its own state only, whatever keys it holds.
+    check_own_state(principal.as_ref(), signed.header.state)
+        .map_err(|e| Status::permission_denied(e.to_string()))?;
 
     let admit = ingestor.clone();
     let upload = match join(blocking_in_span(move || admit.admit(signed))).await?? {
@@ -134,7 +145,7 @@ async fn submit(
     let (tx, rx) = mpsc::channel(VERIFY_QUEUE);
     let verifier = spawn_verifier(upload, rx);
     let read_result: Result<(), Status> = async {
-        while let Some(msg) = next_message(&mut stream, limit).await? {
+        while let Some(msg) = next_message(&mut stream, &limits).await? {
             match msg.part {
                 Some(submit_request::Part::Chunk(chunk)) => {
                     if tx.send(Some(chunk.leaves)).await.is_err() {
@@ -180,9 +191,19 @@ async fn submit(
 /// into RESOURCE_EXHAUSTED with the configured limit named.
 async fn next_message(
     stream: &mut Streaming<proto::SubmitRequest>,
-    limit: usize,
+    limits: &Limits,
 ) -> Result<Option<proto::SubmitRequest>, Status> {
-    stream.message().await.map_err(|s| {
+    let limit = limits.max_message_bytes;
+    let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_seconds);
+    let next = tokio::time::timeout(idle, stream.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no message for {} s (limits.upload_idle_timeout_seconds): upload dropped, nothing stored",
+                idle.as_secs()
+            ))
+        })?;
+    next.map_err(|s| {
         if s.code() == tonic::Code::OutOfRange {
             Status::resource_exhausted(format!(
                 "a message is larger than the coordinator's limit of {limit} bytes \
@@ -218,7 +239,20 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
             ));
         };
         let _in_flight_gauge = self.metrics.submission_started();
-        let result = submit(self.ingestor.clone(), request.into_inner()).await;
+        let principal = request.extensions().get::<Principal>().cloned();
+        // Load shedding: past the limit, refuse at once rather than queue
+        // work (and memory) the coordinator cannot keep up with.
+        let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
+            self.metrics
+                .snapshot_rejected(tonic::Code::ResourceExhausted);
+            let limit = self.ingestor.limits().max_concurrent_uploads;
+            tracing::warn!(limit, "submission refused: too many uploads in progress");
+            return Err(Status::resource_exhausted(format!(
+                "the coordinator is verifying {limit} uploads already \
+                 (limits.max_concurrent_uploads); retry shortly"
+            )));
+        };
+        let result = submit(self.ingestor.clone(), principal, request.into_inner()).await;
         let receipt = match result {
             Ok(Submitted::Resubmitted(receipt)) => {
                 self.metrics.snapshot_resubmitted();
@@ -268,9 +302,12 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         &self,
         request: Request<proto::ListSnapshotsRequest>,
     ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let req = request.into_inner();
         let state = parse_state(&req.state)?;
         tracing::Span::current().record("state", state.as_str());
+        check_own_state(principal.as_ref(), state)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let limit = match req.limit as usize {
             0 => LIST_LIMIT,
             n => n.min(LIST_LIMIT),
@@ -291,11 +328,14 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         &self,
         request: Request<proto::GetSnapshotRequest>,
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let req = request.into_inner();
         let state = parse_state(&req.state)?;
         let span = tracing::Span::current();
         span.record("state", state.as_str());
         span.record("sequence", req.sequence);
+        check_own_state(principal.as_ref(), state)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let store = self.ingestor.store().clone();
         let snapshot = store.get(state, req.sequence)?.ok_or_else(|| {
             Status::not_found(format!("{state} has no accepted snapshot {}", req.sequence))
