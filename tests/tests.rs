@@ -12,6 +12,7 @@ mod node;
 mod observability;
 mod operations;
 mod protocol;
+mod readme;
 mod reconcile_oracle;
 mod reconciliation;
 mod security;
