@@ -537,7 +537,15 @@ pub async fn shutdown_signal() {
 
 async fn coordinator(config: PathBuf) -> Result<()> {
     let config = CoordinatorConfig::load(&config)?;
-    let coordinator = crate::server::build_coordinator(&config)?;
+    // Opening a large store rebuilds the reconciliation state from every
+    // stored snapshot: seconds to minutes, worth a spinner on a terminal.
+    let progress = crate::progress::Progress::spinner(
+        true,
+        "opening the store and rebuilding reconciliation state from stored snapshots",
+    );
+    let coordinator = crate::server::build_coordinator(&config);
+    progress.finish();
+    let coordinator = coordinator?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
