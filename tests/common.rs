@@ -331,3 +331,17 @@ pub async fn fetch_and_verify(
     verifier.finish().expect("count and root match");
     (signed, leaves)
 }
+
+/// Copies a directory tree (e.g. `config/` into a scratch directory).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

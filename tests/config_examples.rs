@@ -5,23 +5,10 @@ use std::path::Path;
 use tally::config::{CoordinatorConfig, NodeConfig, Transport};
 use tally::state::MEMBER_STATES;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn example_configs_load_with_generated_keys() {
     let root = tempfile::tempdir().unwrap();
-    copy_dir(
+    crate::common::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
         &root.path().join("config"),
     );

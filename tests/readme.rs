@@ -37,19 +37,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_session_by_hand_runs_as_written() {
     let text = readme();
@@ -58,7 +45,7 @@ fn the_session_by_hand_runs_as_written() {
         .find(|b| b.iter().any(|l| l.starts_with("T=target/release/tally")))
         .expect("README has the session by hand");
     let root = tempfile::tempdir().unwrap();
-    copy_dir(
+    crate::common::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
         &root.path().join("config"),
     );
