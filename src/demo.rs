@@ -24,11 +24,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
+
+use crate::cli::operator::{Connection, Target, connect};
 
 use crate::config::{CoordinatorConfig, NodeConfig};
 use crate::generate::{ScenarioConfig, StoryCase, reconcile_scenario};
@@ -106,9 +107,18 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         keys::write_key_pair(&key_dir, state.as_str(), &keys::generate()?)?;
     }
     keys::write_key_pair(&key_dir, "coordinator", &keys::generate()?)?;
+    // TLS as in production: a demo PKI, node certificates per state, and an
+    // operator token for the demo's own queries (kept for --keep-running).
+    let pki = crate::certs::init(&dir.join("certs"), &states, &[])?;
+    let token = crate::access::new_token()?;
+    let token_file = dir.join("operator.token");
+    keys::write_private_file(&token_file, format!("{token}\n").as_bytes())?;
     let coordinator_toml = dir.join("coordinator.toml");
-    std::fs::write(&coordinator_toml, coordinator_config_text(&states))
-        .with_context(|| format!("cannot write {}", coordinator_toml.display()))?;
+    std::fs::write(
+        &coordinator_toml,
+        coordinator_config_text(&states, crate::access::TokenDigest::of(&token)),
+    )
+    .with_context(|| format!("cannot write {}", coordinator_toml.display()))?;
     let config = CoordinatorConfig::load(&coordinator_toml)?;
 
     // The coordinator, on an ephemeral loopback port.
@@ -116,13 +126,24 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = format!("http://{}", listener.local_addr()?);
+    let address = format!("https://localhost:{}", listener.local_addr()?.port());
+    let operator = Target {
+        coordinator: address.clone(),
+        ca: Some(pki.ca_cert.clone()),
+        token: Some(token),
+    };
+    let serve_options = crate::server::ServeOptions::from_config(&config)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve(coordinator, listener, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(crate::server::serve_with(
+        coordinator,
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+        serve_options,
+    ));
     println!(
-        "  coordinator:  {address} (sled store in {})",
+        "  coordinator:  {address} (TLS; sled store in {})",
         config.data_dir.display()
     );
     println!(
@@ -130,8 +151,8 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
     );
     println!("                expected cadence {WEEKLY_HOURS} h; {DAILY_STATE} 24 h");
 
-    let outcome = match exercise(&options, &dir, &address, &states, rounds, daily_as_of).await {
-        Ok(planted) => report(&address, &planted).await,
+    let outcome = match exercise(&options, &dir, &operator, &states, rounds, daily_as_of).await {
+        Ok(planted) => report(&operator, &planted).await,
         Err(e) => Err(e),
     };
     if let Err(e) = outcome {
@@ -146,7 +167,7 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         dir.display()
     );
     if options.keep_running {
-        print_explore(&address, &dir);
+        print_explore(&address, &dir, &pki.ca_cert, &token_file);
         shutdown.await;
         println!("stopping the coordinator");
     } else {
@@ -191,19 +212,27 @@ fn prepare_dir(asked: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
-fn coordinator_config_text(states: &[StateCode]) -> String {
+fn coordinator_config_text(states: &[StateCode], operator: crate::access::TokenDigest) -> String {
     let mut out = String::from(
         "# Written by `tally demo`.\n\
          # An ephemeral loopback port: the coordinator prints the one it got.\n\
          listen = \"127.0.0.1:0\"\n\
          data_dir = \"coordinator-store\"\n\
-         key_file = \"keys/coordinator.key\"\n\
-         # Loopback only, in one process: plaintext (TLS: see README, Security).\n\
-         insecure = true\n\n\
+         key_file = \"keys/coordinator.key\"\n\n\
+         [tls]\n\
+         cert_file = \"certs/coordinator.crt\"\n\
+         key_file = \"certs/coordinator.key\"\n\
+         client_ca_file = \"certs/ca.crt\"\n\n\
          [reconcile]\n\
          # 0 (demo setting): a transfer not yet received alerts at once.\n\
          transfer_grace_hours = 0\n\
          tick_seconds = 10\n",
+    );
+    let _ = write!(
+        out,
+        "\n# The demo's operator token (its SHA-256): operator.token.\n\
+         [[operators]]\nname = \"demo\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n",
+        operator.to_hex()
     );
     for state in states {
         let cadence = if state.as_str() == DAILY_STATE {
@@ -231,12 +260,15 @@ fn node_config(dir: &Path, name: &str, state: StateCode, address: &str) -> Resul
          key_file = \"../keys/{state}.key\"\n\
          coordinator = \"{address}\"\n\
          coordinator_public_key_file = \"../keys/coordinator.pub\"\n\
-         outbox_dir = \"{name}-outbox\"\n\
-         insecure = true\n\n\
+         outbox_dir = \"{name}-outbox\"\n\n\
          [retry]\n\
          initial_backoff_ms = 100\n\
          max_backoff_ms = 2000\n\
-         max_attempts = 5\n"
+         max_attempts = 5\n\n\
+         [tls]\n\
+         ca_file = \"../certs/ca.crt\"\n\
+         cert_file = \"../certs/{state}.crt\"\n\
+         key_file = \"../certs/{state}.key\"\n"
     );
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(NodeConfig::load(&path)?)
@@ -253,11 +285,12 @@ struct Planted {
 async fn exercise(
     options: &DemoOptions,
     dir: &Path,
-    address: &str,
+    operator: &Target,
     states: &[StateCode],
     rounds: [i64; 2],
     daily_as_of: i64,
 ) -> Result<Planted> {
+    let address = operator.coordinator.as_str();
     let mut scenario_config = ScenarioConfig::new(states.len(), options.items, options.seed);
     scenario_config.story = true;
     let scenario = reconcile_scenario(&scenario_config);
@@ -331,7 +364,7 @@ async fn exercise(
         );
     }
 
-    report_seizures(dir, address, scenario.story()).await?;
+    report_seizures(dir, operator, scenario.story()).await?;
     Ok(Planted {
         counts: planted_counts(&scenario, scenario.story().len()),
         story: scenario.story().to_vec(),
@@ -420,18 +453,9 @@ async fn plant_conflict(
     }
 }
 
-async fn connect(address: &str) -> Result<Channel> {
-    Channel::from_shared(address.to_string())
-        .with_context(|| format!("bad coordinator address {address}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {address}"))
-}
-
 /// Reports the story's launchers seized, through the Seizures service, and
 /// writes the same report as `exports/seized.csv` for `tally seized report`.
-async fn report_seizures(dir: &Path, address: &str, story: &[StoryCase]) -> Result<()> {
+async fn report_seizures(dir: &Path, operator: &Target, story: &[StoryCase]) -> Result<()> {
     let seized_at = now_unix_ms() - 2 * HOUR_MS;
     let place = "Checkpoint 14, from an armed group";
     let items: Vec<proto::SeizedItem> = story
@@ -452,7 +476,7 @@ async fn report_seizures(dir: &Path, address: &str, story: &[StoryCase]) -> Resu
     let csv_path = dir.join("exports").join("seized.csv");
     std::fs::write(&csv_path, csv)
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
-    let mut client = SeizuresClient::new(connect(address).await?);
+    let mut client = SeizuresClient::new(connect(operator).await?);
     let response = client
         .report_seizures(proto::ReportSeizuresRequest { items })
         .await
@@ -505,8 +529,8 @@ const SEVERITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 /// Prints what an operator would look at, read from the coordinator: open
 /// alerts by kind (Coordinator status), the ten most severe open alerts
 /// (Alerts list) and the trail of each seized launcher (Trace).
-async fn report(address: &str, planted: &Planted) -> Result<()> {
-    let channel = connect(address).await?;
+async fn report(operator: &Target, planted: &Planted) -> Result<()> {
+    let channel = connect(operator).await?;
     let status = CoordinatorClient::new(channel.clone())
         .get_status(proto::GetStatusRequest {})
         .await
@@ -590,7 +614,7 @@ async fn report(address: &str, planted: &Planted) -> Result<()> {
 }
 
 /// Every open alert, all pages.
-async fn open_alerts(channel: Channel) -> Result<Vec<proto::Alert>> {
+async fn open_alerts(channel: Connection) -> Result<Vec<proto::Alert>> {
     let mut client = AlertsClient::new(channel);
     let mut alerts = Vec::new();
     let mut token = String::new();
@@ -638,12 +662,17 @@ fn most_severe(alerts: &[proto::Alert], n: usize) -> Vec<&proto::Alert> {
     keyed.into_iter().take(n).map(|k| k.4).collect()
 }
 
-fn print_explore(address: &str, dir: &Path) {
+fn print_explore(address: &str, dir: &Path, ca_file: &Path, token_file: &Path) {
     let keys = dir.join("keys");
     let bundle = dir.join("KM-87-0412.evidence.json");
     println!();
     println!(
         "Explore it from another terminal (tally is target/release/tally, or use `cargo run --release --`):"
+    );
+    println!(
+        "  export TALLY_CA_FILE={} TALLY_TOKEN=$(cat {})",
+        ca_file.display(),
+        token_file.display()
     );
     println!("  tally status --coordinator {address}");
     println!("  tally alerts --coordinator {address} list --kind seized_item");

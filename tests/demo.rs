@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use tally::cli::operator::{Connection, Target, connect};
 use tally::proto::{self, alerts_client::AlertsClient};
 use tally::reconcile::AlertKind;
 
@@ -63,7 +64,7 @@ fn printed_counts(output: &[String]) -> BTreeMap<String, u64> {
     counts
 }
 
-async fn open_alerts_of(client: &mut AlertsClient<tonic::transport::Channel>, kind: &str) -> u64 {
+async fn open_alerts_of(client: &mut AlertsClient<Connection>, kind: &str) -> u64 {
     let mut n = 0;
     let mut token = String::new();
     loop {
@@ -118,7 +119,7 @@ async fn demo_opens_every_alert_kind_and_prints_what_the_coordinator_reports() {
         .and_then(|rest| rest.split_whitespace().next())
         .expect("coordinator address printed")
         .to_string();
-    assert!(address.starts_with("http://127.0.0.1:"), "{address}");
+    assert!(address.starts_with("https://localhost:"), "{address}");
     assert!(data.join("coordinator.toml").is_file());
     assert!(
         text.contains(&format!("tally alerts --coordinator {address} list")),
@@ -131,9 +132,33 @@ async fn demo_opens_every_alert_kind_and_prints_what_the_coordinator_reports() {
 
     // Every kind has an alert, and the printed counts are the coordinator's.
     let printed = printed_counts(&output);
-    let mut client = AlertsClient::connect(address.clone())
+    // The demo runs TLS with roles: the printed CA and token are needed.
+    let ca = data.join("certs/ca.crt");
+    let token_file = data.join("operator.token");
+    assert!(
+        text.contains(&format!("TALLY_CA_FILE={}", ca.display())),
+        "{text}"
+    );
+    let anonymous = Target {
+        coordinator: address.clone(),
+        ca: Some(ca.clone()),
+        token: None,
+    };
+    let refused = AlertsClient::new(connect(&anonymous).await.expect("connect"))
+        .list_alerts(proto::ListAlertsRequest::default())
         .await
-        .expect("connect");
+        .expect_err("no token, no alerts");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let operator = Target {
+        token: Some(
+            std::fs::read_to_string(&token_file)
+                .expect("token")
+                .trim()
+                .to_string(),
+        ),
+        ..anonymous
+    };
+    let mut client = AlertsClient::new(connect(&operator).await.expect("connect"));
     for kind in AlertKind::ALL {
         let name = kind.as_str();
         let open = open_alerts_of(&mut client, name).await;
