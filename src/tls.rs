@@ -202,6 +202,30 @@ pub fn endpoint(
     }
 }
 
+/// The TLS failure somewhere in a transport error's cause chain, if any.
+///
+/// A TLS failure (an untrusted or mismatched certificate, a refused client
+/// certificate, TLS spoken to a plaintext port) is a configuration problem:
+/// retrying cannot fix it, so callers report it instead of backing off. The
+/// TLS stack reports these as I/O errors of kind `InvalidData` (a fatal alert
+/// received from the peer arrives only as text), while a network that is down
+/// gives other kinds (refused, reset, timed out).
+pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::InvalidData
+        {
+            return Some(match io.get_ref() {
+                Some(inner) => inner.to_string(),
+                None => io.to_string(),
+            });
+        }
+        next = err.source();
+    }
+    None
+}
+
 /// The full cause chain of a transport error: tonic's own message is often
 /// only "transport error", the useful part (certificate, handshake) is below.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

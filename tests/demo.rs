@@ -8,7 +8,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tally::cli::operator::{Connection, Target, connect};
-use tally::proto::{self, alerts_client::AlertsClient};
+use tally::proto::{
+    self, alerts_client::AlertsClient, coordinator_client::CoordinatorClient,
+    snapshots_client::SnapshotsClient,
+};
 use tally::reconcile::AlertKind;
 
 /// Kills the demo if a test fails before stopping it.
@@ -87,15 +90,61 @@ async fn open_alerts_of(client: &mut AlertsClient<Connection>, kind: &str) -> u6
     }
 }
 
+/// Every secret the demo wrote: private key seeds (hex), the lines of TLS
+/// private keys (PEM), the operator token and its SHA-256 in the
+/// configuration, each with the file it came from.
+fn secrets_in(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for entry in walk(dir) {
+        let name = entry.display().to_string();
+        let secret_bearing = [".key", ".token", ".toml"];
+        if !secret_bearing.iter().any(|ext| name.ends_with(ext)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&entry).expect("read");
+        if name.ends_with(".key") || name.ends_with(".token") {
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+            {
+                found.push((name.clone(), line.trim().to_string()));
+            }
+        }
+        if name.ends_with(".toml") {
+            for line in text.lines().filter(|l| l.starts_with("token_sha256")) {
+                let digest = line.split('"').nth(1).expect("quoted digest");
+                found.push((format!("token_sha256 in {name}"), digest.to_string()));
+            }
+        }
+    }
+    found
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_opens_every_alert_kind_and_prints_what_the_coordinator_reports() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
+    // Logs at the most verbose level go to a file, to be searched for secrets.
+    let log_file = dir.path().join("demo.log");
     let mut child = tally()
         .args(["demo", "--items", "300", "--keep-running", "--data"])
         .arg(&data)
+        .env("RUST_LOG", "trace,h2=info,hyper=info,tower=info,sled=info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log_file).expect("log file"))
         .spawn()
         .expect("start tally demo");
     let stdout = child.stdout.take().expect("stdout");
@@ -211,6 +260,42 @@ async fn demo_opens_every_alert_kind_and_prints_what_the_coordinator_reports() {
     );
     assert!(text.contains("AS OF (UTC)"), "{text}");
     assert!(text.contains("Custody: no member state has ever reported this item"));
+
+    // No secret is logged, printed or returned by an RPC.
+    let mut answers = format!(
+        "{:?}",
+        client
+            .list_alerts(proto::ListAlertsRequest::default())
+            .await
+            .expect("alerts")
+    );
+    let channel = connect(&operator).await.expect("connect");
+    answers += &format!(
+        "{:?}{:?}",
+        CoordinatorClient::new(channel.clone())
+            .get_status(proto::GetStatusRequest::default())
+            .await
+            .expect("status"),
+        SnapshotsClient::new(channel)
+            .get_coordinator_info(proto::GetCoordinatorInfoRequest::default())
+            .await
+            .expect("info"),
+    );
+    let log = std::fs::read_to_string(&log_file).expect("log");
+    assert!(
+        log.contains("accepted") && log.contains("TRACE"),
+        "the log should hold the trace of the run:\n{log}"
+    );
+    let secrets = secrets_in(&data);
+    assert!(secrets.len() >= 6 + 6 + 2, "{secrets:?}");
+    for (source, secret) in &secrets {
+        for (what, text) in [("log", &log), ("output", &text), ("RPC answers", &answers)] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{source} appears in the {what}"
+            );
+        }
+    }
 
     // SIGTERM stops it cleanly.
     let mut demo = demo;

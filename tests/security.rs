@@ -448,3 +448,96 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
     pem.contents
 }
+
+/// A node whose TLS set-up is wrong stops at once with a TLS error instead of
+/// backing off forever: no retry can fix a certificate.
+#[tokio::test]
+async fn a_node_with_a_tls_problem_stops_instead_of_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = pki(&dir.path().join("certs"));
+    let other = pki(&dir.path().join("other"));
+    let tc = start_tls(&dir.path().join("data"), &ours).await;
+    let plain = TestCoordinator::start(&dir.path().join("plain"), &["RUS"]).await;
+    let keys = dir.path().join("keys");
+    tally::keys::write_key_pair(&keys, "RUS", &common::state_key("RUS")).unwrap();
+    tally::keys::write_key_pair(&keys, "coordinator", &common::coordinator_key()).unwrap();
+    let export = dir.path().join("rus.csv");
+    std::fs::write(
+        &export,
+        "model,serial,status,site,counterparty\n9K38,KA-012,in_service,Base 1,\n",
+    )
+    .unwrap();
+
+    let tls_port = tc.addr.port();
+    let plain_port = plain.addr.port();
+    let ca = |p: &WrittenPki| p.ca_cert.display().to_string();
+    let file = |p: &WrittenPki, name: &str| p.ca_cert.with_file_name(name).display().to_string();
+    let cases = [
+        (
+            "the coordinator's certificate is from a CA the node does not trust",
+            format!("https://localhost:{tls_port}"),
+            ca(&other),
+            file(&ours, "RUS.crt"),
+            file(&ours, "RUS.key"),
+            "invalid peer certificate",
+        ),
+        (
+            "the node's certificate is from a CA the coordinator does not trust",
+            format!("https://localhost:{tls_port}"),
+            ca(&ours),
+            file(&other, "RUS.crt"),
+            file(&other, "RUS.key"),
+            "alert",
+        ),
+        (
+            "https:// to a plaintext coordinator",
+            format!("https://localhost:{plain_port}"),
+            ca(&ours),
+            file(&ours, "RUS.crt"),
+            file(&ours, "RUS.key"),
+            "",
+        ),
+    ];
+    for (i, (case, url, ca_file, cert, key, detail)) in cases.into_iter().enumerate() {
+        let cfg = dir.path().join(format!("node-{i}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "state = 'RUS'\nkey_file = 'keys/RUS.key'\ncoordinator = '{url}'\n\
+                 outbox_dir = 'outbox-{i}'\ncoordinator_public_key_file = 'keys/coordinator.pub'\n\
+                 [tls]\nca_file = '{ca_file}'\ncert_file = '{cert}'\nkey_file = '{key}'\n\
+                 [retry]\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 0\n"
+            ),
+        )
+        .unwrap();
+        let node = tally::node::Node::open(tally::config::NodeConfig::load(&cfg).unwrap()).unwrap();
+        node.prepare(&export, None, None).unwrap();
+        // The guard only keeps a regression from hanging the suite: a node
+        // that retries forever never returns.
+        let outcome =
+            tokio::time::timeout(std::time::Duration::from_secs(60), node.submit_pending()).await;
+        let err = match outcome {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => panic!("{case}: the submission was accepted"),
+            Err(_) => panic!("{case}: the node kept retrying a TLS failure"),
+        };
+        assert!(
+            matches!(err, tally::node::NodeError::Tls { .. }),
+            "{case}: {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("not retried") && text.contains(detail),
+            "{case}: {text}"
+        );
+        assert_eq!(
+            node.outbox().pending().unwrap().len(),
+            1,
+            "{case}: kept for later"
+        );
+    }
+    assert_eq!(common::stored_state(tc.store.as_ref()).0.len(), 0);
+    assert_eq!(common::stored_state(plain.store.as_ref()).0.len(), 0);
+    plain.stop().await;
+    tc.stop().await;
+}

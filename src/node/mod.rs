@@ -50,6 +50,10 @@ pub enum NodeError {
     },
     #[error("cannot reach the coordinator at {address}: {message}")]
     Unreachable { address: String, message: String },
+    #[error(
+        "TLS with the coordinator at {address} failed: {message} (not retried: check the node's [tls] files, the coordinator's certificate and the https:// address)"
+    )]
+    Tls { address: String, message: String },
     #[error("the coordinator rejected sequence {sequence}: {code:?}: {message}")]
     Rejected {
         sequence: u64,
@@ -274,19 +278,29 @@ impl Node {
     }
 
     async fn connect(&self) -> Result<SnapshotsClient<Channel>, NodeError> {
-        let unreachable = |message: String| NodeError::Unreachable {
-            address: self.config.coordinator.clone(),
-            message,
-        };
         let endpoint = crate::tls::endpoint(&self.config.coordinator, self.config.tls.as_ref())?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| unreachable(crate::tls::error_chain(&e)))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            let address = self.config.coordinator.clone();
+            match crate::tls::tls_failure(&e) {
+                Some(message) => NodeError::Tls { address, message },
+                None => NodeError::Unreachable {
+                    address,
+                    message: crate::tls::error_chain(&e),
+                },
+            }
+        })?;
         Ok(SnapshotsClient::new(channel))
     }
 
     fn status_error(&self, sequence: u64, status: tonic::Status) -> NodeError {
+        // With TLS 1.3 a refused client certificate only shows on the first
+        // call, as a transport failure carrying the server's alert.
+        if let Some(message) = crate::tls::tls_failure(&status) {
+            return NodeError::Tls {
+                address: self.config.coordinator.clone(),
+                message,
+            };
+        }
         match status.code() {
             Code::Unavailable | Code::Unknown => NodeError::Unreachable {
                 address: self.config.coordinator.clone(),
