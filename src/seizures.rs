@@ -26,6 +26,8 @@ pub enum SeizureLogError {
 pub struct SeizureLog {
     db: sled::Db,
     reports: sled::Tree,
+    /// Held while a report takes the next id, so two reports never share one.
+    next_id: std::sync::Mutex<()>,
 }
 
 impl SeizureLog {
@@ -33,16 +35,31 @@ impl SeizureLog {
         Ok(SeizureLog {
             db: db.clone(),
             reports: db.open_tree("seizure_reports")?,
+            next_id: std::sync::Mutex::new(()),
         })
     }
 
-    /// Stores a report durably and returns it with its id.
+    /// Stores a report durably and returns it with its id: 1 for the first
+    /// report, then one more than the newest stored (ids are the tree's keys,
+    /// big-endian, so the last key is the largest).
     pub fn record(
         &self,
         items: Vec<Seizure>,
         now_unix_ms: i64,
     ) -> Result<SeizureReport, SeizureLogError> {
-        let id = self.db.generate_id()? + 1;
+        let _taking = self
+            .next_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = match self.reports.last()? {
+            Some((key, _)) => {
+                let newest: [u8; 8] = key.as_ref().try_into().map_err(|_| {
+                    SeizureLogError::Corrupt(format!("report key of {} bytes", key.len()))
+                })?;
+                u64::from_be_bytes(newest) + 1
+            }
+            None => 1,
+        };
         let report = SeizureReport {
             id,
             reported_at_unix_ms: now_unix_ms,
@@ -64,5 +81,29 @@ impl SeizureLog {
                 serde_json::from_slice(&v?).map_err(|e| SeizureLogError::Corrupt(e.to_string()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_ids_count_from_one_and_go_on_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            SeizureLog::open(&db).unwrap()
+        };
+        let log = open();
+        // Other trees taking sled ids must not move the report numbers.
+        log.db.generate_id().unwrap();
+        assert_eq!(log.record(Vec::new(), 1).unwrap().id, 1);
+        assert_eq!(log.record(Vec::new(), 2).unwrap().id, 2);
+        drop(log);
+        let log = open();
+        assert_eq!(log.record(Vec::new(), 3).unwrap().id, 3);
+        let ids: Vec<u64> = log.all().unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
     }
 }
