@@ -632,3 +632,104 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
         )
     );
 }
+
+/// Runs the `tally` binary off the async runtime.
+async fn tally(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run tally")
+    })
+    .await
+    .expect("join")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_export_and_import_through_a_coordinator_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keys = dir.join("keys");
+    tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).expect("key");
+    for st in MEMBERS {
+        tally::keys::write_key_pair(&keys, st, &state_key(st)).expect("key");
+    }
+    let mut toml = "listen = \"127.0.0.1:0\"\ninsecure = true\ndata_dir = \"data\"\n\
+                    key_file = \"keys/coordinator.key\"\n"
+        .to_string();
+    for st in MEMBERS {
+        toml.push_str(&format!(
+            "\n[[members]]\nstate = \"{st}\"\npublic_key_file = \"keys/{st}.pub\"\n"
+        ));
+    }
+    let config = dir.join("coordinator.toml");
+    std::fs::write(&config, toml).unwrap();
+    let config = config.to_str().unwrap();
+    let data = dir.join("data");
+    let out = dir.join("export");
+    let out_arg = out.to_str().unwrap();
+
+    let coord = TestCoordinator::start(&data, &MEMBERS).await;
+    let mut snaps = coord.client().await;
+    let rus1 = snapshot(
+        "RUS",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[("9K38", "A1", InService, None)]),
+    );
+    submit(&mut snaps, &rus1).await.expect("accepted");
+    let busy = tally(&["export", "--config", config, "--out", out_arg]).await;
+    assert!(!busy.status.success());
+    assert_eq!(
+        text(&busy.stderr),
+        format!(
+            "error: the data directory {} is in use by a running coordinator (the store is locked): stop the coordinator first, then export\n",
+            data.display()
+        )
+    );
+    coord.stop().await;
+
+    let exported = tally(&["export", "--config", config, "--out", out_arg]).await;
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    assert_eq!(
+        text(&exported.stdout),
+        format!(
+            "exported 1 snapshots (1 items), 0 equivocations, 0 seizure reports, 0 operator actions to {out_arg}\n"
+        )
+    );
+    let restored = dir.join("restored");
+    let imported = tally(&[
+        "import",
+        out_arg,
+        "--data",
+        restored.to_str().unwrap(),
+        "--config",
+        config,
+    ])
+    .await;
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    assert!(restored.join("db").is_file());
+
+    let items_file = SnapshotFiles::new(state("RUS"), 1).items;
+    let mut bytes = std::fs::read(out.join(&items_file)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(out.join(&items_file), &bytes).unwrap();
+    let again = dir.join("again");
+    let refused = tally(&["import", out_arg, "--data", again.to_str().unwrap()]).await;
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: import of {out_arg} refused; nothing was written: {items_file}: SHA-256 is "
+        )),
+        "{stderr}"
+    );
+    assert!(!again.exists());
+}
