@@ -484,8 +484,12 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
             .clone()
     };
 
-    // The untouched export imports.
+    // The untouched export imports, also into an existing empty directory.
     archive::import(&out, &tmp.path().join("ok"), &ImportOptions::default()).expect("import");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    archive::import(&out, &empty, &ImportOptions::default()).expect("import into an empty dir");
+    assert!(empty.join("db").is_file());
 
     // One flipped byte in an items file: its hash no longer matches.
     let items = std::fs::read(out.join(&rus1.items)).unwrap();
