@@ -83,6 +83,30 @@ pub enum Command {
     Demo(DemoArgs),
     /// Ask a coordinator's gRPC health service; exit 0 if and only if it is SERVING.
     Health(HealthArgs),
+    /// Write every stored snapshot (signed header, signature, receipt,
+    /// items), equivocation, seizure report and operator action to a new
+    /// directory as portable, verifiable files. Stop the coordinator first.
+    Export {
+        /// Coordinator configuration (data directory, keys, rules).
+        #[arg(long)]
+        config: PathBuf,
+        /// Directory to write (must be empty or absent).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Build a fresh data directory from an export, verifying every file
+    /// hash, signature, receipt and chain link on the way.
+    Import {
+        /// The export directory (written by `tally export`).
+        dir: PathBuf,
+        /// The new data directory (must be empty or absent).
+        #[arg(long, value_name = "NEWDIR")]
+        data: PathBuf,
+        /// Coordinator configuration the store is for: the export's keys must
+        /// match it, and its rules rebuild the alerts.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// TLS certificates for the coordinator and the member nodes.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -313,7 +337,56 @@ pub async fn run(cli: Cli) -> Result<()> {
             server_names,
         }) => certs_init(out, states, server_names),
         Command::Token(TokenCommand::New { role, name }) => token_new(role, name),
+        Command::Export { config, out } => archive_export(config, out).await,
+        Command::Import { dir, data, config } => archive_import(dir, data, config).await,
     }
+}
+
+async fn archive_export(config: PathBuf, out: PathBuf) -> Result<()> {
+    let config = CoordinatorConfig::load(&config)?;
+    let settings = crate::archive::ExportSettings::from_config(&config)?;
+    let data = config.data_dir.clone();
+    let target = out.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::archive::export(&data, &settings, &target, crate::ingest::now_unix_ms())
+    })
+    .await??;
+    let c = summary.counts;
+    println!(
+        "exported {} snapshots ({} items), {} equivocations, {} seizure reports, {} operator actions to {}",
+        c.snapshots,
+        c.items,
+        c.equivocations,
+        c.seizure_reports,
+        c.operator_actions,
+        out.display()
+    );
+    Ok(())
+}
+
+async fn archive_import(dir: PathBuf, data: PathBuf, config: Option<PathBuf>) -> Result<()> {
+    let options = match config {
+        Some(path) => crate::archive::ImportOptions::from_config(&CoordinatorConfig::load(&path)?)?,
+        None => crate::archive::ImportOptions::default(),
+    };
+    let (from, to) = (dir.clone(), data.clone());
+    let summary = tokio::task::spawn_blocking(move || crate::archive::import(&from, &to, &options))
+        .await?
+        .with_context(|| format!("import of {} refused; nothing was written", dir.display()))?;
+    for skipped in &summary.skipped_actions {
+        eprintln!("warning: operator action not re-applied: {skipped}");
+    }
+    let c = summary.counts;
+    println!(
+        "verified and imported {} snapshots ({} items), {} equivocations, {} seizure reports, {} operator actions into {}",
+        c.snapshots,
+        c.items,
+        c.equivocations,
+        c.seizure_reports,
+        c.operator_actions,
+        data.display()
+    );
+    Ok(())
 }
 
 /// Largest trace response accepted: every entry carries its evidence (about

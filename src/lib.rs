@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod archive;
 pub mod certs;
 pub mod cli;
 pub mod config;
