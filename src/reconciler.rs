@@ -13,7 +13,7 @@
 //! `Reconciler::with_lines`), and the rebuild compares the persisted bodies
 //! with their lines stripped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
@@ -24,6 +24,7 @@ use crate::reconcile::{
 };
 use crate::seizures::{SeizureLog, SeizureLogError, SeizureReport};
 use crate::serial::ItemKey;
+use crate::snapshot::SnapshotDigest;
 use crate::snapshot::leaf::leaves;
 use crate::state::StateCode;
 use crate::store::{SnapshotStore, StoreError, StoredSnapshot};
@@ -60,8 +61,10 @@ struct State {
     engine: Engine,
     /// Last reconciled sequence per state.
     applied: HashMap<StateCode, u64>,
-    /// Number of equivocation records already given to the engine.
-    equivocations_seen: usize,
+    /// Equivocation records already given to the engine, by state, sequence
+    /// and submitted digest. A set, not a count: the store lists records by
+    /// state and sequence, so a new one can sort before older ones.
+    equivocations_seen: HashSet<(StateCode, u64, SnapshotDigest)>,
 }
 
 /// Engine plus storage: the coordinator's reconciliation service.
@@ -87,7 +90,7 @@ impl Reconciler {
             state: Mutex::new(State {
                 engine: Engine::new(config),
                 applied: HashMap::new(),
-                equivocations_seen: 0,
+                equivocations_seen: HashSet::new(),
             }),
             lines: StoreLines(Arc::new(SnapshotLookup::new(store.clone()))),
             store,
@@ -250,16 +253,21 @@ impl Reconciler {
         for snapshot in &pending {
             changes.extend(self.apply_snapshot(state, snapshot, now)?);
         }
-        let equivocations = self.store.equivocations()?;
-        for e in equivocations.iter().skip(state.equivocations_seen) {
-            changes.extend(state.engine.apply_equivocation(&EquivocationRef {
-                state: e.signed.header.state,
-                sequence: e.signed.header.sequence,
-                submitted: e.signed.digest(),
-                conflicts_with: e.conflicts_with,
-            }));
+        for e in self.store.equivocations()? {
+            let header = &e.signed.header;
+            let submitted = e.signed.digest();
+            if state
+                .equivocations_seen
+                .insert((header.state, header.sequence, submitted))
+            {
+                changes.extend(state.engine.apply_equivocation(&EquivocationRef {
+                    state: header.state,
+                    sequence: header.sequence,
+                    submitted,
+                    conflicts_with: e.conflicts_with,
+                }));
+            }
         }
-        state.equivocations_seen = equivocations.len();
         changes.extend(state.engine.tick(&NoLines, now));
         Ok(changes)
     }

@@ -158,3 +158,29 @@ async fn an_equivocation_becomes_a_conflicting_submission_alert() {
     );
     coord.stop().await;
 }
+
+/// Equivocation records are listed by state and sequence, not by arrival: a
+/// later record that sorts first must still be reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocation_that_sorts_before_an_earlier_one_is_reconciled() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["ARM", "TJK"]).await;
+    let mut client = coord.client().await;
+    for st in ["TJK", "ARM"] {
+        let a = snapshot(st, 1, SnapshotDigest::GENESIS, &many_items(3));
+        submit(&mut client, &a).await.unwrap();
+        let b = snapshot(st, 1, SnapshotDigest::GENESIS, &many_items(4));
+        assert!(submit(&mut client, &b).await.is_err());
+        let c = snapshot(st, 2, a.digest(), &many_items(3));
+        submit(&mut client, &c).await.unwrap();
+    }
+    let conflicting: Vec<String> = alerts(&coord)
+        .current_alerts()
+        .unwrap()
+        .iter()
+        .filter(|al| al.key.kind == AlertKind::ConflictingSubmission)
+        .filter_map(|al| al.key.state.map(|s| s.to_string()))
+        .collect();
+    assert_eq!(conflicting, ["ARM", "TJK"]);
+    coord.stop().await;
+}
