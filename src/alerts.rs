@@ -227,7 +227,33 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, AlertStoreError> {
     serde_json::to_vec(value).map_err(|e| AlertStoreError::Corrupt(e.to_string()))
 }
 
+/// The sled trees that hold alerts and their events.
+pub const ALERT_TREES: [&str; 3] = ["alerts", "alert_latest", "alert_events"];
+
 impl AlertStore {
+    /// Moves the alert trees aside: copies each into a tree named
+    /// `quarantine.<now_unix_ms>.<name>` (bytes as they are, for a person to
+    /// inspect), then empties the original. Used when the persisted alerts
+    /// cannot be read, so the coordinator can rebuild them from the stored
+    /// snapshots instead of refusing to start. Returns the new tree names.
+    pub fn quarantine(db: &sled::Db, now_unix_ms: i64) -> Result<Vec<String>, AlertStoreError> {
+        let mut moved = Vec::new();
+        for name in ALERT_TREES {
+            let tree = db.open_tree(name)?;
+            let aside_name = format!("quarantine.{now_unix_ms}.{name}");
+            let aside = db.open_tree(&aside_name)?;
+            for entry in tree.iter() {
+                let (k, v) = entry?;
+                aside.insert(k, v)?;
+            }
+            db.flush()?;
+            tree.clear()?;
+            moved.push(aside_name);
+        }
+        db.flush()?;
+        Ok(moved)
+    }
+
     /// Opens the alert trees inside an existing sled database.
     pub fn open(db: &sled::Db) -> Result<AlertStore, AlertStoreError> {
         let alerts = db.open_tree("alerts")?;

@@ -93,16 +93,40 @@ pub fn assemble(
     tick: Duration,
 ) -> Result<Coordinator, ServerError> {
     let db = store.db().clone();
-    let alerts = Arc::new(AlertStore::open(store.db())?);
     let seizures = Arc::new(SeizureLog::open(store.db())?);
     let store: Arc<dyn SnapshotStore> = Arc::new(store);
-    let reconciler = Arc::new(Reconciler::open(
-        store.clone(),
-        alerts,
-        seizures,
-        engine,
-        now_unix_ms(),
-    )?);
+    let open_reconciler = || -> Result<Reconciler, ServerError> {
+        let alerts = Arc::new(AlertStore::open(&db)?);
+        Ok(Reconciler::open(
+            store.clone(),
+            alerts,
+            seizures.clone(),
+            engine.clone(),
+            now_unix_ms(),
+        )?)
+    };
+    let reconciler = match open_reconciler() {
+        // The alerts are derived from the stored snapshots (all but the
+        // operators' actions on them): unreadable alerts are moved aside and
+        // rebuilt rather than keeping the coordinator down.
+        Err(
+            ServerError::Alerts(e @ AlertStoreError::Corrupt(_))
+            | ServerError::Reconcile(ReconcileError::Alerts(e @ AlertStoreError::Corrupt(_))),
+        ) => {
+            let moved = AlertStore::quarantine(&db, now_unix_ms())?;
+            tracing::error!(
+                error = %e,
+                quarantined_to = ?moved,
+                "persisted alerts are unreadable: moved aside and rebuilt from the stored \
+                 snapshots; alert ids and event cursors start again, and operators' \
+                 acknowledgements and resolutions must be re-entered (the originals are \
+                 in the quarantined trees)"
+            );
+            open_reconciler()?
+        }
+        other => other?,
+    };
+    let reconciler = Arc::new(reconciler);
     Ok(Coordinator {
         ingestor: Ingestor::new(store, members, key, limits, rule.clone()),
         reconciler,

@@ -8,6 +8,7 @@ mod compose;
 mod config_examples;
 mod demo;
 mod health;
+mod kill;
 mod limits;
 mod node;
 mod observability;
