@@ -9,6 +9,8 @@
 
 pub mod access;
 pub mod alerts;
+pub mod audit;
+pub mod audit_log;
 pub mod certs;
 pub mod cli;
 pub mod config;

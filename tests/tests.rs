@@ -1,6 +1,7 @@
 //! Integration tests: one binary (links stay fast), one module per area.
 
 mod alerts_api;
+mod audit;
 mod cli_operator;
 mod common;
 mod compose;
