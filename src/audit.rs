@@ -129,7 +129,9 @@ pub enum Action {
         sequence: Option<u64>,
     },
     /// A call the access layer refused, by gRPC path.
-    Call { rpc: String },
+    Call {
+        rpc: String,
+    },
 }
 
 impl Action {
@@ -431,7 +433,12 @@ impl AuditRecord {
                 sequence: r.option(Reader::u64)?,
             },
             6 => Action::Call { rpc: r.string()? },
-            tag => return Err(DecodeError::Tag { what: "action", tag }),
+            tag => {
+                return Err(DecodeError::Tag {
+                    what: "action",
+                    tag,
+                });
+            }
         };
         let outcome = match r.u8()? {
             0 => Outcome::Ok,
@@ -439,7 +446,12 @@ impl AuditRecord {
                 code: r.u32()?,
                 reason: r.string()?,
             },
-            tag => return Err(DecodeError::Tag { what: "outcome", tag }),
+            tag => {
+                return Err(DecodeError::Tag {
+                    what: "outcome",
+                    tag,
+                });
+            }
         };
         if !r.0.is_empty() {
             return Err(DecodeError::Trailing(r.0.len()));
@@ -648,9 +660,7 @@ pub fn verify<'a>(
             Signature::from_slice(&r.signature).map_err(|_| fail(BreakReason::BadSignature))?;
         key.verify(&signed_message(&hash), &signature)
             .map_err(|_| fail(BreakReason::BadSignature))?;
-        let decoded = r
-            .decode()
-            .map_err(|e| fail(BreakReason::Undecodable(e)))?;
+        let decoded = r.decode().map_err(|e| fail(BreakReason::Undecodable(e)))?;
         if decoded.sequence != r.sequence {
             return Err(fail(BreakReason::SequenceMismatch {
                 encoded: decoded.sequence,

@@ -88,7 +88,11 @@ impl AuditLog {
     }
 
     /// Up to `limit` records from `from_sequence` on, as stored (unchecked).
-    pub fn list(&self, from_sequence: u64, limit: usize) -> Result<Vec<SealedRecord>, AuditLogError> {
+    pub fn list(
+        &self,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<SealedRecord>, AuditLogError> {
         self.tree
             .range(from_sequence.to_be_bytes()..)
             .take(limit)

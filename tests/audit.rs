@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 
 use tally::audit::{Actor, SealedRecord, chain_hash, verify};
 use tally::proto::{
-    self, alerts_client::AlertsClient, audit_client::AuditClient,
-    seizures_client::SeizuresClient, snapshots_client::SnapshotsClient,
+    self, alerts_client::AlertsClient, audit_client::AuditClient, seizures_client::SeizuresClient,
+    snapshots_client::SnapshotsClient,
 };
 use tally::service::audit::record_from_proto;
 use tally::snapshot::SnapshotDigest;
@@ -88,7 +88,10 @@ async fn actions_refusals_and_rejected_submissions_are_recorded() {
         .expect("resolved");
     let missing = alerts
         .acknowledge_alert(with_token(
-            proto::AcknowledgeAlertRequest { id: 9999, note: String::new() },
+            proto::AcknowledgeAlertRequest {
+                id: 9999,
+                note: String::new(),
+            },
             Some(OPERATOR_TOKEN),
         ))
         .await
@@ -98,7 +101,10 @@ async fn actions_refusals_and_rejected_submissions_are_recorded() {
     // An auditor may not act; an anonymous caller may not read alerts.
     let denied = alerts
         .reopen_alert(with_token(
-            proto::ReopenAlertRequest { id: alert_id, note: String::new() },
+            proto::ReopenAlertRequest {
+                id: alert_id,
+                note: String::new(),
+            },
             Some(AUDITOR_TOKEN),
         ))
         .await
@@ -128,13 +134,7 @@ async fn actions_refusals_and_rejected_submissions_are_recorded() {
     let mut audit = AuditClient::new(person.clone());
     let records = all_records(&mut audit, Some(AUDITOR_TOKEN)).await;
 
-    let row = |r: &proto::AuditRecord| {
-        (
-            r.actor.clone(),
-            r.description.clone(),
-            r.outcome.clone(),
-        )
-    };
+    let row = |r: &proto::AuditRecord| (r.actor.clone(), r.description.clone(), r.outcome.clone());
     let rows: Vec<_> = records.iter().map(row).collect();
     let want = |actor: &str, description: String, outcome: &str| {
         (actor.to_string(), description, outcome.to_string())
@@ -145,13 +145,21 @@ async fn actions_refusals_and_rejected_submissions_are_recorded() {
             format!("report 1 seized item(s) as report {}", report.report_id),
             "OK",
         ),
-        want("operator olga", format!("acknowledge alert {alert_id}"), "OK"),
+        want(
+            "operator olga",
+            format!("acknowledge alert {alert_id}"),
+            "OK",
+        ),
         want(
             "operator olga",
             format!("resolve alert {alert_id} (located)"),
             "OK",
         ),
-        want("operator olga", "acknowledge alert 9999".into(), "NOT_FOUND"),
+        want(
+            "operator olga",
+            "acknowledge alert 9999".into(),
+            "NOT_FOUND",
+        ),
         want(
             "auditor arman",
             "call /tally.v1.Alerts/ReopenAlert".into(),
@@ -162,7 +170,11 @@ async fn actions_refusals_and_rejected_submissions_are_recorded() {
             "call /tally.v1.Alerts/ListAlerts".into(),
             "UNAUTHENTICATED",
         ),
-        want("node RUS", "submit snapshot BLR #1".into(), "PERMISSION_DENIED"),
+        want(
+            "node RUS",
+            "submit snapshot BLR #1".into(),
+            "PERMISSION_DENIED",
+        ),
         want("node RUS", "submit snapshot".into(), "INVALID_ARGUMENT"),
         want(
             "node RUS",
@@ -265,7 +277,11 @@ async fn an_altered_audit_record_is_named_by_tally_audit_verify() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let tc = TestCoordinator::start(&data, &["RUS"]).await;
-    let channel = Channel::from_shared(tc.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(tc.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut seizures = SeizuresClient::new(channel.clone());
     let mut alerts = AlertsClient::new(channel);
     seizures.report_seizures(seized("X1")).await.unwrap();
@@ -300,7 +316,10 @@ async fn an_altered_audit_record_is_named_by_tally_audit_verify() {
     assert!(list.status.success(), "{list:?}");
     let json: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(json["records"].as_array().unwrap().len(), 4);
-    assert_eq!(json["records"][2]["description"], "resolve alert 501 (written_off)");
+    assert_eq!(
+        json["records"][2]["description"],
+        "resolve alert 501 (written_off)"
+    );
     assert_eq!(json["records"][2]["outcome"], "NOT_FOUND");
     tc.stop().await;
 
@@ -317,10 +336,7 @@ async fn an_altered_audit_record_is_named_by_tally_audit_verify() {
     let out = audit_verify(&tc).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
-    assert!(
-        stderr.contains("audit record 3: bad hash link"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("audit record 3: bad hash link"), "{stderr}");
     tc.stop().await;
 
     // Recomputing every hash from there on does not help without the key.

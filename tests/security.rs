@@ -6,8 +6,9 @@ use std::path::Path;
 use tally::access::{AccessPolicy, Person, RPC_TABLE, Role, TokenDigest};
 use tally::certs::WrittenPki;
 use tally::proto::{
-    self, alerts_client::AlertsClient, audit_client::AuditClient, coordinator_client::CoordinatorClient,
-    seizures_client::SeizuresClient, snapshots_client::SnapshotsClient, trace_client::TraceClient,
+    self, alerts_client::AlertsClient, audit_client::AuditClient,
+    coordinator_client::CoordinatorClient, seizures_client::SeizuresClient,
+    snapshots_client::SnapshotsClient, trace_client::TraceClient,
 };
 use tally::server::ServeOptions;
 use tally::snapshot::SnapshotDigest;
@@ -63,7 +64,11 @@ pub(crate) async fn start_tls(data: &Path, pki: &WrittenPki) -> TestCoordinator 
     TestCoordinator::serve_with(coordinator, options).await
 }
 
-pub(crate) async fn tls_channel(tc: &TestCoordinator, pki: &WrittenPki, node: Option<&str>) -> Channel {
+pub(crate) async fn tls_channel(
+    tc: &TestCoordinator,
+    pki: &WrittenPki,
+    node: Option<&str>,
+) -> Channel {
     let files = ClientTlsFiles {
         ca_file: pki.ca_cert.clone(),
         cert_file: node.map(|s| pki.ca_cert.with_file_name(format!("{s}.crt"))),

@@ -11,9 +11,9 @@ use tracing::Instrument;
 
 use super::audit::{Caller, audited};
 use super::blocking;
+use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
 use crate::audit::Action;
 use crate::audit_log::AuditLog;
-use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
 use crate::ingest::now_unix_ms;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
