@@ -36,6 +36,17 @@ async fn all_records(
         .records
 }
 
+/// The whole trail of a plaintext, open test coordinator, as (description,
+/// outcome) pairs.
+pub(crate) async fn trail(tc: &TestCoordinator) -> Vec<(String, String)> {
+    let mut client = AuditClient::connect(tc.url()).await.expect("connect");
+    all_records(&mut client, None)
+        .await
+        .into_iter()
+        .map(|r| (r.description, r.outcome))
+        .collect()
+}
+
 fn seized(serial: &str) -> proto::ReportSeizuresRequest {
     proto::ReportSeizuresRequest {
         items: vec![proto::SeizedItem {
