@@ -747,16 +747,16 @@ pub async fn audit(target: Target, command: AuditCommand) -> Result<()> {
                 ),
                 Format::Table => {
                     println!(
-                        "{:>5} {:<20} {:<18} {:<32} {:<19}",
+                        "{:>5} {:<20} {:<16} {:<36} {}",
                         "SEQ", "TIME (UTC)", "ACTOR", "ACTION", "OUTCOME"
                     );
                     for r in &records {
                         println!(
-                            "{:>5} {:<20} {:<18} {:<32} {:<19}",
+                            "{:>5} {:<20} {:<16} {:<36} {}",
                             r.sequence,
                             audit_time(r.at_unix_ms),
-                            cut(&r.actor, 18),
-                            cut(&r.description, 32),
+                            cut(&r.actor, 16),
+                            cut(&r.description, 36),
                             r.outcome
                         );
                         let from = if r.peer.is_empty() {
