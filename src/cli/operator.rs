@@ -747,8 +747,8 @@ pub async fn audit(target: Target, command: AuditCommand) -> Result<()> {
                 ),
                 Format::Table => {
                     println!(
-                        "{:>5} {:<20} {:<16} {:<36} {}",
-                        "SEQ", "TIME (UTC)", "ACTOR", "ACTION", "OUTCOME"
+                        "{:>5} {:<20} {:<16} {:<36} OUTCOME",
+                        "SEQ", "TIME (UTC)", "ACTOR", "ACTION"
                     );
                     for r in &records {
                         println!(
