@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tally/v1/alerts.proto",
         "proto/tally/v1/operations.proto",
         "proto/tally/v1/trace.proto",
+        "proto/tally/v1/audit.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

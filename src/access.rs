@@ -84,7 +84,8 @@ pub enum Need {
     /// Reading snapshots and coordinator info: a member node (its own state
     /// only) or any person.
     ReadSnapshots,
-    /// Reading alerts, traces, seizure reports and status: auditor or operator.
+    /// Reading alerts, traces, seizure reports, status and the audit trail:
+    /// auditor or operator.
     Read,
     /// Changing alerts or reporting seizures: operator.
     Act,
@@ -117,6 +118,7 @@ pub const RPC_TABLE: &[(&str, Need)] = &[
     ("/tally.v1.Seizures/ListSeizureReports", Need::Read),
     ("/tally.v1.Coordinator/GetStatus", Need::Read),
     ("/tally.v1.Trace/TraceItem", Need::Read),
+    ("/tally.v1.Audit/ListAuditRecords", Need::Read),
 ];
 
 /// What `path` needs.
@@ -231,16 +233,14 @@ impl AccessPolicy {
         self.open
     }
 
-    /// Decides one request. `authorization` is the raw header value if any;
-    /// `certificate_state` the state named by a verified client certificate.
-    pub fn authorize(
+    /// Who presents these credentials: a person by known token, else a
+    /// member by certificate, else nobody.
+    fn caller(
         &self,
-        rpc: &str,
         authorization: Option<&str>,
         certificate_state: Option<StateCode>,
-    ) -> Result<Principal, AccessError> {
-        let need = need_of(rpc);
-        let principal = match authorization {
+    ) -> Result<Option<Principal>, AccessError> {
+        match authorization {
             Some(value) => {
                 let token = value
                     .strip_prefix("Bearer ")
@@ -252,14 +252,35 @@ impl AccessPolicy {
                     .people
                     .get(&TokenDigest::of(token))
                     .ok_or(AccessError::UnknownToken)?;
-                Some(Principal::Person {
+                Ok(Some(Principal::Person {
                     name: person.name.clone(),
                     role: person.role,
-                })
+                }))
             }
-            None => certificate_state.map(Principal::Member),
-        };
-        let principal = match principal {
+            None => Ok(certificate_state.map(Principal::Member)),
+        }
+    }
+
+    /// The caller these credentials identify, if any, whether or not the
+    /// call is allowed (for the audit record of a refused call).
+    pub fn identify(
+        &self,
+        authorization: Option<&str>,
+        certificate_state: Option<StateCode>,
+    ) -> Option<Principal> {
+        self.caller(authorization, certificate_state).ok().flatten()
+    }
+
+    /// Decides one request. `authorization` is the raw header value if any;
+    /// `certificate_state` the state named by a verified client certificate.
+    pub fn authorize(
+        &self,
+        rpc: &str,
+        authorization: Option<&str>,
+        certificate_state: Option<StateCode>,
+    ) -> Result<Principal, AccessError> {
+        let need = need_of(rpc);
+        let principal = match self.caller(authorization, certificate_state)? {
             Some(p) => p,
             None if need == Need::Public || self.open => return Ok(Principal::Unchecked),
             None if self.nodes_without_certificates

@@ -64,6 +64,13 @@ pub enum Command {
         #[command(subcommand)]
         command: operator::SeizedCommand,
     },
+    /// List and verify the coordinator's hash-chained audit trail.
+    Audit {
+        #[command(flatten)]
+        target: operator::Target,
+        #[command(subcommand)]
+        command: operator::AuditCommand,
+    },
     /// Member states' last snapshots, who is overdue, open alerts by kind.
     Status {
         #[command(flatten)]
@@ -317,6 +324,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Alerts { target, command } => operator::alerts(target, command).await,
         Command::Seized { target, command } => operator::seized(target, command).await,
         Command::Status { target, format } => operator::status(target, format).await,
+        Command::Audit { target, command } => operator::audit(target, command).await,
         Command::Trace(args) => trace(args).await,
         Command::Verify(args) => verify(args),
         Command::Demo(args) => {

@@ -10,6 +10,8 @@
 pub mod access;
 pub mod alerts;
 pub mod archive;
+pub mod audit;
+pub mod audit_log;
 pub mod certs;
 pub mod cli;
 pub mod config;

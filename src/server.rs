@@ -12,12 +12,14 @@ use tonic::transport::ServerTlsConfig;
 
 use crate::access::AccessPolicy;
 use crate::alerts::{AlertStore, AlertStoreError};
+use crate::audit_log::AuditLog;
 use crate::config::{CoordinatorConfig, Limits, Transport};
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::keys;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, ReconcileTrigger};
 use crate::proto::alerts_server::AlertsServer;
+use crate::proto::audit_server::AuditServer;
 use crate::proto::coordinator_server::CoordinatorServer;
 use crate::proto::seizures_server::SeizuresServer;
 use crate::proto::snapshots_server::SnapshotsServer;
@@ -28,6 +30,7 @@ use crate::seizures::{SeizureLog, SeizureLogError};
 use crate::serial::CanonicalRule;
 use crate::service::access::AccessLayer;
 use crate::service::alerts::AlertsService;
+use crate::service::audit::AuditService;
 use crate::service::operations::{CoordinatorService, SeizuresService};
 use crate::service::snapshots::SnapshotsService;
 use crate::service::trace::TraceService;
@@ -54,6 +57,8 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("opening alerts: {0}")]
     Alerts(#[from] AlertStoreError),
+    #[error("opening the audit trail: {0}")]
+    Audit(#[from] crate::audit_log::AuditLogError),
     #[error("opening seizure reports: {0}")]
     Seizures(#[from] SeizureLogError),
     #[error("rebuilding reconciliation state: {0}")]
@@ -73,6 +78,8 @@ pub struct Coordinator {
     pub metrics: Arc<Metrics>,
     /// How long shutdown waits for submissions in flight.
     pub shutdown_grace: Duration,
+    /// The hash-chained audit trail (sled tree `audit`).
+    pub audit: Arc<AuditLog>,
     /// The sled database under the store, flushed last at shutdown.
     db: sled::Db,
 }
@@ -94,6 +101,7 @@ pub fn assemble(
 ) -> Result<Coordinator, ServerError> {
     let db = store.db().clone();
     let seizures = Arc::new(SeizureLog::open(store.db())?);
+    let audit = Arc::new(AuditLog::open(store.db(), key.clone())?);
     let store: Arc<dyn SnapshotStore> = Arc::new(store);
     let open_reconciler = || -> Result<Reconciler, ServerError> {
         let alerts = Arc::new(AlertStore::open(&db)?);
@@ -134,6 +142,7 @@ pub fn assemble(
         rule,
         metrics: Arc::new(Metrics::new()),
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        audit,
         db,
     })
 }
@@ -279,6 +288,7 @@ pub async fn run(
         coordinator.reconciler.clone(),
         lifecycle.clone(),
         coordinator.metrics.clone(),
+        coordinator.audit.clone(),
     ))
     .max_decoding_message_size(max_message);
     let alerts = AlertsServer::new(AlertsService::new(
@@ -286,6 +296,7 @@ pub async fn run(
         coordinator.rule.clone(),
         lifecycle.clone(),
         coordinator.metrics.clone(),
+        coordinator.audit.clone(),
     ));
     let trace = TraceServer::new(TraceService::new(
         Arc::new(Tracer::new(coordinator.reconciler.clone())),
@@ -295,7 +306,9 @@ pub async fn run(
     let seizures = SeizuresServer::new(SeizuresService::new(
         coordinator.reconciler.clone(),
         coordinator.rule.clone(),
+        coordinator.audit.clone(),
     ));
+    let audit = AuditServer::new(AuditService::new(coordinator.audit.clone()));
     let status = CoordinatorServer::new(CoordinatorService::new(
         coordinator.ingestor.clone(),
         coordinator.reconciler.clone(),
@@ -361,7 +374,7 @@ pub async fn run(
     }
     let server = builder
         .trace_fn(rpc_span)
-        .layer(AccessLayer::new(options.access))
+        .layer(AccessLayer::new(options.access).recording_to(coordinator.audit.clone()))
         .add_service(health)
         .add_service(reflection)
         .add_service(snapshots)
@@ -369,6 +382,7 @@ pub async fn run(
         .add_service(seizures)
         .add_service(status)
         .add_service(trace)
+        .add_service(audit)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stopped.await;
         });

@@ -46,6 +46,13 @@ async fn a_stalled_upload_is_dropped_and_stores_nothing() {
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(tx);
     assert_eq!(common::stored_state(tc.store.as_ref()), before);
+    assert_eq!(
+        crate::audit::trail(&tc).await,
+        [(
+            "submit snapshot RUS #1".to_string(),
+            "DEADLINE_EXCEEDED".to_string()
+        )]
+    );
 
     // The same snapshot sent whole afterwards is accepted.
     common::submit(&mut client, &snap).await.expect("accepted");
@@ -83,6 +90,14 @@ async fn uploads_beyond_the_limit_are_shed_not_queued() {
         shed.message()
     );
     assert!(tc.store.latest(common::state("BLR")).unwrap().is_none());
+    // Shed before its header was read: recorded without a claimed state.
+    assert_eq!(
+        crate::audit::trail(&tc).await,
+        [(
+            "submit snapshot".to_string(),
+            "RESOURCE_EXHAUSTED".to_string()
+        )]
+    );
 
     // RUS finishes; the slot frees and BLR is accepted on retry.
     for c in &rus.chunks {

@@ -6,8 +6,9 @@ use std::path::Path;
 use tally::access::{AccessPolicy, Person, RPC_TABLE, Role, TokenDigest};
 use tally::certs::WrittenPki;
 use tally::proto::{
-    self, alerts_client::AlertsClient, coordinator_client::CoordinatorClient,
-    seizures_client::SeizuresClient, snapshots_client::SnapshotsClient, trace_client::TraceClient,
+    self, alerts_client::AlertsClient, audit_client::AuditClient,
+    coordinator_client::CoordinatorClient, seizures_client::SeizuresClient,
+    snapshots_client::SnapshotsClient, trace_client::TraceClient,
 };
 use tally::server::ServeOptions;
 use tally::snapshot::SnapshotDigest;
@@ -17,10 +18,10 @@ use tonic::transport::Channel;
 
 use crate::common::{self, TestCoordinator, state};
 
-const OPERATOR_TOKEN: &str = "tly_test_operator_token";
-const AUDITOR_TOKEN: &str = "tly_test_auditor_token";
+pub(crate) const OPERATOR_TOKEN: &str = "tly_test_operator_token";
+pub(crate) const AUDITOR_TOKEN: &str = "tly_test_auditor_token";
 
-fn pki(dir: &Path) -> WrittenPki {
+pub(crate) fn pki(dir: &Path) -> WrittenPki {
     tally::certs::init(dir, &[state("RUS"), state("BLR")], &[]).expect("demo PKI")
 }
 
@@ -44,7 +45,7 @@ fn policy() -> AccessPolicy {
 }
 
 /// A TLS coordinator with RUS and BLR as members, roles enforced.
-async fn start_tls(data: &Path, pki: &WrittenPki) -> TestCoordinator {
+pub(crate) async fn start_tls(data: &Path, pki: &WrittenPki) -> TestCoordinator {
     let files = ServerTlsFiles {
         cert_file: pki.server_cert.clone(),
         key_file: pki.server_key.clone(),
@@ -63,7 +64,11 @@ async fn start_tls(data: &Path, pki: &WrittenPki) -> TestCoordinator {
     TestCoordinator::serve_with(coordinator, options).await
 }
 
-async fn tls_channel(tc: &TestCoordinator, pki: &WrittenPki, node: Option<&str>) -> Channel {
+pub(crate) async fn tls_channel(
+    tc: &TestCoordinator,
+    pki: &WrittenPki,
+    node: Option<&str>,
+) -> Channel {
     let files = ClientTlsFiles {
         ca_file: pki.ca_cert.clone(),
         cert_file: node.map(|s| pki.ca_cert.with_file_name(format!("{s}.crt"))),
@@ -78,7 +83,7 @@ async fn tls_channel(tc: &TestCoordinator, pki: &WrittenPki, node: Option<&str>)
         .expect("TLS connect")
 }
 
-fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+pub(crate) fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(t) = token {
         request.metadata_mut().insert(
@@ -241,6 +246,14 @@ async fn call(rpc: &str, channel: Channel, token: Option<&str>) -> Code {
                 serial: "X1".into(),
             };
             code(c.trace_item(with_token(req, token)).await.map(drop))
+        }
+        "/tally.v1.Audit/ListAuditRecords" => {
+            let mut c = AuditClient::new(channel);
+            code(
+                c.list_audit_records(with_token(Default::default(), token))
+                    .await
+                    .map(drop),
+            )
         }
         other => panic!("{other} is in RPC_TABLE but this test cannot call it yet: add it"),
     }

@@ -2,6 +2,7 @@
 
 mod alerts_api;
 mod archive;
+mod audit;
 mod cli_operator;
 mod common;
 mod compose;

@@ -9,8 +9,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::audit::{Caller, audited};
 use super::blocking;
 use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
+use crate::audit::Action;
+use crate::audit_log::AuditLog;
 use crate::ingest::now_unix_ms;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -32,6 +35,8 @@ pub struct AlertsService {
     rule: CanonicalRule,
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
+    /// Every acknowledge, resolve and reopen is recorded here.
+    audit: Arc<AuditLog>,
 }
 
 impl AlertsService {
@@ -40,12 +45,14 @@ impl AlertsService {
         rule: CanonicalRule,
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
+        audit: Arc<AuditLog>,
     ) -> AlertsService {
         AlertsService {
             alerts,
             rule,
             lifecycle,
             metrics,
+            audit,
         }
     }
 }
@@ -351,11 +358,14 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::AcknowledgeAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
+        let action = Action::AcknowledgeAlert { alert_id: req.id };
         let alerts = self.alerts.clone();
-        let alert =
-            blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await?;
+        let result =
+            blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await;
+        let alert = audited(&self.audit, caller, action, result).await?;
         tracing::info!("alert acknowledged");
         Ok(Response::new(alert_to_proto(&alert)))
     }
@@ -364,13 +374,24 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::ResolveAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
-        let reason = reason_from_proto(req.reason)?;
+        let reason = reason_from_proto(req.reason);
+        let action = Action::ResolveAlert {
+            alert_id: req.id,
+            reason: reason.as_ref().map_or("", |r| r.as_str()).to_string(),
+        };
         let alerts = self.alerts.clone();
-        let alert =
-            blocking(move || Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?)).await?;
-        tracing::info!(reason = reason.as_str(), "alert resolved");
+        let result = match reason {
+            Ok(reason) => {
+                blocking(move || Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?))
+                    .await
+            }
+            Err(status) => Err(status),
+        };
+        let alert = audited(&self.audit, caller, action, result).await?;
+        tracing::info!("alert resolved");
         Ok(Response::new(alert_to_proto(&alert)))
     }
 
@@ -378,10 +399,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::ReopenAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
+        let action = Action::ReopenAlert { alert_id: req.id };
         let alerts = self.alerts.clone();
-        let alert = blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await?;
+        let result = blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await;
+        let alert = audited(&self.audit, caller, action, result).await?;
         tracing::info!("alert reopened");
         Ok(Response::new(alert_to_proto(&alert)))
     }

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod audit;
 pub mod convert;
 pub mod operations;
 pub mod snapshots;

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::alerts::custody_to_proto;
+use super::audit::{Caller, audited};
 use super::blocking;
+use crate::audit::Action;
+use crate::audit_log::AuditLog;
 use crate::ingest::{Ingestor, now_unix_ms};
 use crate::proto;
 use crate::reconcile::{AlertKey, AlertKind, Seizure};
@@ -20,11 +23,21 @@ const MAX_SEIZED_ITEMS: usize = 10_000;
 pub struct SeizuresService {
     reconciler: Arc<Reconciler>,
     rule: CanonicalRule,
+    /// Every seizure report, accepted or refused, is recorded here.
+    audit: Arc<AuditLog>,
 }
 
 impl SeizuresService {
-    pub fn new(reconciler: Arc<Reconciler>, rule: CanonicalRule) -> SeizuresService {
-        SeizuresService { reconciler, rule }
+    pub fn new(
+        reconciler: Arc<Reconciler>,
+        rule: CanonicalRule,
+        audit: Arc<AuditLog>,
+    ) -> SeizuresService {
+        SeizuresService {
+            reconciler,
+            rule,
+            audit,
+        }
     }
 }
 
@@ -78,13 +91,11 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-#[tonic::async_trait]
-impl proto::seizures_server::Seizures for SeizuresService {
-    async fn report_seizures(
+impl SeizuresService {
+    async fn report(
         &self,
-        request: Request<proto::ReportSeizuresRequest>,
-    ) -> Result<Response<proto::ReportSeizuresResponse>, Status> {
-        let req = request.into_inner();
+        req: proto::ReportSeizuresRequest,
+    ) -> Result<proto::ReportSeizuresResponse, Status> {
         tracing::Span::current().record("items", req.items.len());
         if req.items.is_empty() {
             return Err(Status::invalid_argument(
@@ -135,7 +146,27 @@ impl proto::seizures_server::Seizures for SeizuresService {
         })
         .await?;
         tracing::info!(report_id = response.report_id, "seizure report recorded");
-        Ok(Response::new(response))
+        Ok(response)
+    }
+}
+
+#[tonic::async_trait]
+impl proto::seizures_server::Seizures for SeizuresService {
+    async fn report_seizures(
+        &self,
+        request: Request<proto::ReportSeizuresRequest>,
+    ) -> Result<Response<proto::ReportSeizuresResponse>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        let items = req.items.len() as u64;
+        let result = self.report(req).await;
+        let action = Action::ReportSeizures {
+            items,
+            report_id: result.as_ref().ok().map(|r| r.report_id),
+        };
+        audited(&self.audit, caller, action, result)
+            .await
+            .map(Response::new)
     }
 
     async fn list_seizure_reports(

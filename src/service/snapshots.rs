@@ -10,8 +10,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::audit::{Caller, audited};
 use super::convert::{receipt_to_proto, signed_header_from_proto, snapshot_info_to_proto};
 use crate::access::{Principal, check_own_state};
+use crate::audit::Action;
+use crate::audit_log::AuditLog;
 use crate::config::Limits;
 use crate::ingest::{Admission, IngestError, Ingestor, Upload, now_unix_ms};
 use crate::lifecycle::Lifecycle;
@@ -34,6 +37,8 @@ pub struct SnapshotsService {
     metrics: Arc<Metrics>,
     /// One permit per upload being verified (limits.max_concurrent_uploads).
     uploads: Arc<Semaphore>,
+    /// Every rejected submission is recorded here.
+    audit: Arc<AuditLog>,
 }
 
 impl SnapshotsService {
@@ -42,6 +47,7 @@ impl SnapshotsService {
         reconciler: Arc<Reconciler>,
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
+        audit: Arc<AuditLog>,
     ) -> SnapshotsService {
         let uploads = Arc::new(Semaphore::new(ingestor.limits().max_concurrent_uploads));
         SnapshotsService {
@@ -50,8 +56,17 @@ impl SnapshotsService {
             lifecycle,
             metrics,
             uploads,
+            audit,
         }
     }
+}
+
+/// What a submission's header claimed, as far as it arrived: recorded in
+/// the audit trail if the submission is rejected.
+#[derive(Debug, Default)]
+struct Claim {
+    state: Option<String>,
+    sequence: Option<u64>,
 }
 
 /// What a successful submission did.
@@ -98,12 +113,17 @@ async fn submit(
     ingestor: Ingestor,
     principal: Option<Principal>,
     mut stream: Streaming<proto::SubmitRequest>,
+    claim: &mut Claim,
 ) -> Result<Submitted, Status> {
     let limits = ingestor.limits().clone();
     let header = match next_message(&mut stream, &limits).await? {
         Some(proto::SubmitRequest {
             part: Some(submit_request::Part::Header(h)),
-        }) => h,
+        }) => {
+            claim.state = Some(h.state.clone());
+            claim.sequence = Some(h.sequence);
+            h
+        }
         Some(proto::SubmitRequest {
             part: Some(submit_request::Part::Chunk(_)),
         }) => {
@@ -221,23 +241,14 @@ async fn join<T>(h: tokio::task::JoinHandle<T>) -> Result<T, Status> {
         .map_err(|e| Status::internal(format!("ingest task failed: {e}")))
 }
 
-#[tonic::async_trait]
-impl proto::snapshots_server::Snapshots for SnapshotsService {
-    async fn submit(
+impl SnapshotsService {
+    /// A submission from start to answer, without the audit record.
+    async fn submit_unaudited(
         &self,
         request: Request<Streaming<proto::SubmitRequest>>,
+        claim: &mut Claim,
     ) -> Result<Response<proto::Receipt>, Status> {
         let started = Instant::now();
-        // Held until the answer is ready, so shutdown waits for this
-        // submission (and its reconciliation) within its grace period.
-        let Some(_in_flight) = self.lifecycle.begin_submission() else {
-            self.metrics.snapshot_rejected(tonic::Code::Unavailable);
-            tracing::warn!("submission refused: the coordinator is shutting down");
-            return Err(Status::unavailable(
-                "the coordinator is shutting down and accepts no new submissions; \
-                 nothing was stored: submit again once it is back (tally node retries by itself)",
-            ));
-        };
         let _in_flight_gauge = self.metrics.submission_started();
         let principal = request.extensions().get::<Principal>().cloned();
         // Load shedding: past the limit, refuse at once rather than queue
@@ -252,7 +263,13 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
                  (limits.max_concurrent_uploads); retry shortly"
             )));
         };
-        let result = submit(self.ingestor.clone(), principal, request.into_inner()).await;
+        let result = submit(
+            self.ingestor.clone(),
+            principal,
+            request.into_inner(),
+            claim,
+        )
+        .await;
         let receipt = match result {
             Ok(Submitted::Resubmitted(receipt)) => {
                 self.metrics.snapshot_resubmitted();
@@ -296,6 +313,37 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
             }
         };
         Ok(Response::new(receipt))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::snapshots_server::Snapshots for SnapshotsService {
+    async fn submit(
+        &self,
+        request: Request<Streaming<proto::SubmitRequest>>,
+    ) -> Result<Response<proto::Receipt>, Status> {
+        let caller = Caller::of(&request);
+        let mut claim = Claim::default();
+        // Held until the answer is ready and audited, so shutdown waits for
+        // this submission (and its reconciliation) within its grace period.
+        let in_flight = self.lifecycle.begin_submission();
+        let result = match in_flight {
+            Some(_) => self.submit_unaudited(request, &mut claim).await,
+            None => {
+                self.metrics.snapshot_rejected(tonic::Code::Unavailable);
+                tracing::warn!("submission refused: the coordinator is shutting down");
+                Err(Status::unavailable(
+                    "the coordinator is shutting down and accepts no new submissions; \
+                     nothing was stored: submit again once it is back (tally node retries by itself)",
+                ))
+            }
+        };
+        if result.is_ok() {
+            // Accepted snapshots are their own record (stored, with receipts).
+            return result;
+        }
+        let action = Action::submit(claim.state.as_deref(), claim.sequence);
+        audited(&self.audit, caller, action, result).await
     }
 
     async fn list_snapshots(
