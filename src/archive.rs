@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alerts::{AlertStore, AlertStoreError, EventKind, ResolutionReason};
+use crate::audit::SealedRecord;
 use crate::config::CoordinatorConfig;
 use crate::keys::{self, KeyError};
 use crate::reconcile::{AlertKey, EngineConfig};
@@ -58,6 +59,8 @@ pub const EQUIVOCATIONS: &str = "equivocations.json";
 pub const SEIZURE_REPORTS: &str = "seizure-reports.json";
 /// Operator actions on alerts (JSON array), in their original order.
 pub const OPERATOR_ACTIONS: &str = "operator-actions.json";
+/// The audit trail (JSON array), record by record, as the coordinator sealed it.
+pub const AUDIT_TRAIL: &str = "audit-trail.json";
 
 /// The three files of one exported snapshot, as paths relative to the export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +139,20 @@ pub struct Counts {
     pub equivocations: u64,
     pub seizure_reports: u64,
     pub operator_actions: u64,
+    pub audit_records: u64,
+}
+
+/// One audit record in an export: the stored bytes, in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedAuditRecord {
+    pub sequence: u64,
+    /// The record's canonical encoding (`crate::audit`).
+    pub encoding: String,
+    /// SHA-256(previous record's hash || encoding).
+    pub hash: String,
+    /// The coordinator's signature of the hash.
+    pub signature: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +282,8 @@ pub enum ExportError {
     Alerts(#[from] AlertStoreError),
     #[error("reading seizure reports: {0}")]
     Seizures(#[from] SeizureLogError),
+    #[error("reading the audit trail: {0}")]
+    Audit(#[from] crate::audit_log::AuditLogError),
 }
 
 /// What is wrong with one file of an export.
@@ -322,6 +341,8 @@ pub enum ImportError {
     Alerts(#[from] AlertStoreError),
     #[error("writing seizure reports: {0}")]
     Seizures(#[from] SeizureLogError),
+    #[error("writing the audit trail: {0}")]
+    Audit(#[from] crate::audit_log::AuditLogError),
     #[error("rebuilding alerts: {0}")]
     Reconcile(#[from] ReconcileError),
 }
@@ -534,6 +555,18 @@ pub fn export(
     let actions = operator_actions(&AlertStore::open(store.db())?)?;
     counts.operator_actions = actions.len() as u64;
     files.push(write_file(root, OPERATOR_ACTIONS, &to_json(&actions))?);
+
+    let trail: Vec<ExportedAuditRecord> = crate::audit_log::read_all(store.db())?
+        .iter()
+        .map(|r| ExportedAuditRecord {
+            sequence: r.sequence,
+            encoding: hex::encode(&r.encoding),
+            hash: hex::encode(&r.hash),
+            signature: hex::encode(&r.signature),
+        })
+        .collect();
+    counts.audit_records = trail.len() as u64;
+    files.push(write_file(root, AUDIT_TRAIL, &to_json(&trail))?);
 
     let manifest = Manifest {
         format: FORMAT.to_string(),
@@ -1059,6 +1092,8 @@ pub fn import(
             ));
         }
     }
+    let exported_trail: Vec<ExportedAuditRecord> = read_json(from, AUDIT_TRAIL)?;
+    let trail = check_audit_trail(&exported_trail, &coordinator)?;
     let counts = Counts {
         snapshots: snapshots.len() as u64,
         items: snapshots
@@ -1068,6 +1103,7 @@ pub fn import(
         equivocations: equivocations.len() as u64,
         seizure_reports: reports.len() as u64,
         operator_actions: actions.len() as u64,
+        audit_records: trail.len() as u64,
     };
     if counts != manifest.counts {
         return Err(malformed(
@@ -1091,6 +1127,7 @@ pub fn import(
         &steps,
         &manifest.canonical_rule,
         engine,
+        &trail,
     )?;
     move_into_place(scratch, data_dir).map_err(import_io(data_dir))?;
     Ok(Summary {
@@ -1145,9 +1182,12 @@ fn replay(
     steps: &[Step<'_>],
     rule: &CanonicalRule,
     engine: EngineConfig,
+    trail: &[SealedRecord],
 ) -> Result<Vec<String>, ImportError> {
     let sled_store = SledStore::open(dir)?;
     let db = sled_store.db().clone();
+    // The trail is history, not derived state: it goes back as it was.
+    crate::audit_log::restore(&db, trail)?;
     let store: Arc<dyn SnapshotStore> = Arc::new(sled_store);
     let alerts = Arc::new(AlertStore::open(&db)?);
     let seizures = Arc::new(SeizureLog::open(&db)?);
@@ -1190,6 +1230,33 @@ fn replay(
     drop(store);
     db.flush().map_err(StoreError::from)?;
     Ok(skipped)
+}
+
+/// Decodes the exported audit trail and checks it whole: sequence, hash
+/// links and the coordinator's signature on every record.
+fn check_audit_trail(
+    exported: &[ExportedAuditRecord],
+    coordinator: &VerifyingKey,
+) -> Result<Vec<SealedRecord>, ImportError> {
+    let field = |i: usize, name: &str, text: &str| {
+        hex::decode(text)
+            .map_err(|_| malformed(AUDIT_TRAIL, format!("entry {i}: {name} is not hex")))
+    };
+    let records = exported
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(SealedRecord {
+                sequence: r.sequence,
+                encoding: field(i, "encoding", &r.encoding)?,
+                hash: field(i, "hash", &r.hash)?,
+                signature: field(i, "signature", &r.signature)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ImportError>>()?;
+    crate::audit::verify(&records, coordinator)
+        .map_err(|broken| malformed(AUDIT_TRAIL, broken.to_string()))?;
+    Ok(records)
 }
 
 /// Re-applies one operator action to the current alert of its condition.

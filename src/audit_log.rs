@@ -19,11 +19,43 @@ pub enum AuditLogError {
          the trail was damaged; run `tally audit verify` against a copy to see where"
     )]
     DamagedHead(u64),
+    #[error("the audit trail to restore into is not empty")]
+    NotEmpty,
     #[error("audit trail stored under a key that is not a sequence number")]
     BadKey,
     #[error("the audit task failed: {0}")]
     Task(String),
 }
+
+/// Every record of the trail in `db`, as stored (unchecked), oldest first:
+/// for reading a store without running a coordinator (export).
+pub fn read_all(db: &sled::Db) -> Result<Vec<SealedRecord>, AuditLogError> {
+    db.open_tree(TREE)?
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok(SealedRecord::from_bytes(sequence_of(&k)?, &v))
+        })
+        .collect()
+}
+
+/// Writes `records` (a whole trail, verified by the caller) into the empty
+/// trail of a new store, exactly as they were: their hashes and the
+/// signatures of the coordinator that sealed them stay valid.
+pub fn restore(db: &sled::Db, records: &[SealedRecord]) -> Result<(), AuditLogError> {
+    let tree = db.open_tree(TREE)?;
+    if !tree.is_empty() {
+        return Err(AuditLogError::NotEmpty);
+    }
+    for r in records {
+        tree.insert(r.sequence.to_be_bytes(), r.to_bytes())?;
+    }
+    db.flush()?;
+    Ok(())
+}
+
+/// The sled tree holding the trail.
+const TREE: &str = "audit";
 
 /// Where the next record goes.
 struct Head {
@@ -49,7 +81,7 @@ fn sequence_of(key: &[u8]) -> Result<u64, AuditLogError> {
 impl AuditLog {
     /// Opens the trail in `db`; records are signed with `key`.
     pub fn open(db: &sled::Db, key: SigningKey) -> Result<AuditLog, AuditLogError> {
-        let tree = db.open_tree("audit")?;
+        let tree = db.open_tree(TREE)?;
         let head = match tree.last()? {
             None => Head {
                 next_sequence: 1,

@@ -290,7 +290,15 @@ async fn export_then_import_gives_identical_alerts_traces_and_receipts() {
             equivocations: 1,
             seizure_reports: 1,
             operator_actions: 4,
+            // The refused conflicting submission and the operator's
+            // actions, recorded as they happened.
+            audit_records: exported.counts.audit_records,
         }
+    );
+    assert!(
+        exported.counts.audit_records >= 1 + 4,
+        "{:?}",
+        exported.counts
     );
     let restored = tmp.path().join("restored");
     let imported = archive::import(&out, &restored, &ImportOptions::default()).expect("import");
@@ -331,6 +339,7 @@ async fn export_then_import_gives_identical_alerts_traces_and_receipts() {
         "manifest.json",
         "operator-actions.json",
         "equivocations.json",
+        "audit-trail.json",
     ] {
         assert_eq!(
             std::fs::read(out.join(f)).unwrap(),
@@ -396,6 +405,16 @@ async fn small_export(tmp: &Path) -> PathBuf {
     for s in [&rus1, &rus2, &blr1] {
         submit(&mut snaps, s).await.expect("accepted");
     }
+    // Refused (not a member): the audit trail gets a record.
+    let stranger = snapshot(
+        "TJK",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[("9K38", "A9", InService, None)]),
+    );
+    submit(&mut snaps, &stranger)
+        .await
+        .expect_err("not a member");
     coord.stop().await;
     let out = tmp.join("export");
     export(&data, &out);
@@ -579,6 +598,16 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
             "{}: the receipt signature does not verify with the coordinator's public key",
             rus2.signatures
         )
+    );
+
+    // An altered audit record: the chain names it.
+    assert_eq!(
+        refused(&out, |d| {
+            edit_json(d, "audit-trail.json", |v| flip_hex(&mut v[0], "encoding"));
+            rehash(d, "audit-trail.json");
+        }),
+        "audit-trail.json: malformed: audit record 1: bad hash link: SHA-256(previous hash || encoding) \
+         is not the stored hash (the record or the one before it was altered)"
     );
 
     // A deleted file, and a file the manifest does not list.
