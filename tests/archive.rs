@@ -295,11 +295,7 @@ async fn export_then_import_gives_identical_alerts_traces_and_receipts() {
             audit_records: exported.counts.audit_records,
         }
     );
-    assert!(
-        exported.counts.audit_records >= 1 + 4,
-        "{:?}",
-        exported.counts
-    );
+    assert!(exported.counts.audit_records > 4, "{:?}", exported.counts);
     let restored = tmp.path().join("restored");
     let imported = archive::import(&out, &restored, &ImportOptions::default()).expect("import");
     assert_eq!(imported.counts, exported.counts);
