@@ -6,6 +6,8 @@ mod common;
 mod compose;
 mod config_examples;
 mod demo;
+mod fuzz_checks;
+mod fuzzing;
 mod health;
 mod limits;
 mod node;
