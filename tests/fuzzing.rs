@@ -8,7 +8,9 @@ use tally::item::{Item, Status};
 use tally::serial::CanonicalRule;
 use tally::snapshot::encode_leaf;
 
-use crate::fuzz_checks::submit::{Message, Scenario, SequenceChoice, Signer, run_scenario};
+use crate::fuzz_checks::submit::{
+    ItemPlan, Message, Plan, Scenario, SequenceChoice, Signer, Submission, run_scenario,
+};
 use crate::fuzz_checks::{check_export_reader, check_serial_canonical, check_snapshot_decode};
 
 /// Pieces of export files: the header, separators, quoting, BOM, Cyrillic,
@@ -180,4 +182,54 @@ proptest! {
 fn regression_bom_only_first_line_reads_the_same_in_pieces() {
     check_export_reader(b"\x00\xEF\xBB\xBF\n");
     check_export_reader(b"\x00\xEF\xBB\xBFmodel,serial,status,site,counterparty\n9K38,A1,lost,,\n");
+}
+
+/// The harness is live: two good snapshots of one state are accepted, a
+/// resubmission gets its receipt, and a chunk before the header and a fork
+/// are refused (each checked against the store as above).
+#[test]
+fn submission_harness_accepts_good_and_refuses_bad_snapshots() {
+    let plan = |sequence, linked| Plan {
+        state: 0,
+        sequence,
+        linked,
+        items: vec![
+            ItemPlan {
+                model: 0,
+                serial: "ka-0 12".into(),
+                status: 0,
+                site: 1,
+            },
+            ItemPlan {
+                model: 1,
+                serial: "A1".into(),
+                status: 2,
+                site: 2,
+            },
+        ],
+        count_error: 0,
+        root_correct: true,
+        signer: Signer::Own,
+        as_of_unix_ms: 1_790_000_000_000,
+    };
+    let whole = vec![Message::Header, Message::Leaves { from: 0, to: 9 }];
+    let submission = |plan, messages: &Vec<Message>, disconnect| Submission {
+        plan,
+        messages: messages.clone(),
+        disconnect,
+    };
+    let scenario = Scenario {
+        submissions: vec![
+            submission(plan(SequenceChoice::Next, true), &whole, false),
+            submission(
+                plan(SequenceChoice::Next, true),
+                &vec![Message::Leaves { from: 0, to: 9 }],
+                false,
+            ),
+            submission(plan(SequenceChoice::Next, true), &whole, false),
+            submission(plan(SequenceChoice::Resubmit(1), true), &whole, false),
+            submission(plan(SequenceChoice::Next, false), &whole, false),
+        ],
+    };
+    assert_eq!(run_scenario(&scenario), (3, 2));
 }

@@ -7,5 +7,5 @@
 mod fuzz_checks;
 
 libfuzzer_sys::fuzz_target!(|scenario: fuzz_checks::submit::Scenario| {
-    fuzz_checks::submit::run_scenario(&scenario)
+    fuzz_checks::submit::run_scenario(&scenario);
 });

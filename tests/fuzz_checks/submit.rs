@@ -183,7 +183,9 @@ fn scratch_dir() -> tempfile::TempDir {
 }
 
 /// Runs a scenario on a fresh coordinator; panics if a property fails.
-pub fn run_scenario(scenario: &Scenario) {
+/// Returns how many submissions were accepted and how many refused.
+pub fn run_scenario(scenario: &Scenario) -> (usize, usize) {
+    let mut tally = (0, 0);
     let dir = scratch_dir();
     let store = SledStore::open(dir.path()).expect("open store");
     let coordinator = tally::server::assemble(
@@ -217,7 +219,13 @@ pub fn run_scenario(scenario: &Scenario) {
         let result = runtime().block_on(submit(&service, &built.frames, submission.disconnect));
         let after = StoreView::capture(store.as_ref(), &chunk_dir);
         check_outcome(&built, &result, &before, &after);
+        if result.is_ok() {
+            tally.0 += 1;
+        } else {
+            tally.1 += 1;
+        }
     }
+    tally
 }
 
 /// A submission turned into bytes, with what is known about it.
@@ -457,12 +465,15 @@ async fn submit(
         .map(tonic::Response::into_inner)
 }
 
+/// A stored snapshot and its chunks.
+type StoredWithChunks = (StoredSnapshot, Vec<Vec<u8>>);
+
 /// Everything a submission may change, read through the store's interface
 /// plus the chunk files on disk.
 #[derive(Debug, Clone, PartialEq)]
 struct StoreView {
     /// Per state, its snapshots (oldest first) with their chunks.
-    snapshots: BTreeMap<StateCode, Vec<(StoredSnapshot, Vec<Vec<u8>>)>>,
+    snapshots: BTreeMap<StateCode, Vec<StoredWithChunks>>,
     equivocations: Vec<Equivocation>,
     chunk_files: Vec<PathBuf>,
 }
