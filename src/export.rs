@@ -280,10 +280,6 @@ pub fn read_export<R: Read>(
     reader: R,
     opts: &ExportOptions,
 ) -> Result<Vec<Item>, ExportError> {
-    let reader = with_whole_first_bytes(reader).map_err(|err| ExportError::Io {
-        path: PathBuf::from(source),
-        source: err,
-    })?;
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -325,25 +321,6 @@ pub fn read_export<R: Read>(
     } else {
         Err(problems.into_error(source))
     }
-}
-
-/// The csv crate strips a byte order mark only if its first read returns all
-/// three bytes of it, so a reader that hands out fewer (a pipe, a socket)
-/// turned a BOM-only first line into a different error (found by fuzzing).
-/// Reading the first three bytes ahead makes the result independent of how
-/// the reader hands out bytes.
-fn with_whole_first_bytes<R: Read>(mut reader: R) -> io::Result<impl Read> {
-    let mut first = [0u8; 3];
-    let mut len = 0;
-    while len < first.len() {
-        match reader.read(&mut first[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(io::Cursor::new(first).take(len as u64).chain(reader))
 }
 
 /// Rows handed to a thread at a time.
