@@ -309,8 +309,11 @@ impl CanonicalRule {
         out
     }
 
-    /// The rule for any input, step by step as documented.
-    fn canonicalize_general(&self, raw: &str) -> String {
+    /// The rule for any input, step by step as documented, without the ASCII
+    /// and basic-Cyrillic shortcuts that [`CanonicalRule::canonicalize`]
+    /// takes. Public so that the fuzz targets and property tests can check
+    /// that the shortcuts agree with it.
+    pub fn canonicalize_general(&self, raw: &str) -> String {
         let hyphens = self.remove_chars.contains('-');
         let mut out = String::with_capacity(raw.len());
         let mut steps_2_to_4 = |c: char| {

@@ -8,6 +8,8 @@ mod common;
 mod compose;
 mod config_examples;
 mod demo;
+mod fuzz_checks;
+mod fuzzing;
 mod health;
 mod kill;
 mod limits;
