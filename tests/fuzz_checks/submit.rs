@@ -211,6 +211,7 @@ pub fn run_scenario(scenario: &Scenario) -> (usize, usize) {
         coordinator.reconciler.clone(),
         Lifecycle::new(),
         coordinator.metrics.clone(),
+        coordinator.audit.clone(),
     );
     let chunk_dir = dir.path().join("leaf-chunks");
     for submission in scenario.submissions.iter().take(MAX_SUBMISSIONS) {
