@@ -273,18 +273,39 @@ pub fn read_export_file(path: &Path, opts: &ExportOptions) -> Result<Vec<Item>, 
     read_export(&path.display().to_string(), file, opts)
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The first bytes of `reader`, up to the length of a byte order mark (fewer
+/// only at the end of the input), however few each read returns.
+fn read_start(reader: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut start = Vec::with_capacity(UTF8_BOM.len());
+    reader
+        .by_ref()
+        .take(UTF8_BOM.len() as u64)
+        .read_to_end(&mut start)?;
+    Ok(start)
+}
+
 /// Reads an export from `reader`; `source` names it in messages (and in
 /// [`ExportError::Io`]). Returns the items in file order.
 pub fn read_export<R: Read>(
     source: &str,
-    reader: R,
+    mut reader: R,
     opts: &ExportOptions,
 ) -> Result<Vec<Item>, ExportError> {
+    // The byte order mark is dropped here, not left to the csv crate: it only
+    // recognises one that arrives whole in its first read, so a pipe handing
+    // out a byte at a time would make the result depend on read sizes.
+    let start = read_start(&mut reader).map_err(|err| ExportError::Io {
+        path: PathBuf::from(source),
+        source: err,
+    })?;
+    let start = start.strip_prefix(UTF8_BOM).unwrap_or(&start).to_vec();
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 16)
-        .from_reader(reader);
+        .from_reader(io::Cursor::new(start).chain(reader));
     let mut record = ByteRecord::new();
     let mut problems = Problems::new(opts.max_problems);
     let io_error = |err: csv::Error| ExportError::Io {
