@@ -275,14 +275,11 @@ pub fn read_export_file(path: &Path, opts: &ExportOptions) -> Result<Vec<Item>, 
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// The first bytes of `reader`, up to the length of a byte order mark (fewer
-/// only at the end of the input), however few each read returns.
-fn read_start(reader: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut start = Vec::with_capacity(UTF8_BOM.len());
-    reader
-        .by_ref()
-        .take(UTF8_BOM.len() as u64)
-        .read_to_end(&mut start)?;
+/// The first `n` bytes of `reader` (fewer only at the end of the input),
+/// however few each read returns.
+fn read_start(reader: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
+    let mut start = Vec::with_capacity(n);
+    reader.by_ref().take(n as u64).read_to_end(&mut start)?;
     Ok(start)
 }
 
@@ -293,19 +290,27 @@ pub fn read_export<R: Read>(
     mut reader: R,
     opts: &ExportOptions,
 ) -> Result<Vec<Item>, ExportError> {
-    // The byte order mark is dropped here, not left to the csv crate: it only
-    // recognises one that arrives whole in its first read, so a pipe handing
-    // out a byte at a time would make the result depend on read sizes.
-    let start = read_start(&mut reader).map_err(|err| ExportError::Io {
+    // The byte order mark is dropped here, and the csv crate never gets to
+    // see one: it strips a mark only when its first read holds all three
+    // bytes, so results would depend on how much each read returns. Its first
+    // read is therefore one byte, and the rest follows.
+    let io_err = |err| ExportError::Io {
         path: PathBuf::from(source),
         source: err,
-    })?;
-    let start = start.strip_prefix(UTF8_BOM).unwrap_or(&start).to_vec();
+    };
+    let mut start = read_start(&mut reader, UTF8_BOM.len()).map_err(io_err)?;
+    if start == UTF8_BOM {
+        start = read_start(&mut reader, 1).map_err(io_err)?;
+    }
+    let rest = start.split_off(start.len().min(1));
+    let input = io::Cursor::new(start)
+        .chain(io::Cursor::new(rest))
+        .chain(reader);
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 16)
-        .from_reader(io::Cursor::new(start).chain(reader));
+        .from_reader(input);
     let mut record = ByteRecord::new();
     let mut problems = Problems::new(opts.max_problems);
     let io_error = |err: csv::Error| ExportError::Io {

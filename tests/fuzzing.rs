@@ -233,3 +233,11 @@ fn submission_harness_accepts_good_and_refuses_bad_snapshots() {
     };
     assert_eq!(run_scenario(&scenario), (3, 2));
 }
+
+/// Found by the same property test after the first fix: a second mark right
+/// after the first was stripped too when both arrived in one read.
+#[test]
+fn regression_two_byte_order_marks_read_the_same_in_pieces() {
+    check_export_reader(b"\x00\xEF\xBB\xBF\xEF\xBB\xBF\n");
+    check_export_reader(b"\x00\xEF\xBB\xBF\xEF\xBB\xBFmodel,serial,status,site,counterparty\n");
+}
