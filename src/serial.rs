@@ -17,7 +17,14 @@
 //!    Python `unicodedata.normalize("NFKC", s)`, Java
 //!    `Normalizer.normalize(s, Normalizer.Form.NFKC)`). Full-width `ＫＡ０１２`
 //!    becomes `KA012`, the ligature `ﬁ` becomes `fi`, no-break spaces become
-//!    spaces.
+//!    spaces. Then drop every character that steps 2–4 would remove (one whose
+//!    upper-case form, folded, consists only of characters step 4 removes),
+//!    and if any was dropped, normalise to NFKC again. Without this, a space
+//!    between a letter and its combining mark would decide which letter the
+//!    mark joins: `к` + U+0301 composes to `ќ` here and stays Cyrillic,
+//!    whereas `к` + space + U+0301 would only meet the mark after `к` had been
+//!    folded to `K`, and become `Ḱ`. (Rule revision 2; revision 1 had no such
+//!    early removal.)
 //! 2. **Upper-case** every character with the full, locale-independent Unicode
 //!    mapping (`UnicodeData.txt` plus the unconditional mappings of
 //!    `SpecialCasing.txt`): `ß` becomes `SS`, `i` becomes `I` (never the Turkish
@@ -89,6 +96,7 @@
 //! alone and that NFKC cannot compose out of others; [`CanonicalRule::check`]
 //! tests this, so that the rule stays idempotent.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -315,27 +323,44 @@ impl CanonicalRule {
     /// that the shortcuts agree with it.
     pub fn canonicalize_general(&self, raw: &str) -> String {
         let hyphens = self.remove_chars.contains('-');
-        let mut out = String::with_capacity(raw.len());
-        let mut steps_2_to_4 = |c: char| {
-            for upper in c.to_uppercase() {
-                let folded = if self.fold_lookalikes {
-                    fold_lookalike(upper)
-                } else {
-                    upper
-                };
-                let removed = is_removed_space(folded)
-                    || (hyphens && HYPHEN_VARIANTS.contains(&folded))
-                    || self.remove_chars.contains(folded);
-                if !removed {
-                    out.push(folded);
-                }
+        let removes = |c: char| {
+            is_removed_space(c)
+                || (hyphens && HYPHEN_VARIANTS.contains(&c))
+                || self.remove_chars.contains(c)
+        };
+        let fold = |c: char| {
+            if self.fold_lookalikes {
+                fold_lookalike(c)
+            } else {
+                c
             }
         };
-        // Step 1 (skipped when the input is already known to be in NFKC).
-        if is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
-            raw.chars().for_each(&mut steps_2_to_4);
+        // Step 1: NFKC (skipped when the input is already known to be in
+        // NFKC), then drop the characters that steps 2-4 would drop anyway
+        // and compose again, so that a space or hyphen between a letter and
+        // its combining mark does not decide which letter the mark joins.
+        let normalised: Cow<'_, str> = if is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
+            raw.into()
         } else {
-            raw.nfkc().for_each(&mut steps_2_to_4);
+            raw.nfkc().collect::<String>().into()
+        };
+        let ignorable = |c: char| c.to_uppercase().all(|u| removes(fold(u)));
+        let step_1: Cow<'_, str> = if normalised.chars().any(ignorable) {
+            let kept: String = normalised.chars().filter(|&c| !ignorable(c)).collect();
+            if is_nfkc_quick(kept.chars()) == IsNormalized::Yes {
+                kept.into()
+            } else {
+                kept.nfkc().collect::<String>().into()
+            }
+        } else {
+            normalised
+        };
+        // Steps 2-4, one character at a time. The removal here only matters
+        // when upper-casing turns one character into several of which some
+        // are removable (`ŉ` into `ʼN` with `N` in `remove_chars`).
+        let mut out = String::with_capacity(step_1.len());
+        for c in step_1.chars() {
+            out.extend(c.to_uppercase().map(fold).filter(|&u| !removes(u)));
         }
         // Step 5.
         if is_nfkc_quick(out.chars()) == IsNormalized::Yes {

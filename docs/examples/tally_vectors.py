@@ -62,7 +62,9 @@ HYPHENS = {
 
 
 def canonical(raw):
-    s = unicodedata.normalize("NFKC", raw)  # step 1
+    s = unicodedata.normalize("NFKC", raw)  # step 1: NFKC, drop removables, NFKC
+    s = "".join(c for c in s if c not in WHITESPACE and c not in HYPHENS)
+    s = unicodedata.normalize("NFKC", s)
     s = s.upper()  # step 2
     s = "".join(FOLD.get(c, c) for c in s)  # step 3
     s = "".join(c for c in s if c not in WHITESPACE and c not in HYPHENS)  # step 4

@@ -189,19 +189,25 @@ fn check_canonical_under(rule: &CanonicalRule, raw: &str) {
         !canonical.is_empty()
     );
 
+    // Removable characters inserted anywhere change nothing, including
+    // between a letter and its combining mark.
+    let mut separators = vec![' ', '\u{00A0}', '\u{200B}'];
     if rule.remove_chars.contains('-') {
-        let chars: Vec<char> = raw.chars().collect();
-        let mid = chars.len() / 2;
-        for sep in [" ", "-", "\u{2013}", "\u{00A0}"] {
-            let spaced: String = chars[..mid]
+        separators.extend(['\u{2013}', '\u{00AD}']);
+    }
+    separators.extend(rule.remove_chars.chars());
+    let chars: Vec<char> = raw.chars().collect();
+    for at in 0..=chars.len() {
+        for &sep in &separators {
+            let spaced: String = chars[..at]
                 .iter()
-                .chain(sep.chars().collect::<Vec<_>>().iter())
-                .chain(chars[mid..].iter())
+                .chain(std::iter::once(&sep))
+                .chain(&chars[at..])
                 .collect();
             assert_eq!(
                 rule.canonicalize(&spaced),
                 canonical,
-                "inserting {sep:?} into {raw:?} changes its canonical form"
+                "inserting {sep:?} at {at} into {raw:?} changes its canonical form"
             );
         }
     }
