@@ -616,6 +616,21 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+/// Prints one of the coordinator's start-up lines. `println!` panics when
+/// standard output is a pipe nobody reads any more (a supervisor that read
+/// the address and closed it, `| head -1`); a service must not stop for
+/// that, so a failed write is only logged.
+fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| {
+        out.write_all(b"\n")?;
+        out.flush()
+    }) {
+        tracing::warn!(error = %e, "cannot write to standard output; carrying on without it");
+    }
+}
+
 async fn coordinator(config: PathBuf) -> Result<()> {
     let config = CoordinatorConfig::load(&config)?;
     // Opening a large store rebuilds the reconciliation state from every
@@ -631,21 +646,27 @@ async fn coordinator(config: PathBuf) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let options = crate::server::ServeOptions::from_config(&config)?;
-    println!("coordinator listening on {}", listener.local_addr()?);
-    println!(
+    announce(format_args!(
+        "coordinator listening on {}",
+        listener.local_addr()?
+    ));
+    announce(format_args!(
         "transport: {}",
         if options.tls.is_some() {
             "TLS (member nodes by client certificate, people by bearer token)"
         } else {
             "plaintext (insecure = true: development only)"
         }
-    );
+    ));
     let metrics = match config.metrics.listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
-            println!("metrics on http://{}/metrics", l.local_addr()?);
+            announce(format_args!(
+                "metrics on http://{}/metrics",
+                l.local_addr()?
+            ));
             Some(l)
         }
         None => None,

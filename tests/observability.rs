@@ -570,3 +570,75 @@ async fn sigterm_drains_then_exits_in_time_and_a_restart_finds_only_whole_snapsh
     let log = std::fs::read_to_string(&second_log).expect("log");
     assert!(!log.contains("INFO"), "RUST_LOG=warn filters info:\n{log}");
 }
+
+/// A supervisor that reads the address and then closes the pipe (or starts
+/// the coordinator with its output going nowhere) must not take it down:
+/// `println!` panics on a closed standard output. Here the pipe is closed
+/// before the coordinator writes anything, so every start-up line fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_standard_output_does_not_stop_the_coordinator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    // A port picked here, since the printed address is never read.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        ),
+    )
+    .expect("config");
+    let stderr = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["coordinator", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("start tally coordinator");
+    drop(child.stdout.take());
+    let mut process = Process {
+        child,
+        grpc: format!("http://127.0.0.1:{port}"),
+        metrics: "127.0.0.1:0".parse().expect("address"),
+        stderr,
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        if let Ok(client) = SnapshotsClient::connect(process.grpc.clone()).await {
+            break client;
+        }
+        assert!(
+            matches!(process.child.try_wait(), Ok(None)),
+            "the coordinator exited; stderr:\n{}",
+            std::fs::read_to_string(&process.stderr).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "the coordinator never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Its start-up lines have all been attempted once it serves calls.
+    let info = client
+        .get_coordinator_info(proto::GetCoordinatorInfoRequest {})
+        .await
+        .expect("the coordinator answers");
+    assert!(!info.into_inner().states.is_empty());
+    assert!(matches!(process.child.try_wait(), Ok(None)));
+    let log = std::fs::read_to_string(&process.stderr).unwrap_or_default();
+    assert!(
+        log.contains("cannot write to standard output"),
+        "the lost start-up lines are logged; stderr:\n{log}"
+    );
+
+    process.sigterm();
+    let (status, _) = process.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status}");
+}
