@@ -435,3 +435,48 @@ async fn rejected_upload_does_not_block_the_next_good_one() {
     submit(&mut client, &good).await.expect("good one accepted");
     coord.stop().await;
 }
+
+/// A client that sends the header and every chunk but then vanishes without
+/// ending its request stream has not finished its submission: only the end
+/// of the stream commits an upload, so nothing is stored, and the same
+/// snapshot sent properly afterwards is accepted as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_after_its_last_chunk_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, first) = with_one_snapshot(dir.path()).await;
+    let second = snapshot("RUS", 2, first.digest(), &many_items(3000));
+    let before = stored_state(coord.store.as_ref());
+
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    for message in full(&second) {
+        tx.send(message).await.expect("queue a message");
+    }
+    let mut client = coord.client().await;
+    let call = tokio::spawn(async move {
+        client
+            .submit(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // Every frame is on its way; the stream stays open (tx is alive).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!call.is_finished(), "answered before the stream ended");
+    call.abort();
+    let _ = call.await;
+    drop(tx);
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            stored_state(coord.store.as_ref()),
+            before,
+            "an unfinished submission changed stored state"
+        );
+    }
+
+    let receipt = submit(&mut coord.client().await, &second)
+        .await
+        .expect("the full submission is accepted");
+    assert_eq!(receipt.sequence, 2);
+    let after = stored_state(coord.store.as_ref());
+    assert_eq!(after.0["RUS"].len(), 2);
+    coord.stop().await;
+}
