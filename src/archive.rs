@@ -1318,6 +1318,7 @@ fn store_snapshot(
     let mut record = s.record.clone();
     record.upload = upload;
     record.chunk_count = chunks;
+    store.put_block_roots(&record.digest, &verifier.block_roots())?;
     store.commit(&record)?;
     Ok(())
 }

@@ -287,6 +287,15 @@ impl Upload {
         let inner = &self.ingestor.inner;
         let header = self.signed.header;
         let digest = self.signed.digest();
+        // Derived data, flushed with the commit below. Without it a trace
+        // rehashes the snapshot (and stores it then), so a failure here must
+        // not refuse a verified snapshot.
+        if let Err(e) = inner
+            .store
+            .put_block_roots(&digest, &self.verifier.block_roots())
+        {
+            tracing::warn!(error = %e, "could not keep the snapshot's Merkle block roots; traces will rebuild them");
+        }
         let receipt = Receipt::issue(
             &inner.key,
             header.state,

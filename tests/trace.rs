@@ -189,6 +189,17 @@ async fn the_trail_lists_every_row_of_every_state_in_order_with_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
     submit_history(&coord).await;
+    // Every accepted snapshot kept its Merkle block roots: the proofs below
+    // come from them (each is checked against the signed root).
+    for st in ["RUS", "KAZ"] {
+        for s in coord.store.list(state(st), 1, usize::MAX).unwrap() {
+            let blocks = coord.store.block_roots(&s.digest).unwrap().expect("kept");
+            assert_eq!(
+                blocks.roots.len() as u64,
+                tally::merkle::block_count(s.signed.header.item_count, blocks.log2)
+            );
+        }
+    }
     let mut client = trace_client(&coord).await;
 
     // Asked in yet another spelling: Cyrillic к in the model, lower case and a space.

@@ -3,7 +3,7 @@
 //! The coordinator feeds chunks as they arrive; memory stays O(log n) for the
 //! tree plus one leaf, whatever the snapshot size.
 
-use crate::merkle::MerkleBuilder;
+use crate::merkle::{BlockRoots, MerkleBuilder, PROOF_BLOCK_LOG2, leaf_hash};
 use crate::serial::CanonicalRule;
 
 use super::SnapshotHeader;
@@ -37,6 +37,10 @@ pub struct ItemStreamVerifier {
     declared_root: crate::merkle::Hash,
     rule: CanonicalRule,
     tree: MerkleBuilder,
+    /// Roots of the complete blocks of 2^PROOF_BLOCK_LOG2 leaves so far,
+    /// kept with the stored snapshot so that inclusion proofs need not
+    /// rehash it (see `crate::trace`).
+    block_roots: Vec<crate::merkle::Hash>,
     /// The last leaf of the previous chunk, for the order check across chunks.
     last_leaf: Vec<u8>,
 }
@@ -48,6 +52,7 @@ impl ItemStreamVerifier {
             declared_root: header.items_root,
             rule,
             tree: MerkleBuilder::new(),
+            block_roots: Vec::new(),
             last_leaf: Vec::new(),
         }
     }
@@ -89,7 +94,12 @@ impl ItemStreamVerifier {
                     key: format!("{}/{}", leaf.canonical_model, leaf.canonical_serial),
                 });
             }
-            self.tree.push_leaf(bytes);
+            if let Some(root) = self
+                .tree
+                .push_leaf_hash_in_blocks(leaf_hash(bytes), PROOF_BLOCK_LOG2)
+            {
+                self.block_roots.push(root);
+            }
             previous = Some((leaf, bytes));
             at += len;
         }
@@ -98,6 +108,18 @@ impl ItemStreamVerifier {
             None => carried,
         };
         Ok(self.tree.len() - before)
+    }
+
+    /// The roots of the blocks of 2^[`PROOF_BLOCK_LOG2`] leaves received so
+    /// far, the last one possibly partial (meaningful once
+    /// [`ItemStreamVerifier::finish`] has passed).
+    pub fn block_roots(&self) -> BlockRoots {
+        let mut roots = self.block_roots.clone();
+        roots.extend(self.tree.partial_block_root(PROOF_BLOCK_LOG2));
+        BlockRoots {
+            log2: PROOF_BLOCK_LOG2,
+            roots,
+        }
     }
 
     /// Checks the count and the root once the stream has ended.

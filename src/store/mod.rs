@@ -99,6 +99,22 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// The chunks of an accepted snapshot, in order.
     fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError>;
 
+    /// Keeps the roots of the blocks of leaves of a verified snapshot's tree, so that an inclusion proof
+    /// rehashes one block instead of the snapshot (see `crate::trace`).
+    /// Derived data, keyed by digest: not flushed here (the commit that
+    /// follows flushes it), and rebuilt by a trace that finds it missing.
+    fn put_block_roots(
+        &self,
+        digest: &SnapshotDigest,
+        roots: &crate::merkle::BlockRoots,
+    ) -> Result<(), StoreError>;
+    /// The block roots kept for `digest`, if any (a damaged entry counts as
+    /// none).
+    fn block_roots(
+        &self,
+        digest: &SnapshotDigest,
+    ) -> Result<Option<crate::merkle::BlockRoots>, StoreError>;
+
     /// Keeps a conflicting signed header as evidence (flushed to disk).
     fn record_equivocation(&self, record: &Equivocation) -> Result<(), StoreError>;
     /// All recorded equivocations, by state and sequence.

@@ -11,6 +11,7 @@ use super::{
     ChunkIter, Equivocation, SnapshotStore, StoreError, StoredSnapshot, UploadId,
     decode_equivocation, decode_record, encode_equivocation, encode_record,
 };
+use crate::snapshot::SnapshotDigest;
 use crate::state::StateCode;
 
 /// Snapshots in sled plus one chunk file per upload.
@@ -37,6 +38,8 @@ pub struct SledStore {
     /// holding all of them in memory).
     uploads: sled::Tree,
     equivocations: sled::Tree,
+    /// Digest → the snapshot's Merkle block roots (`BlockRoots::encode`).
+    block_roots: sled::Tree,
     /// Serialises commits so that "is this still the next link?" and the
     /// insert happen as one step. Commits are rare and short; uploads run in
     /// parallel up to the commit.
@@ -177,6 +180,7 @@ impl SledStore {
             }),
             uploads: db.open_tree("uploads")?,
             equivocations: db.open_tree("equivocations")?,
+            block_roots: db.open_tree("block_roots")?,
             db,
             commit_lock: Mutex::new(()),
         };
@@ -408,6 +412,25 @@ impl SnapshotStore for SledStore {
             .insert(key, encode_equivocation(record))?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn put_block_roots(
+        &self,
+        digest: &SnapshotDigest,
+        roots: &crate::merkle::BlockRoots,
+    ) -> Result<(), StoreError> {
+        self.block_roots.insert(digest.0, roots.encode())?;
+        Ok(())
+    }
+
+    fn block_roots(
+        &self,
+        digest: &SnapshotDigest,
+    ) -> Result<Option<crate::merkle::BlockRoots>, StoreError> {
+        Ok(self
+            .block_roots
+            .get(digest.0)?
+            .and_then(|bytes| crate::merkle::BlockRoots::decode(&bytes)))
     }
 
     fn equivocations(&self) -> Result<Vec<Equivocation>, StoreError> {
