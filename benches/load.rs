@@ -440,11 +440,13 @@ async fn watch(
     }
 }
 
-/// What the tracer measured.
+/// What the tracer measured: latencies of traces that found rows, and of
+/// traces that found none (early in round 1 most keys are not stored yet).
 #[derive(Default)]
 struct Traced {
     calls: u64,
-    latencies_ms: Vec<f64>,
+    found_ms: Vec<f64>,
+    empty_ms: Vec<f64>,
 }
 
 /// Traces sampled items one after another until `stop` is set.
@@ -461,25 +463,31 @@ async fn trace_loop(
         // Spread over the sample rather than walking it in file order.
         i = i.wrapping_add(7919);
         let started = Instant::now();
-        client
+        let answer = client
             .trace_item(proto::TraceItemRequest {
                 model: model.clone(),
                 serial: serial.clone(),
             })
             .await
-            .with_context(|| format!("tracing {model} {serial} during the load"))?;
-        traced
-            .latencies_ms
-            .push(started.elapsed().as_secs_f64() * 1e3);
+            .with_context(|| format!("tracing {model} {serial} during the load"))?
+            .into_inner();
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if answer.entries.is_empty() {
+            traced.empty_ms.push(ms);
+        } else {
+            traced.found_ms.push(ms);
+        }
         traced.calls += 1;
     }
     Ok(traced)
 }
 
+/// The coordinator's status, then every sampled item traced once more (each
+/// must have rows now): the number of rows and each call's latency.
 async fn final_checks(
     target: &Target,
     sample: &[(String, String)],
-) -> Result<(proto::CoordinatorStatus, u64)> {
+) -> Result<(proto::CoordinatorStatus, u64, Vec<f64>)> {
     let connection: Connection = connect(target).await?;
     let status = CoordinatorClient::new(connection.clone())
         .get_status(proto::GetStatusRequest {})
@@ -487,7 +495,9 @@ async fn final_checks(
         .into_inner();
     let mut trace = TraceClient::new(connection).max_decoding_message_size(256 << 20);
     let mut entries = 0;
+    let mut latencies_ms = Vec::with_capacity(sample.len());
     for (model, serial) in sample {
+        let started = Instant::now();
         let answer = trace
             .trace_item(proto::TraceItemRequest {
                 model: model.clone(),
@@ -495,13 +505,14 @@ async fn final_checks(
             })
             .await?
             .into_inner();
+        latencies_ms.push(started.elapsed().as_secs_f64() * 1e3);
         ensure!(
             !answer.entries.is_empty(),
             "{model} {serial} is in a submitted export but its trace has no entry"
         );
         entries += answer.entries.len() as u64;
     }
-    Ok((status, entries))
+    Ok((status, entries, latencies_ms))
 }
 
 // ---------------------------------------------------------------------------
@@ -535,7 +546,7 @@ fn run() -> Result<()> {
     );
     let setup = Instant::now();
     let mut deployment = Deployment::write(&dir, items, seed)?;
-    let sample = Arc::new(deployment.trace_sample((items / 50).max(1))?);
+    let sample = Arc::new(deployment.trace_sample((items / 200).max(1))?);
     println!(
         "setup: keys, certificates, {} rows of exports in {:.1} s; {} items to trace",
         thousands(deployment.items),
@@ -603,7 +614,8 @@ fn run() -> Result<()> {
 
     tracing_stop.store(true, Ordering::Relaxed);
     let traced = runtime.block_on(tracer)??;
-    let (status, trace_entries) = runtime.block_on(final_checks(&deployment.operator, &sample))?;
+    let (status, trace_entries, after_ms) =
+        runtime.block_on(final_checks(&deployment.operator, &sample))?;
     until_tx.send_replace(Some(status.last_cursor));
     let mut watched = Vec::new();
     for w in watching {
@@ -695,16 +707,26 @@ fn run() -> Result<()> {
         percentile(&lags, 99.0),
         lags.last().copied().unwrap_or(f64::NAN)
     );
-    let mut latencies = traced.latencies_ms.clone();
-    latencies.sort_by(f64::total_cmp);
+    let summary = |mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        format!(
+            "{} calls, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms.len(),
+            percentile(&ms, 50.0),
+            percentile(&ms, 99.0),
+            ms.last().copied().unwrap_or(f64::NAN)
+        )
+    };
     println!(
-        "traces during the load: {} calls, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; afterwards {} sampled items, {} entries",
+        "traces during the load ({} calls): with rows {}; without rows (not stored yet) {}",
         traced.calls,
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 99.0),
-        latencies.last().copied().unwrap_or(f64::NAN),
-        sample.len(),
-        trace_entries
+        summary(traced.found_ms),
+        summary(traced.empty_ms)
+    );
+    println!(
+        "traces after the load, every sampled item ({} rows in all): {}",
+        trace_entries,
+        summary(after_ms)
     );
     println!("open alerts by kind: {open:?}");
     if failures.is_empty() {

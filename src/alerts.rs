@@ -10,7 +10,7 @@
 //! clears, its alert stays (status `cleared`) and stops being current; if the
 //! condition returns, a new alert is opened that links to the old one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -194,6 +194,10 @@ pub struct AlertStore {
     /// Committed events, in cursor order, for live watchers. Bounded: a
     /// watcher that falls behind gets `Lagged` and re-reads from storage.
     live: tokio::sync::broadcast::Sender<AlertEvent>,
+    /// Item key → ids of every alert about it, for traces. Built from the
+    /// stored alerts on first use (one scan), then kept up to date by
+    /// [`AlertStore::write`]; derived, so never persisted.
+    by_item: Mutex<Option<HashMap<ItemKey, BTreeSet<u64>>>>,
 }
 
 /// Events buffered for live watchers before a slow one must re-read storage.
@@ -270,6 +274,7 @@ impl AlertStore {
             events,
             next: Mutex::new(next),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
+            by_item: Mutex::new(None),
         })
     }
 
@@ -330,13 +335,37 @@ impl AlertStore {
 
     /// Every stored alert about `item`, in any status, by id.
     ///
-    /// Scans all alerts: fine while they number in the thousands. An index
-    /// from item key to alert ids is the step after this one.
+    /// Reads only those alerts, through an in-memory index from item key to
+    /// alert ids that the first call builds by scanning every alert.
     pub fn for_item(&self, item: &ItemKey) -> Result<Vec<Alert>, AlertStoreError> {
-        let mut out = Vec::new();
-        for v in self.alerts.iter().values() {
-            let alert: Alert = Self::decode(&v?)?;
-            if alert.key.item.as_ref() == Some(item) {
+        let ids: Vec<u64> = {
+            // The index is only ever replaced whole, so a poisoned lock
+            // still guards a consistent value.
+            let mut index = self
+                .by_item
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if index.is_none() {
+                let mut built: HashMap<ItemKey, BTreeSet<u64>> = HashMap::new();
+                for v in self.alerts.iter().values() {
+                    let alert: Alert = Self::decode(&v?)?;
+                    if let Some(key) = alert.key.item {
+                        built.entry(key).or_default().insert(alert.id);
+                    }
+                }
+                *index = Some(built);
+            }
+            index
+                .as_ref()
+                .and_then(|i| i.get(item))
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(alert) = self.get(id)?
+                && alert.key.item.as_ref() == Some(item)
+            {
                 out.push(alert);
             }
         }
@@ -455,6 +484,20 @@ impl AlertStore {
             }
             Ok::<_, ConflictableTransactionError<AlertStoreError>>(())
         })?;
+        // After the commit: a first `for_item` scanning meanwhile either saw
+        // these alerts or gets them here.
+        if let Some(index) = self
+            .by_item
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            for (_, alert) in alerts {
+                if let Some(key) = &alert.key.item {
+                    index.entry(key.clone()).or_default().insert(alert.id);
+                }
+            }
+        }
         self.db.flush()?;
         Ok(())
     }

@@ -530,3 +530,68 @@ async fn an_unknown_serial_gives_an_empty_trail_and_an_empty_bundle() {
     );
     coord.stop().await;
 }
+
+/// The trail's alerts come from an index built by the first trace; alerts
+/// opened after that must appear in later traces all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_opened_after_a_trace_appear_in_the_next_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
+    let mut snapshots = coord.client().await;
+    let mut client = trace_client(&coord).await;
+    let held = ("9K38", "KA012", InService, "Depot 1", None);
+    let rus = snapshot_at(
+        "RUS",
+        1,
+        SnapshotDigest::GENESIS,
+        T0 + 100,
+        &with_fillers(&[held]),
+        2,
+    );
+    submit(&mut snapshots, &rus).await.expect("RUS 1");
+    let kaz1 = snapshot_at(
+        "KAZ",
+        1,
+        SnapshotDigest::GENESIS,
+        T0 + 100,
+        &[("9M39", "K1", InService, "", None)],
+        2,
+    );
+    submit(&mut snapshots, &kaz1).await.expect("KAZ 1");
+    let before = trace(&mut client, "9K38", "KA012").await.unwrap();
+    assert_eq!(before.entries.len(), 1);
+    assert!(before.alerts.is_empty(), "{:?}", before.alerts);
+
+    // KAZ now lists the same launcher: held by two states.
+    let kaz2 = snapshot_at(
+        "KAZ",
+        2,
+        kaz1.digest(),
+        T0 + 200,
+        &[("9K38", "KA-012", InService, "", None)],
+        2,
+    );
+    submit(&mut snapshots, &kaz2).await.expect("KAZ 2");
+    let after = trace(&mut client, "9K38", "KA012").await.unwrap();
+    assert_eq!(after.entries.len(), 2);
+    let kinds: Vec<&str> = after.alerts.iter().map(|a| a.kind.as_str()).collect();
+    assert!(kinds.contains(&"held_by_several_states"), "{kinds:?}");
+    // Exactly the stored alerts about this key.
+    let alerts = coord.reconciler.as_ref().expect("running").alerts();
+    let rule = CanonicalRule::default();
+    let key = tally::serial::ItemKey {
+        model: tally::serial::CanonicalModel::from_raw("9K38", &rule).unwrap(),
+        serial: tally::serial::CanonicalSerial::from_raw("KA012", &rule).unwrap(),
+    };
+    let mut expected: Vec<u64> = alerts
+        .all()
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.key.item.as_ref() == Some(&key))
+        .map(|a| a.id)
+        .collect();
+    expected.sort_unstable();
+    let served: Vec<u64> = after.alerts.iter().map(|a| a.id).collect();
+    assert_eq!(served, expected);
+    coord.stop().await;
+}
