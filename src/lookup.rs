@@ -2,14 +2,19 @@
 //!
 //! A stored snapshot is a list of chunks of leaves in the defined order
 //! (docs/protocol.md §2.5: by canonical model, then canonical serial). Its
-//! [`ChunkIndex`] records, for each chunk, the key of its first leaf and the
-//! position of that leaf in the snapshot. A lookup binary-searches the index
-//! for the last chunk that starts before the key, then binary-searches inside
-//! that chunk; the rows of one key may run on into the following chunks.
+//! [`ChunkIndex`] cuts the chunks into *pieces*: one starts at every chunk
+//! and at every leaf position that is a multiple of 2^[`PIECE_LOG2`], and
+//! the index records, for each piece, its chunk, its byte offset there, the
+//! position of its first leaf and that leaf's key. A lookup binary-searches
+//! the index for the last piece that starts before the key, reads just that
+//! piece's bytes, and binary-searches inside it; the rows of one key may run
+//! on into the following pieces.
 //!
-//! One lookup therefore reads one chunk (rarely two or more, when a key's
-//! rows straddle a boundary) instead of the whole snapshot. Both the
-//! reconciler (evidence lines for alerts) and the trace use it.
+//! One lookup therefore reads about 2^10 leaves (60–100 KiB) instead of a
+//! whole chunk (1 MiB) or snapshot. Both the reconciler (evidence lines for
+//! alerts) and the trace use it; the trace also reads the piece that starts
+//! a Merkle proof block (see `crate::trace`), since pieces start at the
+//! same positions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,14 +41,21 @@ pub enum LookupError {
     },
 }
 
-/// Where one non-empty chunk of a stored snapshot starts.
+/// Leaves per piece, as a power of two (equal to the Merkle proof block
+/// size, so that a proof block is read as one piece).
+pub const PIECE_LOG2: u32 = crate::merkle::PROOF_BLOCK_LOG2;
+
+/// Where one piece of a stored snapshot starts: a non-empty run of leaves
+/// inside one chunk (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkStart {
     /// The chunk's number in the store.
     pub chunk: u32,
-    /// Position of the chunk's first leaf among all the snapshot's leaves.
+    /// Byte offset of the piece's first leaf inside the chunk.
+    pub offset: u32,
+    /// Position of the piece's first leaf among all the snapshot's leaves.
     pub first_leaf: u64,
-    /// Canonical model and serial of the chunk's first leaf.
+    /// Canonical model and serial of the piece's first leaf.
     pub first_key: (String, String),
 }
 
@@ -55,9 +67,10 @@ pub struct ChunkIndex {
 }
 
 impl ChunkIndex {
-    /// An index from chunk starts gathered while reading the snapshot
-    /// (the reconciler parses every leaf anyway). `starts` must be in chunk
-    /// order and list only non-empty chunks.
+    /// An index from piece starts gathered while reading the snapshot
+    /// (the reconciler parses every leaf anyway). `starts` must be in leaf
+    /// order, begin a piece at every non-empty chunk, and list only
+    /// non-empty pieces.
     pub fn new(snapshot: StoredSnapshot, starts: Vec<ChunkStart>) -> ChunkIndex {
         ChunkIndex { snapshot, starts }
     }
@@ -67,25 +80,33 @@ impl ChunkIndex {
         store: &dyn SnapshotStore,
         snapshot: &StoredSnapshot,
     ) -> Result<ChunkIndex, LookupError> {
+        Self::read_with_pieces(store, snapshot, PIECE_LOG2)
+    }
+
+    /// [`ChunkIndex::read`] with pieces of 2^`piece_log2` leaves (tests use
+    /// small ones).
+    pub fn read_with_pieces(
+        store: &dyn SnapshotStore,
+        snapshot: &StoredSnapshot,
+        piece_log2: u32,
+    ) -> Result<ChunkIndex, LookupError> {
         let mut starts = Vec::with_capacity(snapshot.chunk_count as usize);
         let mut position = 0u64;
         for (number, chunk) in (0u32..).zip(store.chunks(snapshot)?) {
             let chunk = chunk?;
-            let first_leaf = position;
-            let mut first_key = None;
+            let mut offset = 0;
             for leaf in leaves(&chunk) {
-                let (leaf, _) = leaf.map_err(|source| bad_leaf(snapshot, number, source))?;
-                if first_key.is_none() {
-                    first_key = Some(owned_key(&leaf));
+                let (leaf, bytes) = leaf.map_err(|source| bad_leaf(snapshot, number, source))?;
+                if offset == 0 || starts_piece(position, piece_log2) {
+                    starts.push(ChunkStart {
+                        chunk: number,
+                        offset: offset as u32,
+                        first_leaf: position,
+                        first_key: owned_key(&leaf),
+                    });
                 }
+                offset += bytes.len();
                 position += 1;
-            }
-            if let Some(first_key) = first_key {
-                starts.push(ChunkStart {
-                    chunk: number,
-                    first_leaf,
-                    first_key,
-                });
             }
         }
         Ok(ChunkIndex::new(snapshot.clone(), starts))
@@ -105,6 +126,11 @@ impl ChunkIndex {
     }
 }
 
+/// Whether a piece starts at leaf `position` even inside a chunk.
+pub fn starts_piece(position: u64, piece_log2: u32) -> bool {
+    position.trailing_zeros() >= piece_log2
+}
+
 pub(crate) fn owned_key(leaf: &LeafRef<'_>) -> (String, String) {
     (
         leaf.canonical_model.to_string(),
@@ -121,7 +147,23 @@ fn bad_leaf(snapshot: &StoredSnapshot, chunk: u32, source: LeafError) -> LookupE
     }
 }
 
-/// A chunk prepared once for lookups: its bytes and where each leaf starts.
+/// The bytes of piece number `piece` of `index`: from its offset to the
+/// next piece's offset in the same chunk, or to the chunk's end.
+pub fn read_piece(
+    store: &dyn SnapshotStore,
+    index: &ChunkIndex,
+    piece: usize,
+) -> Result<Vec<u8>, LookupError> {
+    let start = &index.starts[piece];
+    let end = index
+        .starts
+        .get(piece + 1)
+        .filter(|next| next.chunk == start.chunk)
+        .map(|next| next.offset);
+    Ok(store.chunk_range(&index.snapshot, start.chunk, start.offset, end)?)
+}
+
+/// A piece prepared once for lookups: its bytes and where each leaf starts.
 struct DecodedChunk {
     bytes: Vec<u8>,
     /// Start offset of every leaf, then the chunk's length.
@@ -173,8 +215,8 @@ pub enum CachePolicy {
     ReadThrough,
 }
 
-/// Decoded chunks kept at most (about 1 MiB each).
-const CHUNK_CACHE: usize = 64;
+/// Decoded pieces kept at most (about 2^10 leaves, 60–100 KiB, each).
+const CHUNK_CACHE: usize = 1024;
 
 /// Key lookups over the stored snapshots: chunk indexes plus a small cache of
 /// decoded chunks. Shared between the reconciler and the trace; every method
@@ -185,7 +227,7 @@ pub struct SnapshotLookup {
     cache: Mutex<ChunkCache>,
 }
 
-/// Decoded chunks by (state, sequence, chunk number), least recently used
+/// Decoded pieces by (state, sequence, piece number), least recently used
 /// evicted first: lookups of one reconciliation cluster in a few chunks of
 /// a few snapshots, so dropping everything when full (as a plain map would)
 /// throws away the chunks about to be used again.
@@ -265,18 +307,20 @@ impl SnapshotLookup {
         Ok(index)
     }
 
-    fn chunk(
+    /// Piece number `piece` of the index, read and decoded (or cached).
+    fn piece(
         &self,
         index: &ChunkIndex,
-        number: u32,
+        piece: usize,
         policy: CachePolicy,
     ) -> Result<Arc<DecodedChunk>, LookupError> {
         let (state, sequence) = index.id();
-        let id = (state, sequence, number);
+        let id = (state, sequence, piece as u32);
         if let Some(c) = lock(&self.cache).get(&id) {
             return Ok(c);
         }
-        let bytes = self.store.chunk(&index.snapshot, number)?;
+        let bytes = read_piece(self.store.as_ref(), index, piece)?;
+        let number = index.starts[piece].chunk;
         let decoded = Arc::new(
             DecodedChunk::decode(bytes)
                 .map_err(|source| bad_leaf(&index.snapshot, number, source))?,
@@ -303,7 +347,7 @@ impl SnapshotLookup {
             .partition_point(|s| (s.first_key.0.as_str(), s.first_key.1.as_str()) < key)
             .saturating_sub(1);
         for (c, start) in starts.iter().enumerate().skip(first) {
-            let chunk = self.chunk(index, start.chunk, policy)?;
+            let chunk = self.piece(index, c, policy)?;
             // First leaf whose key is not below `key`.
             let (mut lo, mut hi) = (0, chunk.len());
             let bad = |source| bad_leaf(&index.snapshot, start.chunk, source);
@@ -415,19 +459,36 @@ mod tests {
             let lookup = SnapshotLookup::new(store.clone());
             let index = lookup.index_of(&snapshot).unwrap();
             assert_eq!(index.starts().len(), serials.len().div_ceil(per_chunk));
-            for policy in [CachePolicy::Keep, CachePolicy::ReadThrough] {
-                for serial in probes {
-                    let mut found = Vec::new();
-                    lookup
-                        .rows(&index, ("9M39", serial), policy, |row| {
-                            found.push((row.position, row.bytes.to_vec()))
-                        })
-                        .unwrap();
-                    assert_eq!(
-                        found,
-                        naive(&store, &snapshot, serial),
-                        "serial {serial}, {per_chunk} per chunk"
-                    );
+            // Then with pieces of 1, 2 and 4 leaves inside the chunks.
+            for piece_log2 in [None, Some(0), Some(1), Some(2)] {
+                let index = match piece_log2 {
+                    None => index.clone(),
+                    Some(log2) => {
+                        let pieces =
+                            ChunkIndex::read_with_pieces(store.as_ref(), &snapshot, log2).unwrap();
+                        let expected: usize = (0..serials.len() as u64)
+                            .filter(|&p| p % per_chunk as u64 == 0 || starts_piece(p, log2))
+                            .count();
+                        assert_eq!(pieces.starts().len(), expected);
+                        lookup.insert(pieces);
+                        lookup.indexed(snapshot.signed.header.state, 1).unwrap()
+                    }
+                };
+                let lookup = SnapshotLookup::new(store.clone());
+                for policy in [CachePolicy::Keep, CachePolicy::ReadThrough] {
+                    for serial in probes {
+                        let mut found = Vec::new();
+                        lookup
+                            .rows(&index, ("9M39", serial), policy, |row| {
+                                found.push((row.position, row.bytes.to_vec()))
+                            })
+                            .unwrap();
+                        assert_eq!(
+                            found,
+                            naive(&store, &snapshot, serial),
+                            "serial {serial}, {per_chunk} per chunk, pieces {piece_log2:?}"
+                        );
+                    }
                 }
             }
         }
@@ -450,11 +511,13 @@ mod tests {
             [
                 ChunkStart {
                     chunk: 0,
+                    offset: 0,
                     first_leaf: 0,
                     first_key: ("9M39".into(), "A".into())
                 },
                 ChunkStart {
                     chunk: 1,
+                    offset: 0,
                     first_leaf: 2,
                     first_key: ("9M39".into(), "C".into())
                 },

@@ -17,7 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
-use crate::lookup::{CachePolicy, ChunkIndex, ChunkStart, SnapshotLookup, owned_key};
+use crate::lookup::{
+    CachePolicy, ChunkIndex, ChunkStart, PIECE_LOG2, SnapshotLookup, owned_key, starts_piece,
+};
 use crate::reconcile::{
     AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, NoLines,
     Seizure, SnapshotRef, attach_lines,
@@ -290,16 +292,19 @@ impl Reconciler {
         let mut views: Vec<ItemView<'_>> = Vec::with_capacity(header.item_count as usize);
         let mut starts = Vec::with_capacity(chunks.len());
         for (number, chunk) in (0u32..).zip(&chunks) {
-            let first_leaf = views.len() as u64;
+            let mut offset = 0;
             for leaf in leaves(chunk) {
-                let (leaf, _) = leaf.map_err(|e| bad(e.to_string()))?;
-                if views.len() as u64 == first_leaf {
+                let (leaf, bytes) = leaf.map_err(|e| bad(e.to_string()))?;
+                let position = views.len() as u64;
+                if offset == 0 || starts_piece(position, PIECE_LOG2) {
                     starts.push(ChunkStart {
                         chunk: number,
-                        first_leaf,
+                        offset: offset as u32,
+                        first_leaf: position,
                         first_key: owned_key(&leaf),
                     });
                 }
+                offset += bytes.len();
                 views.push(ItemView::from(leaf));
             }
         }

@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use crate::alerts::{Alert, AlertStoreError};
-use crate::lookup::{CachePolicy, ChunkIndex, LookupError};
+use crate::lookup::{CachePolicy, ChunkIndex, LookupError, read_piece};
 use crate::merkle::{self, BlockRoots, Hash, InclusionProof, MerkleBuilder, PROOF_BLOCK_LOG2};
 use crate::reconcile::{Custody, ItemView, Line};
 use crate::reconciler::{ReconcileError, Reconciler};
@@ -243,7 +243,7 @@ fn proofs_from_blocks(
 }
 
 /// The leaf hashes of positions `[start, end)` of a stored snapshot, reading
-/// only the chunks that hold them.
+/// only the pieces that hold them (for a proof block, usually one piece).
 fn leaf_hashes(
     store: &dyn SnapshotStore,
     index: &ChunkIndex,
@@ -255,14 +255,14 @@ fn leaf_hashes(
         .partition_point(|c| c.first_leaf <= start)
         .saturating_sub(1);
     let mut hashes = Vec::with_capacity(end.saturating_sub(start) as usize);
-    for c in starts.get(first..).unwrap_or_default() {
+    for (piece, c) in starts.iter().enumerate().skip(first) {
         if c.first_leaf >= end {
             break;
         }
-        let chunk = store.chunk(snapshot, c.chunk)?;
+        let bytes = read_piece(store, index, piece)?;
         let (mut at, mut position) = (0, c.first_leaf);
-        while at < chunk.len() && position < end {
-            let len = leaf_bounds(&chunk[at..])
+        while at < bytes.len() && position < end {
+            let len = leaf_bounds(&bytes[at..])
                 .map_err(|e| {
                     damaged(
                         snapshot,
@@ -271,7 +271,7 @@ fn leaf_hashes(
                 })?
                 .len;
             if position >= start {
-                hashes.push(merkle::leaf_hash(&chunk[at..at + len]));
+                hashes.push(merkle::leaf_hash(&bytes[at..at + len]));
             }
             at += len;
             position += 1;

@@ -96,6 +96,16 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn abort(&self, upload: UploadId) -> Result<(), StoreError>;
     /// Chunk `index` (0-based) of an accepted snapshot.
     fn chunk(&self, snapshot: &StoredSnapshot, index: u32) -> Result<Vec<u8>, StoreError>;
+    /// Bytes `[start, end)` of chunk `index` of an accepted snapshot (to its
+    /// end if `end` is `None`): lookups read the part of a chunk that holds
+    /// a key rather than the whole chunk.
+    fn chunk_range(
+        &self,
+        snapshot: &StoredSnapshot,
+        index: u32,
+        start: u32,
+        end: Option<u32>,
+    ) -> Result<Vec<u8>, StoreError>;
     /// The chunks of an accepted snapshot, in order.
     fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError>;
 

@@ -143,6 +143,17 @@ impl ChunkFiles {
     }
 
     fn read(&self, upload: UploadId, index: u32) -> Result<Vec<u8>, StoreError> {
+        self.read_range(upload, index, 0, None)
+    }
+
+    /// Bytes `[start, end)` of a chunk (`end` `None`: to its end).
+    fn read_range(
+        &self,
+        upload: UploadId,
+        index: u32,
+        start: u32,
+        end: Option<u32>,
+    ) -> Result<Vec<u8>, StoreError> {
         let missing = || corrupt(format!("chunk {index} of upload {}", upload.0));
         let location = self
             .locations
@@ -155,10 +166,17 @@ impl ChunkFiles {
             ),
             _ => return Err(missing()),
         };
+        let end = end.unwrap_or(len);
+        if start > end || end > len {
+            return Err(corrupt(format!(
+                "bytes {start}..{end} of chunk {index} of upload {} (it has {len})",
+                upload.0
+            )));
+        }
         let f = self.file(upload)?;
-        let mut bytes = vec![0; len as usize];
+        let mut bytes = vec![0; (end - start) as usize];
         f.file
-            .read_exact_at(&mut bytes, offset)
+            .read_exact_at(&mut bytes, offset + u64::from(start))
             .map_err(file_error(&f.path))?;
         Ok(bytes)
     }
@@ -396,6 +414,22 @@ impl SnapshotStore for SledStore {
         self.chunks.read(snapshot.upload, index)
     }
 
+    fn chunk_range(
+        &self,
+        snapshot: &StoredSnapshot,
+        index: u32,
+        start: u32,
+        end: Option<u32>,
+    ) -> Result<Vec<u8>, StoreError> {
+        if index >= snapshot.chunk_count {
+            return Err(corrupt(format!(
+                "chunk {index} of upload {} (it has {})",
+                snapshot.upload.0, snapshot.chunk_count
+            )));
+        }
+        self.chunks.read_range(snapshot.upload, index, start, end)
+    }
+
     fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError> {
         let files = self.chunks.clone();
         let upload = snapshot.upload;
@@ -488,6 +522,14 @@ mod tests {
         };
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.chunk(&record(kept, 1), 0).unwrap(), b"committed");
+        let kept_record = record(kept, 1);
+        assert_eq!(
+            store.chunk_range(&kept_record, 0, 2, Some(5)).unwrap(),
+            b"mmi"
+        );
+        assert_eq!(store.chunk_range(&kept_record, 0, 6, None).unwrap(), b"ted");
+        assert!(store.chunk_range(&kept_record, 0, 6, Some(10)).is_err());
+        assert!(store.chunk_range(&kept_record, 0, 5, Some(4)).is_err());
         assert!(store.chunk(&record(lost, 2), 0).is_err());
         assert_eq!(
             store
