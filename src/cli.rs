@@ -289,6 +289,11 @@ pub enum NodeCommand {
         /// When the inventory was taken, in milliseconds since the Unix epoch (default: now).
         #[arg(long)]
         as_of_unix_ms: Option<i64>,
+        /// With an empty outbox, start the state's chain at sequence 1 even if
+        /// the coordinator cannot be reached to confirm that the state has
+        /// never submitted (refused if the coordinator holds a chain for it).
+        #[arg(long)]
+        new_chain: bool,
     },
     /// Show the last accepted sequence and anything still pending.
     Status {
@@ -317,7 +322,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             config,
             export,
             as_of_unix_ms,
-        }) => node_submit(config, export, as_of_unix_ms).await,
+            new_chain,
+        }) => node_submit(config, export, as_of_unix_ms, new_chain).await,
         Command::Node(NodeCommand::Status { config }) => node_status(config),
         Command::Node(NodeCommand::Watch { config, dir }) => node_watch(config, dir).await,
         Command::Health(args) => health(args).await,
@@ -675,20 +681,52 @@ async fn coordinator(config: PathBuf) -> Result<()> {
     Ok(())
 }
 
-async fn node_submit(config: PathBuf, export: PathBuf, as_of: Option<i64>) -> Result<()> {
+async fn node_submit(
+    config: PathBuf,
+    export: PathBuf,
+    as_of: Option<i64>,
+    new_chain: bool,
+) -> Result<()> {
     let config = NodeConfig::load(&config)?;
+    let state = config.state;
     let mut node = Node::open(config)?;
     // Drawn only when stderr is a terminal.
     node.show_progress(true);
     // A node with an empty outbox continues the coordinator's chain for this
     // state (e.g. after a reinstall) rather than signing a conflicting
-    // sequence 1. If the coordinator cannot be reached, start a new chain.
+    // sequence 1. Without the coordinator it cannot know whether such a
+    // chain exists, so it waits for it (as for a submission) and signs
+    // nothing unless told that this is a new chain.
     let head = if node.outbox().last()?.is_none() {
-        match node.fetch_chain_head().await {
+        let first = node.fetch_chain_head().await;
+        match first {
+            Ok(Some((sequence, _))) if new_chain => bail!(
+                "--new-chain: the coordinator already holds {state}'s chain up to sequence \
+                 {sequence}, and a new chain would fork it; nothing was signed. Run without \
+                 --new-chain to continue it"
+            ),
             Ok(head) => head,
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "coordinator unreachable; starting the chain at sequence 1");
+            Err(e) if e.is_retryable() && new_chain => {
+                tracing::warn!(error = %e, "coordinator unreachable; starting {state}'s chain at sequence 1 (--new-chain)");
                 None
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(
+                    error = %e,
+                    "the outbox is empty: waiting for the coordinator to say where {state}'s chain stands (pass --new-chain if {state} has never submitted)"
+                );
+                match node.with_retry(|| node.fetch_chain_head()).await {
+                    Ok(head) => head,
+                    Err(e @ crate::node::NodeError::GaveUp { .. }) => bail!(
+                        "this node's outbox is empty and the coordinator cannot be reached \
+                         ({e}) to say where {state}'s chain stands. Signing sequence 1 now \
+                         would fork the chain if {state} has submitted before (for example \
+                         from a node that was reinstalled), so nothing was signed. Retry when \
+                         the coordinator is reachable, or pass --new-chain if {state} has \
+                         never submitted"
+                    ),
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(e) => return Err(e.into()),
         }

@@ -418,8 +418,8 @@ async fn submit_round(
 }
 
 /// KGZ's standby node, restored without its outbox, signs its round-2
-/// export as sequence 1 (the start of a new chain, as `tally node submit`
-/// does when the coordinator cannot tell it the chain head). The coordinator
+/// export as sequence 1 (the start of a new chain, as `tally node submit
+/// --new-chain` does when the coordinator cannot tell it the chain head). The coordinator
 /// refuses it and records the equivocation; the next accepted submission
 /// reconciles it into a `conflicting_submission` alert.
 async fn plant_conflict(

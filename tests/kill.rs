@@ -972,7 +972,9 @@ struct NodeProcess {
 impl NodeProcess {
     fn start(config: &Path, export: &Path) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["node", "submit", "--config"])
+            // The first run may find the coordinator down with an empty
+            // outbox: KGZ has never submitted, so say it is a new chain.
+            .args(["node", "submit", "--new-chain", "--config"])
             .arg(config)
             .arg(export)
             .env("RUST_LOG", "error")

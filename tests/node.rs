@@ -327,3 +327,111 @@ async fn cli_keygen_node_submit_and_status() {
     );
     server.abort();
 }
+
+/// A node with an empty outbox signs only once it knows where its state's
+/// chain stands: with the coordinator unreachable it refuses unless told
+/// `--new-chain`, and `--new-chain` is refused when the coordinator holds a
+/// chain for the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_node_submit_with_an_empty_outbox_needs_the_chain_head_or_new_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: Vec<std::ffi::OsString>| {
+        tokio::task::spawn_blocking(move || tally_cmd().args(args).output().unwrap())
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let export = write_export(dir.path(), "kaz.csv", EXPORT_1);
+
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let cfg = node_config(
+        dir.path(),
+        "KAZ",
+        &format!("http://127.0.0.1:{port}"),
+        "offline",
+    );
+    let quick = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_attempts = 100", "max_attempts = 2");
+    std::fs::write(&cfg, quick).unwrap();
+    let submit = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "node".into(),
+            "submit".into(),
+            "--config".into(),
+            cfg.clone().into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        args.push(export.clone().into());
+        run(args)
+    };
+    let status = || {
+        run(vec![
+            "node".into(),
+            "status".into(),
+            "--config".into(),
+            cfg.clone().into(),
+        ])
+    };
+
+    let refused = submit(&[]).await.unwrap();
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(
+        err.contains("nothing was signed") && err.contains("--new-chain"),
+        "{err}"
+    );
+    let st = text(&status().await.unwrap().stdout);
+    assert!(
+        st.contains("last accepted: none") && st.contains("pending: none"),
+        "{st}"
+    );
+
+    // Told that KAZ has never submitted: signs sequence 1 and keeps it.
+    let signed = submit(&["--new-chain"]).await.unwrap();
+    assert!(
+        text(&signed.stdout).contains("as sequence 1"),
+        "{}",
+        text(&signed.stdout)
+    );
+    assert!(
+        !signed.status.success(),
+        "the coordinator is still unreachable"
+    );
+    let st = text(&status().await.unwrap().stdout);
+    assert!(st.contains("pending: sequence 1"), "{st}");
+
+    // A coordinator that holds KAZ's chain: --new-chain is refused, and
+    // without it a fresh outbox continues the chain.
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["KAZ"]).await;
+    let first = snapshot("KAZ", 1, SnapshotDigest::GENESIS, &many_items(3));
+    crate::common::submit(&mut coord.client().await, &first)
+        .await
+        .expect("accepted");
+    let cfg2 = node_config(dir.path(), "KAZ", &coord.url(), "fresh");
+    let submit2 = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "node".into(),
+            "submit".into(),
+            "--config".into(),
+            cfg2.clone().into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        args.push(export.clone().into());
+        run(args)
+    };
+    let forked = submit2(&["--new-chain"]).await.unwrap();
+    assert!(!forked.status.success());
+    let err = text(&forked.stderr);
+    assert!(
+        err.contains("already holds KAZ's chain up to sequence 1"),
+        "{err}"
+    );
+    let continued = submit2(&[]).await.unwrap();
+    assert!(continued.status.success(), "{}", text(&continued.stderr));
+    assert!(text(&continued.stdout).contains("accepted: state KAZ sequence 2"));
+    assert!(coord.store.equivocations().unwrap().is_empty());
+    coord.stop().await;
+}
