@@ -32,8 +32,19 @@ fn settings() -> ExportSettings {
     }
 }
 
+/// Exports `data`, waiting briefly while the stopped in-process coordinator's
+/// sled database still holds its lock (sled releases it only when its
+/// background flusher thread notices the last handle is gone).
 fn export(data: &Path, out: &Path) -> archive::Summary {
-    archive::export(data, &settings(), out, 1_800_000_000_000).expect("export")
+    for _ in 0..250 {
+        match archive::export(data, &settings(), out, 1_800_000_000_000) {
+            Err(archive::ExportError::InUse { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("export"),
+        }
+    }
+    panic!("the store was still in use 5 s after the coordinator stopped");
 }
 
 /// Submits a history with alerts of several kinds, an equivocation, a
