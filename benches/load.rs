@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use tally::access::TokenDigest;
 use tally::cli::operator::{Connection, Target, connect};
+use tally::demo::thousands;
 use tally::generate::{ScenarioConfig, reconcile_scenario};
 use tally::proto::trace_client::TraceClient;
 use tally::proto::{self, alerts_client::AlertsClient, coordinator_client::CoordinatorClient};
@@ -68,18 +69,6 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 
 fn mib(kb: u64) -> String {
     format!("{:.0} MiB", kb as f64 / 1024.0)
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Percentile of an ascending list (nearest rank).

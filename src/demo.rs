@@ -496,7 +496,8 @@ async fn report_seizures(dir: &Path, operator: &Target, story: &[StoryCase]) -> 
     Ok(())
 }
 
-fn thousands(n: u64) -> String {
+/// `n` with thousands separators: 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

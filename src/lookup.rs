@@ -90,26 +90,17 @@ impl ChunkIndex {
         snapshot: &StoredSnapshot,
         piece_log2: u32,
     ) -> Result<ChunkIndex, LookupError> {
-        let mut starts = Vec::with_capacity(snapshot.chunk_count as usize);
-        let mut position = 0u64;
+        let mut starts = PieceStarts::new(piece_log2);
         for (number, chunk) in (0u32..).zip(store.chunks(snapshot)?) {
             let chunk = chunk?;
             let mut offset = 0;
             for leaf in leaves(&chunk) {
                 let (leaf, bytes) = leaf.map_err(|source| bad_leaf(snapshot, number, source))?;
-                if offset == 0 || starts_piece(position, piece_log2) {
-                    starts.push(ChunkStart {
-                        chunk: number,
-                        offset: offset as u32,
-                        first_leaf: position,
-                        first_key: owned_key(&leaf),
-                    });
-                }
+                starts.leaf(number, offset, &leaf);
                 offset += bytes.len();
-                position += 1;
             }
         }
-        Ok(ChunkIndex::new(snapshot.clone(), starts))
+        Ok(ChunkIndex::new(snapshot.clone(), starts.finish()))
     }
 
     pub fn snapshot(&self) -> &StoredSnapshot {
@@ -129,6 +120,42 @@ impl ChunkIndex {
 /// Whether a piece starts at leaf `position` even inside a chunk.
 pub fn starts_piece(position: u64, piece_log2: u32) -> bool {
     position.trailing_zeros() >= piece_log2
+}
+
+/// Collects the piece starts of a snapshot while its leaves are walked in
+/// order (by [`ChunkIndex::read`], and by the reconciler, which parses every
+/// leaf anyway).
+pub struct PieceStarts {
+    piece_log2: u32,
+    position: u64,
+    starts: Vec<ChunkStart>,
+}
+
+impl PieceStarts {
+    pub fn new(piece_log2: u32) -> PieceStarts {
+        PieceStarts {
+            piece_log2,
+            position: 0,
+            starts: Vec::new(),
+        }
+    }
+
+    /// The next leaf: it sits at byte `offset` of chunk `chunk`.
+    pub fn leaf(&mut self, chunk: u32, offset: usize, leaf: &LeafRef<'_>) {
+        if offset == 0 || starts_piece(self.position, self.piece_log2) {
+            self.starts.push(ChunkStart {
+                chunk,
+                offset: offset as u32,
+                first_leaf: self.position,
+                first_key: owned_key(leaf),
+            });
+        }
+        self.position += 1;
+    }
+
+    pub fn finish(self) -> Vec<ChunkStart> {
+        self.starts
+    }
 }
 
 pub(crate) fn owned_key(leaf: &LeafRef<'_>) -> (String, String) {

@@ -17,9 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
-use crate::lookup::{
-    CachePolicy, ChunkIndex, ChunkStart, PIECE_LOG2, SnapshotLookup, owned_key, starts_piece,
-};
+use crate::lookup::{CachePolicy, ChunkIndex, PIECE_LOG2, PieceStarts, SnapshotLookup};
 use crate::reconcile::{
     AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, NoLines,
     Seizure, SnapshotRef, attach_lines,
@@ -290,20 +288,12 @@ impl Reconciler {
         // Parse everything first: a stored snapshot was verified at
         // acceptance, so a failure here means the store is damaged.
         let mut views: Vec<ItemView<'_>> = Vec::with_capacity(header.item_count as usize);
-        let mut starts = Vec::with_capacity(chunks.len());
+        let mut starts = PieceStarts::new(PIECE_LOG2);
         for (number, chunk) in (0u32..).zip(&chunks) {
             let mut offset = 0;
             for leaf in leaves(chunk) {
                 let (leaf, bytes) = leaf.map_err(|e| bad(e.to_string()))?;
-                let position = views.len() as u64;
-                if offset == 0 || starts_piece(position, PIECE_LOG2) {
-                    starts.push(ChunkStart {
-                        chunk: number,
-                        offset: offset as u32,
-                        first_leaf: position,
-                        first_key: owned_key(&leaf),
-                    });
-                }
+                starts.leaf(number, offset, &leaf);
                 offset += bytes.len();
                 views.push(ItemView::from(leaf));
             }
@@ -311,7 +301,7 @@ impl Reconciler {
         let reference = snapshot_ref(snapshot);
         self.lines
             .0
-            .insert(ChunkIndex::new(snapshot.clone(), starts));
+            .insert(ChunkIndex::new(snapshot.clone(), starts.finish()));
         let changes = state.engine.apply_snapshot(reference, views, &NoLines, now);
         state.applied.insert(header.state, header.sequence);
         Ok(changes)
