@@ -1198,7 +1198,8 @@ fn replay(
         Some(Step::Action(a)) => a.at_unix_ms,
         None => 0,
     };
-    let reconciler = Reconciler::open(store.clone(), alerts.clone(), seizures, engine, start)?;
+    let reconciler =
+        Reconciler::open(store.clone(), alerts.clone(), seizures, engine, start, None)?;
     let mut skipped = Vec::new();
     for step in steps {
         match step {

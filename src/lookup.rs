@@ -158,6 +158,63 @@ impl PieceStarts {
     }
 }
 
+/// The piece starts of a snapshot as bytes, to keep them in the store: the
+/// number of pieces (u32), then per piece the chunk (u32), the byte offset
+/// (u32), the first leaf's position (u64), and the first key's canonical
+/// model and serial, each as a u16 length and its bytes; integers
+/// little-endian.
+pub fn encode_starts(starts: &[ChunkStart]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + starts.len() * 32);
+    out.extend_from_slice(&(starts.len() as u32).to_le_bytes());
+    for s in starts {
+        out.extend_from_slice(&s.chunk.to_le_bytes());
+        out.extend_from_slice(&s.offset.to_le_bytes());
+        out.extend_from_slice(&s.first_leaf.to_le_bytes());
+        for part in [&s.first_key.0, &s.first_key.1] {
+            // Canonical keys come from leaves, whose strings have u16 lengths.
+            let bytes = &part.as_bytes()[..part.len().min(u16::MAX as usize)];
+            out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_starts`]. `None` unless the starts are in leaf
+/// and key order, as [`PieceStarts`] makes them.
+pub fn decode_starts(mut bytes: &[u8]) -> Option<Vec<ChunkStart>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = bytes.split_at_checked(n)?;
+        *bytes = tail;
+        Some(head)
+    }
+    fn string(bytes: &mut &[u8]) -> Option<String> {
+        let len = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?);
+        String::from_utf8(take(bytes, len as usize)?.to_vec()).ok()
+    }
+    let count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+    let mut out: Vec<ChunkStart> = Vec::new();
+    for _ in 0..count {
+        let start = ChunkStart {
+            chunk: u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?),
+            offset: u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?),
+            first_leaf: u64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?),
+            first_key: (string(&mut bytes)?, string(&mut bytes)?),
+        };
+        if let Some(last) = out.last() {
+            let in_order = last.chunk <= start.chunk
+                && last.first_leaf < start.first_leaf
+                && (last.chunk < start.chunk || last.offset < start.offset)
+                && last.first_key <= start.first_key;
+            if !in_order {
+                return None;
+            }
+        }
+        out.push(start);
+    }
+    bytes.is_empty().then_some(out)
+}
+
 pub(crate) fn owned_key(leaf: &LeafRef<'_>) -> (String, String) {
     (
         leaf.canonical_model.to_string(),
@@ -320,8 +377,19 @@ impl SnapshotLookup {
         lock(&self.indexes).get(&(state, sequence)).cloned()
     }
 
-    /// The index of `snapshot`: the recorded one, or read from the store (and
-    /// recorded) if the reconciler has not indexed it yet.
+    /// Records the index of a snapshot and keeps its piece starts in the
+    /// store, so that after a restart it is read back instead of rebuilt
+    /// from every leaf.
+    pub fn insert_and_keep(&self, index: ChunkIndex) -> Result<(), StoreError> {
+        let snapshot = &index.snapshot;
+        self.store
+            .put_piece_starts(&snapshot.digest, &encode_starts(&index.starts))?;
+        self.insert(index);
+        Ok(())
+    }
+
+    /// The index of `snapshot`: the recorded one, else the piece starts
+    /// kept in the store, else read from the snapshot's leaves (and kept).
     pub fn index_of(&self, snapshot: &StoredSnapshot) -> Result<Arc<ChunkIndex>, LookupError> {
         let h = &snapshot.signed.header;
         if let Some(index) = self.indexed(h.state, h.sequence)
@@ -329,9 +397,44 @@ impl SnapshotLookup {
         {
             return Ok(index);
         }
-        let index = Arc::new(ChunkIndex::read(self.store.as_ref(), snapshot)?);
+        let kept = self
+            .store
+            .piece_starts(&snapshot.digest)?
+            .and_then(|bytes| decode_starts(&bytes))
+            .filter(|starts| {
+                starts.first().is_some_and(|s| s.first_leaf == 0)
+                    && starts
+                        .last()
+                        .is_some_and(|s| s.first_leaf < snapshot.signed.header.item_count)
+            });
+        let index = match kept {
+            Some(starts) => ChunkIndex::new(snapshot.clone(), starts),
+            None => {
+                let index = ChunkIndex::read(self.store.as_ref(), snapshot)?;
+                self.store
+                    .put_piece_starts(&snapshot.digest, &encode_starts(&index.starts))?;
+                index
+            }
+        };
+        let index = Arc::new(index);
         lock(&self.indexes).insert(index.id(), index.clone());
         Ok(index)
+    }
+
+    /// The index of the stored snapshot `state`/`sequence`, as
+    /// [`SnapshotLookup::index_of`]; `None` if no such snapshot is stored.
+    pub fn index_for(
+        &self,
+        state: StateCode,
+        sequence: u64,
+    ) -> Result<Option<Arc<ChunkIndex>>, LookupError> {
+        if let Some(index) = self.indexed(state, sequence) {
+            return Ok(Some(index));
+        }
+        match self.store.get(state, sequence)? {
+            Some(snapshot) => self.index_of(&snapshot).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Piece number `piece` of the index, read and decoded (or cached).
@@ -552,5 +655,76 @@ mod tests {
         );
         let again = lookup.index_of(&snapshot).unwrap();
         assert!(Arc::ptr_eq(&read, &again));
+
+        // The starts were kept in the store: a new lookup (a restart) reads
+        // them back, and damaged ones are rebuilt from the leaves.
+        let kept = store.piece_starts(&snapshot.digest).unwrap().unwrap();
+        assert_eq!(decode_starts(&kept).unwrap(), read.starts());
+        let restarted = SnapshotLookup::new(store.clone());
+        let from_store = restarted
+            .index_for(StateCode::parse("RUS").unwrap(), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_store.starts(), read.starts());
+        store
+            .put_piece_starts(&snapshot.digest, &kept[..kept.len() - 1])
+            .unwrap();
+        let rebuilt = SnapshotLookup::new(store.clone())
+            .index_of(&snapshot)
+            .unwrap();
+        assert_eq!(rebuilt.starts(), read.starts());
+        assert_eq!(store.piece_starts(&snapshot.digest).unwrap().unwrap(), kept);
+        assert!(
+            SnapshotLookup::new(store.clone())
+                .index_for(StateCode::parse("RUS").unwrap(), 2)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn piece_starts_out_of_order_are_refused() {
+        let start = |chunk, offset, first_leaf, serial: &str| ChunkStart {
+            chunk,
+            offset,
+            first_leaf,
+            first_key: ("9M39".into(), serial.into()),
+        };
+        let good = [
+            start(0, 0, 0, "A"),
+            start(0, 90, 1024, "B"),
+            start(1, 0, 1500, "C"),
+        ];
+        assert_eq!(decode_starts(&encode_starts(&good)).unwrap(), good);
+        for bad in [
+            [
+                start(0, 0, 0, "A"),
+                start(0, 90, 1024, "C"),
+                start(1, 0, 1500, "B"),
+            ],
+            [
+                start(0, 0, 0, "A"),
+                start(0, 0, 1024, "B"),
+                start(1, 0, 1500, "C"),
+            ],
+            [
+                start(0, 0, 0, "A"),
+                start(0, 90, 1600, "B"),
+                start(1, 0, 1500, "C"),
+            ],
+            [
+                start(1, 0, 0, "A"),
+                start(0, 90, 1024, "B"),
+                start(1, 0, 1500, "C"),
+            ],
+        ] {
+            assert_eq!(decode_starts(&encode_starts(&bad)), None, "{bad:?}");
+        }
+        let bytes = encode_starts(&good);
+        for len in 0..bytes.len() {
+            if let Some(starts) = decode_starts(&bytes[..len]) {
+                panic!("a cut at {len} decoded to {starts:?}");
+            }
+        }
     }
 }

@@ -8,13 +8,27 @@
 //! differences become events (for example the effect of a snapshot that was
 //! accepted just before a crash and never reconciled).
 //!
+//! A coordinator that stops cleanly writes the engine's state to a
+//! checkpoint file ([`CHECKPOINT_FILE`] in the store's directory, see
+//! `reconcile::Engine::write_checkpoint`). Start-up reads it back when it is
+//! intact, was written under the same settings and names, for every state,
+//! a snapshot the store holds with the same digest; then only the snapshots
+//! accepted after it are replayed. Otherwise it replays everything. Either
+//! way the result is compared with the persisted alerts as above. The store
+//! only ever appends to a state's chain, so an older checkpoint stays a valid
+//! starting point after later snapshots (or a crash).
+//!
 //! The engine runs without evidence lines ([`NoLines`]); the lines of the
 //! alerts that changed are read from the stored snapshots afterwards (see
 //! `Reconciler::with_lines`), and the rebuild compares the persisted bodies
 //! with their lines stripped.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertEvent, AlertStore, AlertStoreError};
 use crate::lookup::{CachePolicy, ChunkIndex, PIECE_LOG2, PieceStarts, SnapshotLookup};
@@ -46,6 +60,22 @@ pub enum ReconcileError {
     Seizures(#[from] SeizureLogError),
     #[error("reconciler lock poisoned")]
     Poisoned,
+    #[error("writing the engine checkpoint {path}: {source}")]
+    Checkpoint {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// File name of the engine checkpoint in the store's directory.
+pub const CHECKPOINT_FILE: &str = "engine.checkpoint";
+
+/// The reconciler's own bookkeeping, kept in the checkpoint with the engine.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CheckpointExtra {
+    equivocations_seen: Vec<(StateCode, u64, SnapshotDigest)>,
+    /// Highest seizure report id given to the engine.
+    seizure_reports_through: u64,
 }
 
 fn snapshot_ref(s: &StoredSnapshot) -> SnapshotRef {
@@ -65,6 +95,79 @@ struct State {
     /// and submitted digest. A set, not a count: the store lists records by
     /// state and sequence, so a new one can sort before older ones.
     equivocations_seen: HashSet<(StateCode, u64, SnapshotDigest)>,
+    /// Highest seizure report id given to the engine.
+    seizure_reports_through: u64,
+}
+
+impl State {
+    fn new(engine: Engine) -> State {
+        State {
+            engine,
+            applied: HashMap::new(),
+            equivocations_seen: HashSet::new(),
+            seizure_reports_through: 0,
+        }
+    }
+
+    /// The state kept in the checkpoint at `path`, if it can be used with
+    /// `store` (see the module documentation); says why not otherwise.
+    fn restore(path: &Path, store: &dyn SnapshotStore, config: &EngineConfig) -> Option<State> {
+        let not_used = |reason: &dyn std::fmt::Display| {
+            tracing::warn!(
+                path = %path.display(),
+                reason = %reason,
+                "engine checkpoint not used: rebuilding from every stored snapshot"
+            );
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                not_used(&e);
+                return None;
+            }
+        };
+        let (engine, extra) =
+            match Engine::read_checkpoint(config, BufReader::with_capacity(1 << 20, file)) {
+                Ok(read) => read,
+                Err(e) => {
+                    not_used(&e);
+                    return None;
+                }
+            };
+        let extra: CheckpointExtra = match serde_json::from_value(extra) {
+            Ok(extra) => extra,
+            Err(e) => {
+                not_used(&format!("coordinator data: {e}"));
+                return None;
+            }
+        };
+        let mut applied = HashMap::new();
+        for latest in engine.latest_snapshots() {
+            match store.get(latest.state, latest.sequence) {
+                Ok(Some(stored)) if stored.digest == latest.digest => {}
+                Ok(_) => {
+                    not_used(&format!(
+                        "it was written for {} sequence {}, which this store does not hold \
+                         with the same digest",
+                        latest.state, latest.sequence
+                    ));
+                    return None;
+                }
+                Err(e) => {
+                    not_used(&e);
+                    return None;
+                }
+            }
+            applied.insert(latest.state, latest.sequence);
+        }
+        Some(State {
+            engine,
+            applied,
+            equivocations_seen: extra.equivocations_seen.into_iter().collect(),
+            seizure_reports_through: extra.seizure_reports_through,
+        })
+    }
 }
 
 /// Engine plus storage: the coordinator's reconciliation service.
@@ -74,10 +177,15 @@ pub struct Reconciler {
     alerts: Arc<AlertStore>,
     seizures: Arc<SeizureLog>,
     lines: StoreLines,
+    /// Where the engine checkpoint is read at start-up and written at stop.
+    checkpoint: Option<PathBuf>,
+    /// Whether start-up continued from the checkpoint.
+    from_checkpoint: bool,
 }
 
 impl Reconciler {
-    /// Rebuilds the engine from the store and brings the persisted alerts in
+    /// Rebuilds the engine (from the checkpoint at `checkpoint` if it can,
+    /// else from every stored snapshot) and brings the persisted alerts in
     /// line with it.
     pub fn open(
         store: Arc<dyn SnapshotStore>,
@@ -85,33 +193,43 @@ impl Reconciler {
         seizures: Arc<SeizureLog>,
         config: EngineConfig,
         now_unix_ms: i64,
+        checkpoint: Option<PathBuf>,
     ) -> Result<Reconciler, ReconcileError> {
+        let started = std::time::Instant::now();
+        let restored = checkpoint
+            .as_deref()
+            .and_then(|path| State::restore(path, store.as_ref(), &config));
+        let from_checkpoint = restored.is_some();
+        if from_checkpoint {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "engine checkpoint read"
+            );
+        }
         let reconciler = Reconciler {
-            state: Mutex::new(State {
-                engine: Engine::new(config),
-                applied: HashMap::new(),
-                equivocations_seen: HashSet::new(),
-            }),
+            state: Mutex::new(restored.unwrap_or_else(|| State::new(Engine::new(config)))),
             lines: StoreLines(Arc::new(SnapshotLookup::new(store.clone()))),
             store,
             alerts,
             seizures,
+            checkpoint,
+            from_checkpoint,
         };
-        let started = std::time::Instant::now();
         {
             let mut state = reconciler
                 .state
                 .lock()
                 .map_err(|_| ReconcileError::Poisoned)?;
             // Silent replay: the changes are not events, only the end state
-            // counts. Seizure alerts depend only on the reports and the
-            // current custody, so reports can follow the snapshots.
-            reconciler.catch_up_locked(&mut state, now_unix_ms)?;
-            for report in reconciler.seizures.all()? {
-                for item in report.items {
-                    state.engine.apply_seizure(item, &NoLines, now_unix_ms);
-                }
-            }
+            // counts. Seizure reports go in where they came live, by time
+            // (see `catch_up_locked`).
+            let reports: Vec<SeizureReport> = reconciler
+                .seizures
+                .all()?
+                .into_iter()
+                .filter(|r| r.id > state.seizure_reports_through)
+                .collect();
+            reconciler.catch_up_locked(&mut state, now_unix_ms, reports)?;
             let engine = &state.engine;
             let mut changes = Vec::new();
             let persisted = reconciler.alerts.current_alerts()?;
@@ -148,11 +266,18 @@ impl Reconciler {
                 keys = engine.key_count(),
                 open_alerts = engine.open_alerts().len(),
                 recorded_changes = events.len(),
+                from_checkpoint,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "reconciliation state rebuilt from stored snapshots"
             );
         }
         Ok(reconciler)
+    }
+
+    /// Whether start-up continued from an engine checkpoint instead of
+    /// replaying every stored snapshot.
+    pub fn started_from_checkpoint(&self) -> bool {
+        self.from_checkpoint
     }
 
     pub fn alerts(&self) -> &Arc<AlertStore> {
@@ -169,7 +294,7 @@ impl Reconciler {
     /// async runtime.
     pub fn catch_up(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        let changes = self.catch_up_locked(&mut state, now_unix_ms)?;
+        let changes = self.catch_up_locked(&mut state, now_unix_ms, Vec::new())?;
         let changes = self.with_lines(changes);
         Ok(self.alerts.apply(&changes, now_unix_ms)?)
     }
@@ -183,6 +308,7 @@ impl Reconciler {
     ) -> Result<SeizureReport, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
         let report = self.seizures.record(items, now_unix_ms)?;
+        state.seizure_reports_through = state.seizure_reports_through.max(report.id);
         let mut changes = Vec::new();
         for item in &report.items {
             changes.extend(
@@ -225,16 +351,62 @@ impl Reconciler {
         changes
     }
 
+    /// Writes the engine checkpoint (to a temporary file, synced, then
+    /// renamed over the old one), if this reconciler has a checkpoint path.
+    /// Holds the engine for the time it takes: call it when stopping.
+    /// Returns the path and the file's size.
+    pub fn write_checkpoint(&self) -> Result<Option<(PathBuf, u64)>, ReconcileError> {
+        let Some(path) = &self.checkpoint else {
+            return Ok(None);
+        };
+        let state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+        let mut equivocations_seen: Vec<_> = state.equivocations_seen.iter().copied().collect();
+        equivocations_seen.sort();
+        let extra = CheckpointExtra {
+            equivocations_seen,
+            seizure_reports_through: state.seizure_reports_through,
+        };
+        let temporary = path.with_extension("tmp");
+        let failed = |source| ReconcileError::Checkpoint {
+            path: path.clone(),
+            source,
+        };
+        let write = || -> std::io::Result<u64> {
+            let file = std::fs::File::create(&temporary)?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let extra = serde_json::to_value(&extra).map_err(std::io::Error::other)?;
+            state.engine.write_checkpoint(extra, &mut out)?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            let size = file.metadata()?.len();
+            std::fs::rename(&temporary, path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(size)
+        };
+        let size = write().map_err(failed)?;
+        Ok(Some((path.clone(), size)))
+    }
+
     /// Runs `f` with read access to the engine.
     pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T, ReconcileError> {
         let state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
         Ok(f(&state.engine))
     }
 
+    /// Applies the snapshots not yet applied, in acceptance order, with the
+    /// seizure `reports` (of a start-up replay) each before the first
+    /// snapshot accepted after it was recorded: the order they came in live.
+    /// The order matters for the alert bodies, not for which alerts are open:
+    /// a report re-evaluates its key, and a later snapshot that leaves the
+    /// key's rows as they were does not, so its evidence names the snapshot
+    /// current at the report.
     fn catch_up_locked(
         &self,
         state: &mut State,
         now: i64,
+        reports: Vec<SeizureReport>,
     ) -> Result<Vec<AlertChange>, ReconcileError> {
         // Snapshots not yet applied, in acceptance order across states.
         let mut pending: Vec<StoredSnapshot> = Vec::new();
@@ -250,8 +422,23 @@ impl Reconciler {
             )
         });
         let mut changes = Vec::new();
+        let mut reports = reports.into_iter().peekable();
+        let apply_report = |state: &mut State, report: SeizureReport, changes: &mut Vec<_>| {
+            for item in report.items {
+                changes.extend(state.engine.apply_seizure(item, &NoLines, now));
+            }
+            state.seizure_reports_through = state.seizure_reports_through.max(report.id);
+        };
         for snapshot in &pending {
+            while let Some(report) =
+                reports.next_if(|r| r.reported_at_unix_ms < snapshot.receipt.accepted_at_unix_ms)
+            {
+                apply_report(state, report, &mut changes);
+            }
             changes.extend(self.apply_snapshot(state, snapshot, now)?);
+        }
+        for report in reports {
+            apply_report(state, report, &mut changes);
         }
         for e in self.store.equivocations()? {
             let header = &e.signed.header;
@@ -301,7 +488,7 @@ impl Reconciler {
         let reference = snapshot_ref(snapshot);
         self.lines
             .0
-            .insert(ChunkIndex::new(snapshot.clone(), starts.finish()));
+            .insert_and_keep(ChunkIndex::new(snapshot.clone(), starts.finish()))?;
         let changes = state.engine.apply_snapshot(reference, views, &NoLines, now);
         state.applied.insert(header.state, header.sequence);
         Ok(changes)
@@ -315,8 +502,15 @@ struct StoreLines(Arc<SnapshotLookup>);
 
 impl LineSource for StoreLines {
     fn lines(&self, snapshot: &SnapshotRef, key: &ItemKey) -> Vec<Line> {
-        let Some(index) = self.0.indexed(snapshot.state, snapshot.sequence) else {
-            return Vec::new();
+        // After a restart from a checkpoint, the snapshots reconciled before
+        // it are indexed on first use (from the piece starts kept in the store).
+        let index = match self.0.index_for(snapshot.state, snapshot.sequence) {
+            Ok(Some(index)) if index.snapshot().digest == snapshot.digest => index,
+            Ok(_) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, %key, "could not index a stored snapshot for evidence");
+                return Vec::new();
+            }
         };
         let mut out = Vec::new();
         let found = self.0.rows(

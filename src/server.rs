@@ -100,6 +100,7 @@ pub fn assemble(
     tick: Duration,
 ) -> Result<Coordinator, ServerError> {
     let db = store.db().clone();
+    let checkpoint = store.dir().join(crate::reconciler::CHECKPOINT_FILE);
     let seizures = Arc::new(SeizureLog::open(store.db())?);
     let audit = Arc::new(AuditLog::open(store.db(), key.clone())?);
     let store: Arc<dyn SnapshotStore> = Arc::new(store);
@@ -111,6 +112,7 @@ pub fn assemble(
             seizures.clone(),
             engine.clone(),
             now_unix_ms(),
+            Some(checkpoint.clone()),
         )?)
     };
     let reconciler = match open_reconciler() {
@@ -446,6 +448,23 @@ pub async fn run(
             Ok(Err(e)) => tracing::warn!(error = %e, "metrics task failed"),
             Err(_) => m.abort(),
         }
+    }
+    // Nothing reconciles any more: keep the engine's state for a fast start.
+    let reconciler = coordinator.reconciler.clone();
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || reconciler.write_checkpoint()).await {
+        Ok(Ok(Some((path, bytes)))) => tracing::info!(
+            path = %path.display(),
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "engine checkpoint written"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(
+            error = %e,
+            "could not write the engine checkpoint: the next start rebuilds from every stored snapshot"
+        ),
+        Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
     }
     let db = coordinator.db.clone();
     match tokio::task::spawn_blocking(move || db.flush()).await {

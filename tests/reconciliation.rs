@@ -18,6 +18,150 @@ fn alerts(coord: &TestCoordinator) -> Arc<tally::alerts::AlertStore> {
     coord.reconciler.as_ref().expect("running").alerts().clone()
 }
 
+fn started_from_checkpoint(coord: &TestCoordinator) -> bool {
+    coord
+        .reconciler
+        .as_ref()
+        .expect("running")
+        .started_from_checkpoint()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_checkpoint_equals_a_full_rebuild_and_a_damaged_one_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join(tally::reconciler::CHECKPOINT_FILE);
+    let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
+    assert!(!started_from_checkpoint(&coord), "a new store has none");
+    let mut client = coord.client().await;
+    let rus1 = snapshot(
+        "RUS",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[
+            ("9K38", "A1", InService, None),
+            ("9M39", "B-2", InStorage, None),
+        ]),
+    );
+    submit(&mut client, &rus1).await.unwrap();
+    let kaz1 = snapshot(
+        "KAZ",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[("9K38", "a1", InService, None)]),
+    );
+    submit(&mut client, &kaz1).await.unwrap();
+    coord.stop().await;
+    assert!(checkpoint.exists(), "written at the clean stop");
+
+    // From the checkpoint: an alert opened now takes its evidence from a
+    // snapshot reconciled before the restart (its index is read back).
+    let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
+    assert!(started_from_checkpoint(&coord));
+    let rus2 = snapshot(
+        "RUS",
+        2,
+        rus1.digest(),
+        &items(&[("9K38", "A1", InService, None)]),
+    );
+    submit(&mut coord.client().await, &rus2).await.unwrap();
+    let current = alerts(&coord).current_alerts().unwrap();
+    let kinds: Vec<AlertKind> = current.iter().map(|a| a.key.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AlertKind::HeldBySeveralStates,
+            AlertKind::UnaccountedDisappearance
+        ]
+    );
+    let vanished = &current[1];
+    let last_held = &vanished.body.evidence[0];
+    assert_eq!(last_held.snapshot.sequence, 1);
+    assert_eq!(last_held.lines.len(), 1, "{vanished:#?}");
+    assert_eq!(last_held.lines[0].serial, "B-2");
+    let cursor = alerts(&coord).last_cursor();
+    coord.stop().await;
+
+    // A damaged checkpoint is not used: start-up replays every snapshot and
+    // arrives at the same alerts, recording nothing.
+    let mut bytes = std::fs::read(&checkpoint).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&checkpoint, &bytes).unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
+    assert!(!started_from_checkpoint(&coord));
+    assert_eq!(alerts(&coord).current_alerts().unwrap(), current);
+    assert_eq!(alerts(&coord).last_cursor(), cursor);
+    coord.stop().await;
+
+    // Nor is the checkpoint of another store, whose RUS sequence 1 is a
+    // different snapshot.
+    let other = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(other.path(), &["RUS", "KAZ"]).await;
+    let alien = snapshot(
+        "RUS",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[("9K38", "Z9", InService, None)]),
+    );
+    submit(&mut coord.client().await, &alien).await.unwrap();
+    coord.stop().await;
+    std::fs::copy(
+        other.path().join(tally::reconciler::CHECKPOINT_FILE),
+        &checkpoint,
+    )
+    .unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
+    assert!(!started_from_checkpoint(&coord));
+    assert_eq!(alerts(&coord).current_alerts().unwrap(), current);
+    assert_eq!(alerts(&coord).last_cursor(), cursor);
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    let mut client = coord.client().await;
+    let lost = [("9M39", "B2", Lost, None)];
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &items(&lost));
+    submit(&mut client, &rus1).await.unwrap();
+    let reconciler = coord.reconciler.clone().expect("running");
+    let key = items(&lost)[0].key.clone();
+    reconciler
+        .report_seizures(
+            vec![tally::reconcile::Seizure {
+                key,
+                model: "9M39".into(),
+                serial: "B2".into(),
+                seized_at_unix_ms: 1_790_000_500_000,
+                place: "border post".into(),
+                note: String::new(),
+            }],
+            tally::ingest::now_unix_ms(),
+        )
+        .unwrap();
+    drop(reconciler);
+    // Accepted after the report; the key's row is as it was, so nothing
+    // about the key is re-evaluated and its alerts keep their evidence.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let rus2 = snapshot("RUS", 2, rus1.digest(), &items(&lost));
+    submit(&mut client, &rus2).await.unwrap();
+    let current = alerts(&coord).current_alerts().unwrap();
+    let cursor = alerts(&coord).last_cursor();
+    coord.stop().await;
+
+    std::fs::remove_file(dir.path().join(tally::reconciler::CHECKPOINT_FILE)).unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    assert!(!started_from_checkpoint(&coord));
+    assert_eq!(alerts(&coord).current_alerts().unwrap(), current);
+    assert_eq!(
+        alerts(&coord).last_cursor(),
+        cursor,
+        "the rebuild arrives at the same bodies: no event"
+    );
+    coord.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_carry_evidence_from_stored_snapshots_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,6 +205,10 @@ async fn alerts_carry_evidence_from_stored_snapshots_and_survive_a_restart() {
     coord.stop().await;
 
     let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
+    assert!(
+        started_from_checkpoint(&coord),
+        "a clean stop leaves a checkpoint"
+    );
     let store = alerts(&coord);
     assert_eq!(
         store.current_alerts().unwrap(),
@@ -129,6 +277,10 @@ async fn a_snapshot_accepted_but_not_reconciled_before_a_crash_is_reconciled_at_
     }
 
     let coord = TestCoordinator::start(dir.path(), &["ARM"]).await;
+    assert!(
+        started_from_checkpoint(&coord),
+        "the checkpoint of the first run is a valid start: only sequence 2 is replayed"
+    );
     let current = alerts(&coord).current_alerts().unwrap();
     let kinds: Vec<AlertKind> = current.iter().map(|a| a.key.kind).collect();
     assert_eq!(kinds, [AlertKind::UnaccountedDisappearance]);

@@ -11,6 +11,9 @@ use crate::state::StateCode;
 use super::keys::{KeyId, KeyTable};
 use super::model::*;
 
+mod checkpoint;
+pub use checkpoint::{CheckpointError, FORMAT_VERSION as CHECKPOINT_FORMAT_VERSION};
+
 /// Settings of the time-based rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -178,6 +181,12 @@ impl Engine {
         self.state_index
             .get(&state)
             .and_then(|&i| self.states[i as usize].latest)
+    }
+
+    /// The latest applied snapshot of every state, in the order states
+    /// first appeared.
+    pub fn latest_snapshots(&self) -> impl Iterator<Item = SnapshotRef> + '_ {
+        self.states.iter().filter_map(|slot| slot.latest)
     }
 
     /// The slot of a state, created on first sight. Panics past

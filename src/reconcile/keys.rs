@@ -38,15 +38,8 @@ impl KeyTable {
 
     /// The key's two parts, borrowed from the arena.
     pub(crate) fn parts(&self, id: KeyId) -> (&str, &str) {
-        let span = self.spans[id as usize];
-        let start = span.start as usize;
-        let mid = start + span.model_len as usize;
-        let end = mid + span.serial_len as usize;
         // The arena holds only bytes copied from `&str`s at these boundaries.
-        (
-            std::str::from_utf8(&self.arena[start..mid]).unwrap_or_default(),
-            std::str::from_utf8(&self.arena[mid..end]).unwrap_or_default(),
-        )
+        span_parts(&self.arena, self.spans[id as usize])
     }
 
     pub(crate) fn item_key(&self, id: KeyId) -> ItemKey {
@@ -95,17 +88,83 @@ impl KeyTable {
         });
         arena.extend_from_slice(model.as_bytes());
         arena.extend_from_slice(serial.as_bytes());
-        let rehash = |&id: &KeyId| {
-            let span = spans[id as usize];
-            let start = span.start as usize;
-            let mid = start + span.model_len as usize;
-            let m = std::str::from_utf8(&arena[start..mid]).unwrap_or_default();
-            let s = std::str::from_utf8(&arena[mid..mid + span.serial_len as usize])
-                .unwrap_or_default();
-            hasher.hash_one((m, s))
-        };
+        let rehash = |&id: &KeyId| hasher.hash_one(span_parts(arena, spans[id as usize]));
         index.insert_unique(hash, id, rehash);
         id
+    }
+}
+
+/// The two parts of a key in an arena whose spans were checked as UTF-8.
+fn span_parts(arena: &[u8], span: Span) -> (&str, &str) {
+    let start = span.start as usize;
+    let mid = start + span.model_len as usize;
+    let end = mid + span.serial_len as usize;
+    (
+        std::str::from_utf8(&arena[start..mid]).unwrap_or_default(),
+        std::str::from_utf8(&arena[mid..end]).unwrap_or_default(),
+    )
+}
+
+impl KeyTable {
+    /// The key bytes back to back, in id order, and each key's model and
+    /// serial lengths: what a checkpoint keeps.
+    pub(crate) fn raw_parts(&self) -> (&[u8], impl Iterator<Item = (u32, u32)> + '_) {
+        (
+            &self.arena,
+            self.spans.iter().map(|s| (s.model_len, s.serial_len)),
+        )
+    }
+
+    /// A table from [`KeyTable::raw_parts`]: the same ids for the same keys.
+    /// `None` if a length runs past the arena, a part is not UTF-8 or a key
+    /// appears twice.
+    pub(crate) fn from_raw_parts(
+        arena: Vec<u8>,
+        lengths: impl ExactSizeIterator<Item = (u32, u32)>,
+    ) -> Option<KeyTable> {
+        let mut table = KeyTable {
+            spans: Vec::with_capacity(lengths.len()),
+            index: HashTable::with_capacity(lengths.len()),
+            arena: Vec::new(),
+            hasher: DefaultHashBuilder::default(),
+        };
+        let mut start = 0usize;
+        for (model_len, serial_len) in lengths {
+            let mid = start.checked_add(model_len as usize)?;
+            let end = mid.checked_add(serial_len as usize)?;
+            let model = std::str::from_utf8(arena.get(start..mid)?).ok()?;
+            let serial = std::str::from_utf8(arena.get(mid..end)?).ok()?;
+            let KeyTable {
+                spans,
+                index,
+                hasher,
+                ..
+            } = &mut table;
+            let hash = hasher.hash_one((model, serial));
+            if index
+                .find(hash, |&other| {
+                    span_parts(&arena, spans[other as usize]) == (model, serial)
+                })
+                .is_some()
+            {
+                return None;
+            }
+            let id = spans.len() as KeyId;
+            spans.push(Span {
+                start: start as u64,
+                model_len,
+                serial_len,
+            });
+            index.insert_unique(hash, id, |&other| {
+                hasher.hash_one(span_parts(&arena, spans[other as usize]))
+            });
+            start = end;
+        }
+        if start != arena.len() {
+            return None;
+        }
+        table.arena = arena;
+        Some(table)
     }
 }
 

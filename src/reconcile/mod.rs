@@ -87,7 +87,7 @@ mod engine;
 mod keys;
 pub mod model;
 
-pub use engine::{Engine, EngineConfig, attach_lines};
+pub use engine::{CHECKPOINT_FORMAT_VERSION, CheckpointError, Engine, EngineConfig, attach_lines};
 
 /// Most states one engine tracks (holder sets are 128-bit masks).
 pub const MAX_STATES: usize = 128;

@@ -303,3 +303,128 @@ fn a_condition_that_returns_is_opened_again() {
         "{changes:?}"
     );
 }
+
+/// An engine with every kind of record: holdings, a vanished key, a
+/// transfer with a deadline, a disposal, a lost key, a seizure.
+fn busy_world() -> World {
+    let mut w = World::new(HOUR);
+    w.submit(
+        "RUS",
+        &[
+            ("9K38", "A1", InService, None),
+            ("9K38", "A1", InService, None),
+            ("9K38", "A2", InService, None),
+            ("9P39", "C", TransferredOut, Some("KAZ")),
+            ("9M39", "D", Destroyed, None),
+        ],
+    );
+    w.submit(
+        "KAZ",
+        &[
+            ("9K38", "A2", InStorage, None),
+            ("9M39", "D", InService, None),
+        ],
+    );
+    w.submit(
+        "RUS",
+        &[("9K38", "A1", InService, None), ("9M39", "L", Lost, None)],
+    );
+    w.engine.apply_seizure(
+        Seizure {
+            key: key("9K38", "Z9"),
+            model: "9K38".into(),
+            serial: "Z9".into(),
+            seized_at_unix_ms: w.now,
+            place: "border".into(),
+            note: String::new(),
+        },
+        &NoLines,
+        w.now,
+    );
+    w
+}
+
+fn checkpoint_bytes(engine: &Engine) -> Vec<u8> {
+    let mut out = Vec::new();
+    engine
+        .write_checkpoint(serde_json::json!({"n": 1}), &mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_checkpoint_reads_back_to_the_same_engine() {
+    let w = busy_world();
+    let bytes = checkpoint_bytes(&w.engine);
+    let (restored, extra) = Engine::read_checkpoint(w.engine.config(), &bytes[..]).unwrap();
+    assert_eq!(extra, serde_json::json!({"n": 1}));
+    assert_eq!(restored.open_alerts(), w.engine.open_alerts());
+    assert!(!restored.open_alerts().is_empty());
+    assert_eq!(restored.key_count(), w.engine.key_count());
+    assert_eq!(
+        restored.custody(&key("9K38", "A2")),
+        w.engine.custody(&key("9K38", "A2"))
+    );
+    assert_eq!(checkpoint_bytes(&restored), bytes);
+}
+
+#[test]
+fn every_damaged_or_truncated_checkpoint_is_refused() {
+    let w = busy_world();
+    let bytes = checkpoint_bytes(&w.engine);
+    let config = w.engine.config();
+    for i in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= bit;
+            assert!(
+                Engine::read_checkpoint(config, &damaged[..]).is_err(),
+                "byte {i} bit {bit:#x} flipped, still read"
+            );
+        }
+    }
+    for len in 0..bytes.len() {
+        assert!(
+            Engine::read_checkpoint(config, &bytes[..len]).is_err(),
+            "truncated to {len} bytes, still read"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    // Trailing bytes after the checksum are not read: the reader stops there.
+    assert!(Engine::read_checkpoint(config, &longer[..]).is_ok());
+}
+
+#[test]
+fn a_checkpoint_says_why_it_is_refused() {
+    let w = busy_world();
+    let bytes = checkpoint_bytes(&w.engine);
+    let other = EngineConfig {
+        transfer_grace_ms: 2 * HOUR,
+        cadence_ms: BTreeMap::new(),
+    };
+    assert!(matches!(
+        Engine::read_checkpoint(&other, &bytes[..]),
+        Err(CheckpointError::ConfigChanged)
+    ));
+    let mut damaged = bytes.clone();
+    damaged[0] = b'X';
+    assert!(matches!(
+        Engine::read_checkpoint(w.engine.config(), &damaged[..]),
+        Err(CheckpointError::NotACheckpoint)
+    ));
+    let mut newer = bytes.clone();
+    newer[8..12].copy_from_slice(&(CHECKPOINT_FORMAT_VERSION + 1).to_le_bytes());
+    let refused = Engine::read_checkpoint(w.engine.config(), &newer[..]);
+    assert!(
+        matches!(refused, Err(CheckpointError::Version { found }) if found == CHECKPOINT_FORMAT_VERSION + 1)
+    );
+    let last = bytes.len() - 1;
+    let mut damaged = bytes.clone();
+    damaged[last] ^= 1;
+    match Engine::read_checkpoint(w.engine.config(), &damaged[..]) {
+        Err(e @ CheckpointError::Checksum) => assert!(e.to_string().contains("damaged")),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a damaged checksum was accepted"),
+    }
+}

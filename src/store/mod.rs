@@ -125,6 +125,14 @@ pub trait SnapshotStore: Send + Sync + 'static {
         digest: &SnapshotDigest,
     ) -> Result<Option<crate::merkle::BlockRoots>, StoreError>;
 
+    /// Keeps where the pieces of a snapshot's chunks start
+    /// (`crate::lookup::encode_starts`), so that lookups after a restart
+    /// need not read the snapshot whole. Derived data, keyed by digest, not
+    /// flushed here; a lookup that finds it missing or damaged rebuilds it.
+    fn put_piece_starts(&self, digest: &SnapshotDigest, encoded: &[u8]) -> Result<(), StoreError>;
+    /// The piece starts kept for `digest`, as encoded.
+    fn piece_starts(&self, digest: &SnapshotDigest) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Keeps a conflicting signed header as evidence (flushed to disk).
     fn record_equivocation(&self, record: &Equivocation) -> Result<(), StoreError>;
     /// All recorded equivocations, by state and sequence.

@@ -40,6 +40,10 @@ pub struct SledStore {
     equivocations: sled::Tree,
     /// Digest → the snapshot's Merkle block roots (`BlockRoots::encode`).
     block_roots: sled::Tree,
+    /// Digest → where the pieces of its chunks start (`lookup::encode_starts`).
+    piece_starts: sled::Tree,
+    /// The store's directory (the reconciler keeps its checkpoint there).
+    dir: PathBuf,
     /// Serialises commits so that "is this still the next link?" and the
     /// insert happen as one step. Commits are rare and short; uploads run in
     /// parallel up to the commit.
@@ -199,11 +203,18 @@ impl SledStore {
             uploads: db.open_tree("uploads")?,
             equivocations: db.open_tree("equivocations")?,
             block_roots: db.open_tree("block_roots")?,
+            piece_starts: db.open_tree("piece_starts")?,
+            dir: dir.to_path_buf(),
             db,
             commit_lock: Mutex::new(()),
         };
         store.remove_orphan_chunks()?;
         Ok(store)
+    }
+
+    /// The directory the store was opened in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The underlying database, for other components' trees (alerts).
@@ -465,6 +476,15 @@ impl SnapshotStore for SledStore {
             .block_roots
             .get(digest.0)?
             .and_then(|bytes| crate::merkle::BlockRoots::decode(&bytes)))
+    }
+
+    fn put_piece_starts(&self, digest: &SnapshotDigest, encoded: &[u8]) -> Result<(), StoreError> {
+        self.piece_starts.insert(digest.0, encoded)?;
+        Ok(())
+    }
+
+    fn piece_starts(&self, digest: &SnapshotDigest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.piece_starts.get(digest.0)?.map(|v| v.to_vec()))
     }
 
     fn equivocations(&self) -> Result<Vec<Equivocation>, StoreError> {
