@@ -169,6 +169,8 @@ struct Fields {
     message: String,
     elapsed_ms: Option<u64>,
     changes: Option<u64>,
+    bytes: Option<u64>,
+    from_checkpoint: Option<bool>,
 }
 
 impl tracing::field::Visit for Fields {
@@ -182,7 +184,14 @@ impl tracing::field::Visit for Fields {
         match field.name() {
             "elapsed_ms" => self.elapsed_ms = Some(value),
             "alert_changes" | "recorded_changes" => self.changes = Some(value),
+            "bytes" => self.bytes = Some(value),
             _ => {}
+        }
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if field.name() == "from_checkpoint" {
+            self.from_checkpoint = Some(value);
         }
     }
 
@@ -200,12 +209,16 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Probe {
                 "reconciled"
             } else if f.message.starts_with("reconciliation state rebuilt") {
                 "rebuilt"
+            } else if f.message.starts_with("engine checkpoint written") {
+                "checkpoint"
             } else {
                 "timed"
             };
             println!(
-                "@{tag} elapsed_ms={elapsed} changes={}",
-                f.changes.unwrap_or(0)
+                "@{tag} elapsed_ms={elapsed} changes={} bytes={} from_checkpoint={}",
+                f.changes.unwrap_or(0),
+                f.bytes.unwrap_or(0),
+                f.from_checkpoint.unwrap_or(false),
             );
         } else if *event.metadata().level() <= tracing::Level::WARN {
             eprintln!("coordinator: {} {}", event.metadata().level(), f.message);
@@ -319,6 +332,8 @@ struct ChildCoordinator {
 
 /// What a child said when it stopped.
 struct ChildReport {
+    /// The `@checkpoint` line of the clean stop, if one was written.
+    checkpoint: Option<String>,
     hwm_kb: Option<u64>,
     engine: BTreeMap<String, usize>,
     store: BTreeMap<String, usize>,
@@ -366,11 +381,34 @@ impl ChildCoordinator {
         }
     }
 
+    /// The next line starting with `prefix`, and the `@rebuilt` line seen
+    /// before it (start-up).
+    fn expect_after_rebuild(&self, prefix: &str, timeout: Duration) -> (String, String) {
+        let mut rebuilt = String::new();
+        loop {
+            let line = self.expect("@", timeout);
+            if line.starts_with("@rebuilt") {
+                rebuilt = line;
+            } else if line.starts_with(prefix) {
+                return (line, rebuilt);
+            }
+        }
+    }
+
     /// Closes its standard input (it shuts down) and collects its report.
     fn stop(mut self) -> ChildReport {
         drop(self.stdin.take());
-        let memory = self.expect("@memory", Duration::from_secs(120));
+        let mut checkpoint = None;
+        let memory = loop {
+            let line = self.expect("@", Duration::from_secs(120));
+            if line.starts_with("@checkpoint") {
+                checkpoint = Some(line);
+            } else if line.starts_with("@memory") {
+                break line;
+            }
+        };
         let mut report = ChildReport {
+            checkpoint,
             hwm_kb: field(&memory, "hwm_kb").and_then(|v| v.parse().ok()),
             engine: BTreeMap::new(),
             store: BTreeMap::new(),
@@ -511,8 +549,16 @@ struct RunResult {
     final_report: ChildReport,
     restart_wall_ms: f64,
     restart_line: String,
+    /// The restart's `@rebuilt` line (from the checkpoint or not).
+    restart_rebuilt: String,
     restart_rss_kb: Option<u64>,
     restart_report: ChildReport,
+    /// A second restart with the checkpoint removed (as after a crash):
+    /// wall time, `@ready` line, `@rebuilt` line, report.
+    rebuild_wall_ms: f64,
+    rebuild_line: String,
+    rebuild_rebuilt: String,
+    rebuild_report: ChildReport,
     disk_bytes: u64,
 }
 
@@ -590,10 +636,20 @@ fn coordinator_run(store_dir: &Path, snapshots: &[Prepared]) -> RunResult {
     // Restart on the same store: process start to serving.
     let t = Instant::now();
     let child = ChildCoordinator::spawn(store_dir);
-    let restart_line = child.expect("@ready", Duration::from_secs(120));
+    let (restart_line, restart_rebuilt) =
+        child.expect_after_rebuild("@ready", Duration::from_secs(120));
     let restart_wall_ms = ms(t.elapsed());
     let restart_rss_kb = proc_status_kb(Some(child.pid()), "VmRSS");
     let restart_report = child.stop();
+
+    // And without the checkpoint, as after a crash: every snapshot replayed.
+    let _ = std::fs::remove_file(store_dir.join(tally::reconciler::CHECKPOINT_FILE));
+    let t = Instant::now();
+    let child = ChildCoordinator::spawn(store_dir);
+    let (rebuild_line, rebuild_rebuilt) =
+        child.expect_after_rebuild("@ready", Duration::from_secs(300));
+    let rebuild_wall_ms = ms(t.elapsed());
+    let rebuild_report = child.stop();
     let sled_open = Command::new(std::env::current_exe().expect("own executable"))
         .env(SLED_OPEN_ENV, store_dir)
         .output()
@@ -607,8 +663,13 @@ fn coordinator_run(store_dir: &Path, snapshots: &[Prepared]) -> RunResult {
         final_report,
         restart_wall_ms,
         restart_line,
+        restart_rebuilt,
         restart_rss_kb,
         restart_report,
+        rebuild_wall_ms,
+        rebuild_line,
+        rebuild_rebuilt,
+        rebuild_report,
         disk_bytes,
     }
 }
@@ -925,12 +986,30 @@ fn run() -> bool {
         field_f64(&results[0].sled_open, "open_ms"),
         mb(field(&results[0].sled_open, "rss_kb").and_then(|v| v.parse().ok())),
     );
+    let _ = writeln!(
+        report,
+        "engine checkpoint at the clean stop after round 2: {:.0} ms, {}",
+        per_run(&|r: &RunResult| {
+            r.final_report
+                .checkpoint
+                .as_deref()
+                .map_or(f64::NAN, |l| field_f64(l, "elapsed_ms"))
+        }),
+        mb(results[0]
+            .final_report
+            .checkpoint
+            .as_deref()
+            .and_then(|l| field(l, "bytes"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|b| b / 1024)),
+    );
     let restart_wall = per_run(&|r: &RunResult| r.restart_wall_ms);
     let restart_serving = per_run(&|r: &RunResult| field_f64(&r.restart_line, "serving_ms"));
     let _ = writeln!(
         report,
-        "restart to serving: {:.0} ms in the coordinator (store open {:.0} ms + assemble/rebuild {:.0} ms + bind), \
-         {:.0} ms from process spawn — target ≤ 3 s {}",
+        "restart to serving after a clean stop (from_checkpoint={}): {:.0} ms in the coordinator \
+         (store open {:.0} ms + assemble/rebuild {:.0} ms + bind), {:.0} ms from process spawn — target ≤ 3 s {}",
+        field(&results[0].restart_rebuilt, "from_checkpoint").unwrap_or("?"),
         restart_serving,
         per_run(&|r: &RunResult| field_f64(&r.restart_line, "open_ms")),
         per_run(&|r: &RunResult| field_f64(&r.restart_line, "assemble_ms")),
@@ -940,6 +1019,15 @@ fn run() -> bool {
         } else {
             "MISSED"
         }
+    );
+    let _ = writeln!(
+        report,
+        "restart without the checkpoint (as after a crash; from_checkpoint={}): {:.0} ms in the \
+         coordinator (assemble/rebuild {:.0} ms), {:.0} ms from process spawn",
+        field(&results[0].rebuild_rebuilt, "from_checkpoint").unwrap_or("?"),
+        per_run(&|r: &RunResult| field_f64(&r.rebuild_line, "serving_ms")),
+        per_run(&|r: &RunResult| field_f64(&r.rebuild_line, "assemble_ms")),
+        per_run(&|r: &RunResult| r.rebuild_wall_ms),
     );
     print!("{report}");
 
@@ -996,6 +1084,26 @@ fn run() -> bool {
             &expected,
             &r.restart_report.store,
         );
+        ok &= check(
+            &format!("run {} after a restart without the checkpoint", i + 1),
+            &expected,
+            &r.rebuild_report.engine,
+        );
+        ok &= check(
+            &format!(
+                "run {} alert store after a restart without the checkpoint",
+                i + 1
+            ),
+            &expected,
+            &r.rebuild_report.store,
+        );
+        if field(&r.restart_rebuilt, "from_checkpoint") != Some("true") {
+            println!(
+                "  run {}: the restart after a clean stop did not use the checkpoint",
+                i + 1
+            );
+            ok = false;
+        }
     }
     ok &= check("engine alone", &expected, &alone.counts);
     println!(

@@ -424,13 +424,22 @@ pub struct ReconcileSettings {
     pub transfer_grace_hours: f64,
     /// How often the clock-based rules are re-evaluated, in seconds.
     pub tick_seconds: u64,
+    /// How often the engine checkpoint is written while the coordinator
+    /// runs (if anything was reconciled since the last one), in seconds;
+    /// 0: only at a clean stop. A restart after a crash replays only what
+    /// came after the last checkpoint.
+    pub checkpoint_seconds: u64,
 }
+
+/// Default of `reconcile.checkpoint_seconds`.
+pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 600;
 
 impl Default for ReconcileSettings {
     fn default() -> Self {
         ReconcileSettings {
             transfer_grace_hours: 168.0,
             tick_seconds: 60,
+            checkpoint_seconds: DEFAULT_CHECKPOINT_SECONDS,
         }
     }
 }
@@ -958,7 +967,7 @@ mod tests {
         assert!(has(&node, "tls.server_name", "TALLY_TLS_SERVER_NAME"));
         assert!(has(&node, "insecure", "TALLY_INSECURE"));
         assert!(!coordinator.iter().any(|(k, _)| k.starts_with("operators")));
-        assert_eq!(coordinator.len(), 17, "{coordinator:?}");
+        assert_eq!(coordinator.len(), 18, "{coordinator:?}");
         assert_eq!(node.len(), 17, "{node:?}");
     }
 

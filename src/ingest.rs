@@ -78,6 +78,24 @@ struct Inner {
     limits: Limits,
     rule: CanonicalRule,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// The acceptance time of the last commit (`None` until the first
+    /// commit reads it from the store). Held from stamping a receipt to the
+    /// end of its commit, so acceptance times are strictly increasing in
+    /// commit order: the order in which the reconciler applies snapshots,
+    /// and the order a rebuild replays them in (by acceptance time).
+    commit_order: std::sync::Mutex<Option<i64>>,
+}
+
+/// The latest acceptance time in the store (each state's latest snapshot
+/// is its latest acceptance).
+fn latest_acceptance(store: &dyn SnapshotStore) -> Result<Option<i64>, StoreError> {
+    let mut latest = None;
+    for state in store.states()? {
+        if let Some(s) = store.latest(state)? {
+            latest = latest.max(Some(s.receipt.accepted_at_unix_ms));
+        }
+    }
+    Ok(latest)
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch.
@@ -123,6 +141,7 @@ impl Ingestor {
                 limits,
                 rule,
                 clock,
+                commit_order: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -296,12 +315,24 @@ impl Upload {
         {
             tracing::warn!(error = %e, "could not keep the snapshot's Merkle block roots; traces will rebuild them");
         }
+        // Commits wait for each other here, including their disk syncs: a
+        // few milliseconds per snapshot, for an acceptance order that live
+        // reconciliation and a rebuild agree on.
+        let mut last_accepted = inner
+            .commit_order
+            .lock()
+            .map_err(|_| StoreError::Task("commit order lock poisoned".into()))?;
+        let floor = match *last_accepted {
+            Some(last) => last.saturating_add(1),
+            None => latest_acceptance(inner.store.as_ref())?.map_or(i64::MIN, |t| t + 1),
+        };
+        let accepted_at = (inner.clock)().max(floor);
         let receipt = Receipt::issue(
             &inner.key,
             header.state,
             header.sequence,
             digest,
-            (inner.clock)(),
+            accepted_at,
         );
         let record = StoredSnapshot {
             signed: self.signed.clone(),
@@ -310,7 +341,12 @@ impl Upload {
             upload: self.id,
             chunk_count: self.chunks,
         };
-        match inner.store.commit(&record) {
+        let committed = inner.store.commit(&record);
+        if committed.is_ok() {
+            *last_accepted = Some(accepted_at);
+        }
+        drop(last_accepted);
+        match committed {
             Ok(()) => {
                 self.finished = true;
                 Ok(receipt)

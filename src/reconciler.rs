@@ -97,6 +97,9 @@ struct State {
     equivocations_seen: HashSet<(StateCode, u64, SnapshotDigest)>,
     /// Highest seizure report id given to the engine.
     seizure_reports_through: u64,
+    /// Whether a snapshot, equivocation or seizure report was applied since
+    /// the last checkpoint (or start-up).
+    changed_since_checkpoint: bool,
 }
 
 impl State {
@@ -106,6 +109,7 @@ impl State {
             applied: HashMap::new(),
             equivocations_seen: HashSet::new(),
             seizure_reports_through: 0,
+            changed_since_checkpoint: false,
         }
     }
 
@@ -166,6 +170,7 @@ impl State {
             applied,
             equivocations_seen: extra.equivocations_seen.into_iter().collect(),
             seizure_reports_through: extra.seizure_reports_through,
+            changed_since_checkpoint: false,
         })
     }
 }
@@ -181,6 +186,8 @@ pub struct Reconciler {
     checkpoint: Option<PathBuf>,
     /// Whether start-up continued from the checkpoint.
     from_checkpoint: bool,
+    /// One checkpoint write at a time (they share the temporary file).
+    checkpoint_writer: Mutex<()>,
 }
 
 impl Reconciler {
@@ -214,6 +221,7 @@ impl Reconciler {
             seizures,
             checkpoint,
             from_checkpoint,
+            checkpoint_writer: Mutex::new(()),
         };
         {
             let mut state = reconciler
@@ -307,9 +315,13 @@ impl Reconciler {
         now_unix_ms: i64,
     ) -> Result<SeizureReport, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+        // Snapshots committed before the report come before it, live as in a
+        // rebuild (which puts a report after the snapshots accepted at or
+        // before its time).
+        let mut changes = self.catch_up_locked(&mut state, now_unix_ms, Vec::new())?;
         let report = self.seizures.record(items, now_unix_ms)?;
         state.seizure_reports_through = state.seizure_reports_through.max(report.id);
-        let mut changes = Vec::new();
+        state.changed_since_checkpoint = true;
         for item in &report.items {
             changes.extend(
                 state
@@ -352,31 +364,49 @@ impl Reconciler {
     }
 
     /// Writes the engine checkpoint (to a temporary file, synced, then
-    /// renamed over the old one), if this reconciler has a checkpoint path.
-    /// Holds the engine for the time it takes: call it when stopping.
-    /// Returns the path and the file's size.
-    pub fn write_checkpoint(&self) -> Result<Option<(PathBuf, u64)>, ReconcileError> {
+    /// renamed over the old one), if this reconciler has a checkpoint path,
+    /// and, with `only_if_changed`, only if something was applied since the
+    /// last one. Holds the engine while the state is written out (not while
+    /// it is synced to disk). Returns the path and the file's size.
+    pub fn write_checkpoint(
+        &self,
+        only_if_changed: bool,
+    ) -> Result<Option<(PathBuf, u64)>, ReconcileError> {
         let Some(path) = &self.checkpoint else {
             return Ok(None);
         };
-        let state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        let mut equivocations_seen: Vec<_> = state.equivocations_seen.iter().copied().collect();
-        equivocations_seen.sort();
-        let extra = CheckpointExtra {
-            equivocations_seen,
-            seizure_reports_through: state.seizure_reports_through,
-        };
+        let _one_writer = self
+            .checkpoint_writer
+            .lock()
+            .map_err(|_| ReconcileError::Poisoned)?;
         let temporary = path.with_extension("tmp");
         let failed = |source| ReconcileError::Checkpoint {
             path: path.clone(),
             source,
         };
-        let write = || -> std::io::Result<u64> {
-            let file = std::fs::File::create(&temporary)?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            let extra = serde_json::to_value(&extra).map_err(std::io::Error::other)?;
-            state.engine.write_checkpoint(extra, &mut out)?;
-            let file = out.into_inner().map_err(|e| e.into_error())?;
+        let file = {
+            let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+            if only_if_changed && !state.changed_since_checkpoint {
+                return Ok(None);
+            }
+            let mut equivocations_seen: Vec<_> = state.equivocations_seen.iter().copied().collect();
+            equivocations_seen.sort();
+            let extra = CheckpointExtra {
+                equivocations_seen,
+                seizure_reports_through: state.seizure_reports_through,
+            };
+            let write = || -> std::io::Result<std::fs::File> {
+                let file = std::fs::File::create(&temporary)?;
+                let mut out = BufWriter::with_capacity(1 << 20, file);
+                let extra = serde_json::to_value(&extra).map_err(std::io::Error::other)?;
+                state.engine.write_checkpoint(extra, &mut out)?;
+                out.into_inner().map_err(|e| e.into_error())
+            };
+            let file = write().map_err(failed)?;
+            state.changed_since_checkpoint = false;
+            file
+        };
+        let finish = || -> std::io::Result<u64> {
             file.sync_all()?;
             let size = file.metadata()?.len();
             std::fs::rename(&temporary, path)?;
@@ -385,8 +415,16 @@ impl Reconciler {
             }
             Ok(size)
         };
-        let size = write().map_err(failed)?;
-        Ok(Some((path.clone(), size)))
+        match finish() {
+            Ok(size) => Ok(Some((path.clone(), size))),
+            Err(e) => {
+                // Try again next time.
+                if let Ok(mut state) = self.state.lock() {
+                    state.changed_since_checkpoint = true;
+                }
+                Err(failed(e))
+            }
+        }
     }
 
     /// Runs `f` with read access to the engine.
@@ -428,6 +466,7 @@ impl Reconciler {
                 changes.extend(state.engine.apply_seizure(item, &NoLines, now));
             }
             state.seizure_reports_through = state.seizure_reports_through.max(report.id);
+            state.changed_since_checkpoint = true;
         };
         for snapshot in &pending {
             while let Some(report) =
@@ -436,6 +475,7 @@ impl Reconciler {
                 apply_report(state, report, &mut changes);
             }
             changes.extend(self.apply_snapshot(state, snapshot, now)?);
+            state.changed_since_checkpoint = true;
         }
         for report in reports {
             apply_report(state, report, &mut changes);
@@ -447,6 +487,7 @@ impl Reconciler {
                 .equivocations_seen
                 .insert((header.state, header.sequence, submitted))
             {
+                state.changed_since_checkpoint = true;
                 changes.extend(state.engine.apply_equivocation(&EquivocationRef {
                     state: header.state,
                     sequence: header.sequence,

@@ -78,6 +78,9 @@ pub struct Coordinator {
     pub metrics: Arc<Metrics>,
     /// How long shutdown waits for submissions in flight.
     pub shutdown_grace: Duration,
+    /// How often the engine checkpoint is written while serving; `None`:
+    /// only at a clean stop.
+    pub checkpoint_every: Option<Duration>,
     /// The hash-chained audit trail (sled tree `audit`).
     pub audit: Arc<AuditLog>,
     /// The sled database under the store, flushed last at shutdown.
@@ -144,6 +147,9 @@ pub fn assemble(
         rule,
         metrics: Arc::new(Metrics::new()),
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        checkpoint_every: Some(Duration::from_secs(
+            crate::config::DEFAULT_CHECKPOINT_SECONDS,
+        )),
         audit,
         db,
     })
@@ -166,6 +172,10 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, Serv
         Duration::from_secs(config.reconcile.tick_seconds),
     )?;
     coordinator.shutdown_grace = Duration::from_secs(config.shutdown.grace_seconds);
+    coordinator.checkpoint_every = match config.reconcile.checkpoint_seconds {
+        0 => None,
+        seconds => Some(Duration::from_secs(seconds)),
+    };
     Ok(coordinator)
 }
 
@@ -316,6 +326,26 @@ pub async fn run(
         coordinator.reconciler.clone(),
     ));
 
+    // The engine checkpoint is written on a timer until shutdown begins
+    // (and once more at the end, below).
+    let checkpointer = coordinator.checkpoint_every.map(|period| {
+        let reconciler = coordinator.reconciler.clone();
+        let lifecycle = lifecycle.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + period;
+            let mut interval = tokio::time::interval_at(start, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = lifecycle.draining() => break,
+                }
+                let r = reconciler.clone();
+                write_checkpoint(move || r.write_checkpoint(true)).await;
+            }
+        })
+    });
+
     // The clock-based rules run on a timer until shutdown begins.
     let ticker = {
         let reconciler = coordinator.reconciler.clone();
@@ -438,6 +468,9 @@ pub async fn run(
         }
     };
     let _ = ticker.await;
+    if let Some(checkpointer) = checkpointer {
+        let _ = checkpointer.await;
+    }
     let _ = metrics_stop.send(());
     if let Some(mut m) = metrics_server {
         // A scraper's kept-alive connection may hold the endpoint open: stop
@@ -451,8 +484,23 @@ pub async fn run(
     }
     // Nothing reconciles any more: keep the engine's state for a fast start.
     let reconciler = coordinator.reconciler.clone();
+    write_checkpoint(move || reconciler.write_checkpoint(false)).await;
+    let db = coordinator.db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(Ok(_)) => tracing::info!("store flushed; coordinator stopped"),
+        Ok(Err(e)) => tracing::error!(error = %e, "flushing the store at shutdown failed"),
+        Err(e) => tracing::error!(error = %e, "flush task failed"),
+    }
+    result?;
+    Ok(())
+}
+
+/// Runs a checkpoint write off the async runtime and logs how it went.
+async fn write_checkpoint(
+    write: impl FnOnce() -> Result<Option<(std::path::PathBuf, u64)>, ReconcileError> + Send + 'static,
+) {
     let started = std::time::Instant::now();
-    match tokio::task::spawn_blocking(move || reconciler.write_checkpoint()).await {
+    match tokio::task::spawn_blocking(write).await {
         Ok(Ok(Some((path, bytes)))) => tracing::info!(
             path = %path.display(),
             bytes,
@@ -462,18 +510,11 @@ pub async fn run(
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::error!(
             error = %e,
-            "could not write the engine checkpoint: the next start rebuilds from every stored snapshot"
+            "could not write the engine checkpoint: a restart replays the snapshots since the \
+             last one that was written (or all of them)"
         ),
         Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
     }
-    let db = coordinator.db.clone();
-    match tokio::task::spawn_blocking(move || db.flush()).await {
-        Ok(Ok(_)) => tracing::info!("store flushed; coordinator stopped"),
-        Ok(Err(e)) => tracing::error!(error = %e, "flushing the store at shutdown failed"),
-        Err(e) => tracing::error!(error = %e, "flush task failed"),
-    }
-    result?;
-    Ok(())
 }
 
 /// Accepted connections with Nagle's algorithm off. A unary answer goes out

@@ -214,7 +214,8 @@ fn write_coordinator_config(dir: &Path) -> PathBuf {
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\ninsecure = true\ndata_dir = \"data\"\n\
-             key_file = \"keys/coordinator.key\"\n\n[shutdown]\ngrace_seconds = 1\n{members}"
+             key_file = \"keys/coordinator.key\"\n\n[shutdown]\ngrace_seconds = 1\n\n\
+             [reconcile]\ncheckpoint_seconds = 1\n{members}"
         ),
     )
     .expect("write config");
@@ -291,6 +292,15 @@ impl CoordinatorProcess {
 
     /// The number of alert changes the start-up rebuild had to record (from
     /// its log line), i.e. how far the persisted alerts lagged the snapshots.
+    /// Whether start-up continued from an engine checkpoint (written by the
+    /// previous process before it was killed).
+    fn started_from_checkpoint(&self) -> bool {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .find(|l| l.contains("reconciliation state rebuilt"))
+            .is_some_and(|l| l.contains("\"from_checkpoint\":true"))
+    }
+
     fn startup_changes(&self) -> u64 {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         log.lines()
@@ -626,6 +636,8 @@ fn comparable(alerts: Vec<proto::Alert>) -> Vec<String> {
 fn clean_rebuild_alerts(config_path: &Path, data: &Path, scratch: &Path) -> Vec<String> {
     let _ = std::fs::remove_dir_all(scratch);
     common::copy_dir(data, scratch);
+    // Not from the engine checkpoint: from the snapshots alone.
+    let _ = std::fs::remove_file(scratch.join(tally::reconciler::CHECKPOINT_FILE));
     let config = CoordinatorConfig::load(config_path).expect("config");
     let store = common::open_store(scratch);
     for tree in tally::alerts::ALERT_TREES {
@@ -685,6 +697,9 @@ enum KillMode {
     DuringStore,
     /// As soon as a client holds a receipt.
     AfterReceipt,
+    /// About when the periodic engine checkpoint (every second here) is
+    /// being written: the next start continues from the last complete one.
+    AroundCheckpoint,
 }
 
 /// Errors a client may see when the coordinator dies under it.
@@ -715,16 +730,18 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
     let mut by_mode: BTreeMap<String, usize> = BTreeMap::new();
     let mut unacknowledged_but_stored = 0;
     let mut restarts_that_fixed_alerts = 0;
+    let mut restarts_from_checkpoint = 0;
     let mut verified = 0;
     let mut verified_upto = BTreeMap::new();
     let mut rebuild_time = Duration::ZERO;
 
     for round in 1..=rounds {
-        let mode = match plan.random_range(0..4u32) {
+        let mode = match plan.random_range(0..5u32) {
             0 => KillMode::Anytime,
             1 => KillMode::DuringUpload,
             2 => KillMode::DuringStore,
-            _ => KillMode::AfterReceipt,
+            3 => KillMode::AfterReceipt,
+            _ => KillMode::AroundCheckpoint,
         };
         *by_mode.entry(format!("{mode:?}")).or_default() += 1;
         let stop = Arc::new(AtomicBool::new(false));
@@ -740,7 +757,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         // Let the clients get going, then wait for the moment to kill.
         tokio::time::sleep(millis(&mut plan, 0..100)).await;
         let wanted = match mode {
-            KillMode::Anytime => None,
+            KillMode::Anytime | KillMode::AroundCheckpoint => None,
             KillMode::DuringUpload => Some(Progress::MidUpload),
             KillMode::DuringStore => Some(Progress::Sent),
             KillMode::AfterReceipt => Some(Progress::Receipt),
@@ -750,6 +767,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
             KillMode::DuringUpload => millis(&mut plan, 0..4),
             KillMode::DuringStore => millis(&mut plan, 0..8),
             KillMode::AfterReceipt => Duration::ZERO,
+            KillMode::AroundCheckpoint => millis(&mut plan, 900..1_400),
         };
         if let Some(wanted) = wanted {
             while progress.try_recv().is_ok() {}
@@ -791,6 +809,9 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         coordinator = CoordinatorProcess::start(&config, dir.path().join(format!("log-{round}")));
         if coordinator.startup_changes() > 0 {
             restarts_that_fixed_alerts += 1;
+        }
+        if coordinator.started_from_checkpoint() {
+            restarts_from_checkpoint += 1;
         }
         let context = format!("after kill {round} ({mode:?}, seed {seed})");
         verified += check_snapshots(
@@ -882,6 +903,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         "coordinator kill test: {rounds} SIGKILLs {by_mode:?}, {snapshots} snapshots accepted, \
          {verified} downloads verified, {unacknowledged_but_stored} snapshots stored without their \
          receipt reaching the client, {restarts_that_fixed_alerts} restarts recorded alert changes, \
+         {restarts_from_checkpoint} restarts continued from the engine checkpoint, \
          {} open alerts of kinds {kinds:?}, {:.1} s ({:.1} s of it in clean rebuilds)",
         live.len(),
         started.elapsed().as_secs_f64(),

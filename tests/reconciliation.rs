@@ -336,3 +336,46 @@ async fn an_equivocation_that_sorts_before_an_earlier_one_is_reconciled() {
     assert_eq!(conflicting, ["ARM", "TJK"]);
     coord.stop().await;
 }
+
+#[test]
+fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = ["RUS", "KAZ"].map(|s| (state(s), state_key(s).verifying_key()));
+    let accept = |ingestor: &Ingestor, s: &TestSnapshot| {
+        let Ok(Admission::New(mut upload)) = ingestor.admit(s.signed.clone()) else {
+            panic!("admitted");
+        };
+        for c in &s.chunks {
+            upload.push_chunk(c).unwrap();
+        }
+        upload.finish().unwrap().accepted_at_unix_ms
+    };
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &[]);
+    let kaz1 = snapshot("KAZ", 1, SnapshotDigest::GENESIS, &[]);
+    let rus2 = snapshot("RUS", 2, rus1.digest(), &[]);
+    {
+        let store: Arc<dyn SnapshotStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let frozen = Ingestor::with_clock(
+            store,
+            members,
+            coordinator_key(),
+            Default::default(),
+            Default::default(),
+            Box::new(|| 5_000),
+        );
+        assert_eq!(accept(&frozen, &rus1), 5_000);
+        assert_eq!(accept(&frozen, &kaz1), 5_001);
+    }
+    // A new process whose clock is behind what the store holds goes on
+    // after the latest acceptance time.
+    let store: Arc<dyn SnapshotStore> = Arc::new(open_store(dir.path()));
+    let behind = Ingestor::with_clock(
+        store,
+        members,
+        coordinator_key(),
+        Default::default(),
+        Default::default(),
+        Box::new(|| 4_000),
+    );
+    assert_eq!(accept(&behind, &rus2), 5_002);
+}
