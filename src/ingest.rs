@@ -19,7 +19,7 @@ use crate::snapshot::{
     BadSignature, ItemStreamVerifier, Receipt, SignedHeader, SnapshotDigest, VerifyError,
 };
 use crate::state::StateCode;
-use crate::store::{Equivocation, SnapshotStore, StoreError, StoredSnapshot, UploadId};
+use crate::store::{Equivocation, NewSnapshot, SnapshotStore, StoreError, UploadId};
 
 /// Why a submission was refused. Mapped to a gRPC status at the service edge.
 #[derive(Debug, thiserror::Error)]
@@ -78,24 +78,6 @@ struct Inner {
     limits: Limits,
     rule: CanonicalRule,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
-    /// The acceptance time of the last commit (`None` until the first
-    /// commit reads it from the store). Held from stamping a receipt to the
-    /// end of its commit, so acceptance times are strictly increasing in
-    /// commit order: the order in which the reconciler applies snapshots,
-    /// and the order a rebuild replays them in (by acceptance time).
-    commit_order: std::sync::Mutex<Option<i64>>,
-}
-
-/// The latest acceptance time in the store (each state's latest snapshot
-/// is its latest acceptance).
-fn latest_acceptance(store: &dyn SnapshotStore) -> Result<Option<i64>, StoreError> {
-    let mut latest = None;
-    for state in store.states()? {
-        if let Some(s) = store.latest(state)? {
-            latest = latest.max(Some(s.receipt.accepted_at_unix_ms));
-        }
-    }
-    Ok(latest)
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch.
@@ -141,7 +123,6 @@ impl Ingestor {
                 limits,
                 rule,
                 clock,
-                commit_order: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -315,41 +296,28 @@ impl Upload {
         {
             tracing::warn!(error = %e, "could not keep the snapshot's Merkle block roots; traces will rebuild them");
         }
-        // Commits wait for each other here, including their disk syncs: a
-        // few milliseconds per snapshot, for an acceptance order that live
-        // reconciliation and a rebuild agree on.
-        let mut last_accepted = inner
-            .commit_order
-            .lock()
-            .map_err(|_| StoreError::Task("commit order lock poisoned".into()))?;
-        let floor = match *last_accepted {
-            Some(last) => last.saturating_add(1),
-            None => latest_acceptance(inner.store.as_ref())?.map_or(i64::MIN, |t| t + 1),
+        let clock = &inner.clock;
+        let issue = |earliest: i64| {
+            let accepted_at = clock().max(earliest);
+            Receipt::issue(
+                &inner.key,
+                header.state,
+                header.sequence,
+                digest,
+                accepted_at,
+            )
         };
-        let accepted_at = (inner.clock)().max(floor);
-        let receipt = Receipt::issue(
-            &inner.key,
-            header.state,
-            header.sequence,
-            digest,
-            accepted_at,
-        );
-        let record = StoredSnapshot {
+        let new = NewSnapshot {
             signed: self.signed.clone(),
             digest,
-            receipt: receipt.clone(),
             upload: self.id,
             chunk_count: self.chunks,
         };
-        let committed = inner.store.commit(&record);
-        if committed.is_ok() {
-            *last_accepted = Some(accepted_at);
-        }
-        drop(last_accepted);
+        let committed = inner.store.commit_new(new, &issue);
         match committed {
-            Ok(()) => {
+            Ok(record) => {
                 self.finished = true;
-                Ok(receipt)
+                Ok(record.receipt)
             }
             Err(StoreError::ChainMoved { .. }) => {
                 // Another upload of this state committed first. If it was this

@@ -62,6 +62,15 @@ pub enum StoreError {
     Task(String),
 }
 
+/// A verified upload waiting for its receipt (see [`SnapshotStore::commit_new`]).
+#[derive(Debug, Clone)]
+pub struct NewSnapshot {
+    pub signed: SignedHeader,
+    pub digest: SnapshotDigest,
+    pub upload: UploadId,
+    pub chunk_count: u32,
+}
+
 /// The chunks of one snapshot, read lazily in order.
 pub type ChunkIter = Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + Send>;
 
@@ -91,7 +100,20 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn put_chunk(&self, upload: UploadId, index: u32, leaves: &[u8]) -> Result<(), StoreError>;
     /// Makes the upload visible as `record` and flushes it to disk, provided
     /// `record` is still the next link of its state's chain (else `ChainMoved`).
+    /// For records that already have their receipt (import).
     fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError>;
+    /// As [`SnapshotStore::commit`] for a newly accepted snapshot whose
+    /// receipt is issued at the moment of the commit: `issue` is called
+    /// under the store's commit lock with the earliest acceptance time
+    /// allowed (1 ms after the latest snapshot committed so far, of any
+    /// state) and returns the receipt to keep. So acceptance times strictly
+    /// increase in commit order, the order the reconciler sees snapshots in
+    /// and a rebuild replays them in. Returns the stored record.
+    fn commit_new(
+        &self,
+        new: NewSnapshot,
+        issue: &dyn Fn(i64) -> Receipt,
+    ) -> Result<StoredSnapshot, StoreError>;
     /// Discards an upload's chunks.
     fn abort(&self, upload: UploadId) -> Result<(), StoreError>;
     /// Chunk `index` (0-based) of an accepted snapshot.

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    ChunkIter, Equivocation, SnapshotStore, StoreError, StoredSnapshot, UploadId,
+    ChunkIter, Equivocation, NewSnapshot, SnapshotStore, StoreError, StoredSnapshot, UploadId,
     decode_equivocation, decode_record, encode_equivocation, encode_record,
 };
-use crate::snapshot::SnapshotDigest;
+use crate::snapshot::{Receipt, SignedHeader, SnapshotDigest};
 use crate::state::StateCode;
 
 /// Snapshots in sled plus one chunk file per upload.
@@ -44,10 +44,12 @@ pub struct SledStore {
     piece_starts: sled::Tree,
     /// The store's directory (the reconciler keeps its checkpoint there).
     dir: PathBuf,
-    /// Serialises commits so that "is this still the next link?" and the
-    /// insert happen as one step. Commits are rare and short; uploads run in
-    /// parallel up to the commit.
-    commit_lock: Mutex<()>,
+    /// Serialises commits so that "is this still the next link?", the
+    /// receipt's acceptance time and the insert happen as one step. Holds
+    /// the latest acceptance time committed (`None` until the first commit
+    /// reads it from the store). Commits are rare and short; uploads, and
+    /// the syncs before the insert, run in parallel.
+    commit_lock: Mutex<Option<i64>>,
 }
 
 fn snapshot_key(state: StateCode, sequence: u64) -> [u8; 11] {
@@ -206,10 +208,70 @@ impl SledStore {
             piece_starts: db.open_tree("piece_starts")?,
             dir: dir.to_path_buf(),
             db,
-            commit_lock: Mutex::new(()),
+            commit_lock: Mutex::new(None),
         };
         store.remove_orphan_chunks()?;
         Ok(store)
+    }
+
+    /// Commits the upload `upload` of `signed` as the record `make` returns
+    /// when given the earliest acceptance time allowed.
+    fn commit_record(
+        &self,
+        signed: &SignedHeader,
+        upload: UploadId,
+        make: &mut dyn FnMut(i64) -> StoredSnapshot,
+    ) -> Result<StoredSnapshot, StoreError> {
+        let header = &signed.header;
+        // Chunks first, then the directory record: the chunk file and its
+        // directory entry are synced and the chunk locations flushed before
+        // the record is written, so no record can ever point at chunks that
+        // did not reach the disk.
+        let f = self.chunks.file(upload)?;
+        f.file.sync_all().map_err(file_error(&f.path))?;
+        sync_dir(&self.chunks.dir)?;
+        self.db.flush()?;
+        let record = {
+            let mut last_accepted = self
+                .commit_lock
+                .lock()
+                .map_err(|_| StoreError::Task("commit lock poisoned".into()))?;
+            let latest = self.latest(header.state)?;
+            let next = latest.as_ref().map_or(1, |l| l.signed.header.sequence + 1);
+            let prev = latest.map_or(crate::snapshot::SnapshotDigest::GENESIS, |l| l.digest);
+            if header.sequence != next || header.previous_digest != prev {
+                return Err(StoreError::ChainMoved {
+                    state: header.state,
+                    sequence: header.sequence,
+                });
+            }
+            let last = match *last_accepted {
+                Some(last) => Some(last),
+                None => self.latest_acceptance()?,
+            };
+            let record = make(last.map_or(i64::MIN, |t| t.saturating_add(1)));
+            self.snapshots.insert(
+                snapshot_key(header.state, header.sequence),
+                encode_record(&record),
+            )?;
+            self.uploads.remove(upload.0.to_be_bytes())?;
+            *last_accepted = last.max(Some(record.receipt.accepted_at_unix_ms));
+            record
+        };
+        self.db.flush()?;
+        Ok(record)
+    }
+
+    /// The latest acceptance time in the store: that of one of the states'
+    /// latest snapshots.
+    fn latest_acceptance(&self) -> Result<Option<i64>, StoreError> {
+        let mut latest = None;
+        for state in self.states()? {
+            if let Some(s) = self.latest(state)? {
+                latest = latest.max(Some(s.receipt.accepted_at_unix_ms));
+            }
+        }
+        Ok(latest)
     }
 
     /// The directory the store was opened in.
@@ -376,37 +438,22 @@ impl SnapshotStore for SledStore {
     }
 
     fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
-        let header = &record.signed.header;
-        // Chunks first, then the directory record: the chunk file and its
-        // directory entry are synced and the chunk locations flushed before
-        // the record is written, so no record can ever point at chunks that
-        // did not reach the disk.
-        let f = self.chunks.file(record.upload)?;
-        f.file.sync_all().map_err(file_error(&f.path))?;
-        sync_dir(&self.chunks.dir)?;
-        self.db.flush()?;
-        {
-            let _guard = self
-                .commit_lock
-                .lock()
-                .map_err(|_| StoreError::Task("commit lock poisoned".into()))?;
-            let latest = self.latest(header.state)?;
-            let next = latest.as_ref().map_or(1, |l| l.signed.header.sequence + 1);
-            let prev = latest.map_or(crate::snapshot::SnapshotDigest::GENESIS, |l| l.digest);
-            if header.sequence != next || header.previous_digest != prev {
-                return Err(StoreError::ChainMoved {
-                    state: header.state,
-                    sequence: header.sequence,
-                });
-            }
-            self.snapshots.insert(
-                snapshot_key(header.state, header.sequence),
-                encode_record(record),
-            )?;
-            self.uploads.remove(record.upload.0.to_be_bytes())?;
-        }
-        self.db.flush()?;
-        Ok(())
+        self.commit_record(&record.signed, record.upload, &mut |_| record.clone())
+            .map(|_| ())
+    }
+
+    fn commit_new(
+        &self,
+        new: NewSnapshot,
+        issue: &dyn Fn(i64) -> Receipt,
+    ) -> Result<StoredSnapshot, StoreError> {
+        self.commit_record(&new.signed, new.upload, &mut |earliest| StoredSnapshot {
+            signed: new.signed.clone(),
+            digest: new.digest,
+            receipt: issue(earliest),
+            upload: new.upload,
+            chunk_count: new.chunk_count,
+        })
     }
 
     fn abort(&self, upload: UploadId) -> Result<(), StoreError> {
