@@ -330,19 +330,10 @@ pub async fn run(
     // (and once more at the end, below).
     let checkpointer = coordinator.checkpoint_every.map(|period| {
         let reconciler = coordinator.reconciler.clone();
-        let lifecycle = lifecycle.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + period;
-            let mut interval = tokio::time::interval_at(start, period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {}
-                    _ = lifecycle.draining() => break,
-                }
-                let r = reconciler.clone();
-                write_checkpoint(move || r.write_checkpoint(true)).await;
-            }
+        let first = tokio::time::Instant::now() + period;
+        until_draining(&lifecycle, first, period, move || {
+            let r = reconciler.clone();
+            write_checkpoint(move || r.write_checkpoint(true))
         })
     });
 
@@ -350,17 +341,11 @@ pub async fn run(
     let ticker = {
         let reconciler = coordinator.reconciler.clone();
         let metrics = coordinator.metrics.clone();
-        let period = coordinator.tick;
-        let lifecycle = lifecycle.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {}
-                    _ = lifecycle.draining() => break,
-                }
-                let r = reconciler.clone();
+        let now = tokio::time::Instant::now();
+        until_draining(&lifecycle, now, coordinator.tick, move || {
+            let r = reconciler.clone();
+            let metrics = metrics.clone();
+            async move {
                 let started = std::time::Instant::now();
                 match tokio::task::spawn_blocking(move || r.tick(now_unix_ms())).await {
                     Ok(Ok(events)) => {
@@ -493,6 +478,32 @@ pub async fn run(
     }
     result?;
     Ok(())
+}
+
+/// Runs `job` at `first` and then every `period` (a late run delays the
+/// next) until shutdown begins.
+fn until_draining<F, Fut>(
+    lifecycle: &Lifecycle,
+    first: tokio::time::Instant,
+    period: Duration,
+    mut job: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let lifecycle = lifecycle.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval_at(first, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = lifecycle.draining() => break,
+            }
+            job().await;
+        }
+    })
 }
 
 /// Runs a checkpoint write off the async runtime and logs how it went.
