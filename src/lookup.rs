@@ -158,13 +158,17 @@ impl PieceStarts {
     }
 }
 
-/// The piece starts of a snapshot as bytes, to keep them in the store: the
-/// number of pieces (u32), then per piece the chunk (u32), the byte offset
-/// (u32), the first leaf's position (u64), and the first key's canonical
-/// model and serial, each as a u16 length and its bytes; integers
-/// little-endian.
-pub fn encode_starts(starts: &[ChunkStart]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + starts.len() * 32);
+/// The piece starts of `snapshot` as bytes, to keep them in the store: the
+/// piece size ([`PIECE_LOG2`], u8), the snapshot's item count (u64) and
+/// chunk count (u32), the number of pieces (u32), then per piece the chunk
+/// (u32), the byte offset (u32), the first leaf's position (u64), and the
+/// first key's canonical model and serial, each as a u16 length and its
+/// bytes; integers little-endian.
+pub fn encode_starts(snapshot: &StoredSnapshot, starts: &[ChunkStart]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + starts.len() * 32);
+    out.push(PIECE_LOG2 as u8);
+    out.extend_from_slice(&snapshot.signed.header.item_count.to_le_bytes());
+    out.extend_from_slice(&snapshot.chunk_count.to_le_bytes());
     out.extend_from_slice(&(starts.len() as u32).to_le_bytes());
     for s in starts {
         out.extend_from_slice(&s.chunk.to_le_bytes());
@@ -180,9 +184,12 @@ pub fn encode_starts(starts: &[ChunkStart]) -> Vec<u8> {
     out
 }
 
-/// The inverse of [`encode_starts`]. `None` unless the starts are in leaf
-/// and key order, as [`PieceStarts`] makes them.
-pub fn decode_starts(mut bytes: &[u8]) -> Option<Vec<ChunkStart>> {
+/// The inverse of [`encode_starts`] for `snapshot`. `None` unless the bytes
+/// were written for this snapshot's item and chunk counts and this piece
+/// size, and the starts have the shape [`PieceStarts`] gives them: the
+/// first at leaf 0, offset 0; a new chunk at offset 0; further pieces of a
+/// chunk at multiples of the piece size; leaves, offsets and keys in order.
+pub fn decode_starts(mut bytes: &[u8], snapshot: &StoredSnapshot) -> Option<Vec<ChunkStart>> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = bytes.split_at_checked(n)?;
         *bytes = tail;
@@ -191,6 +198,15 @@ pub fn decode_starts(mut bytes: &[u8]) -> Option<Vec<ChunkStart>> {
     fn string(bytes: &mut &[u8]) -> Option<String> {
         let len = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?);
         String::from_utf8(take(bytes, len as usize)?.to_vec()).ok()
+    }
+    let piece_log2 = u32::from(*take(&mut bytes, 1)?.first()?);
+    let item_count = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
+    let chunk_count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+    if piece_log2 != PIECE_LOG2
+        || item_count != snapshot.signed.header.item_count
+        || chunk_count != snapshot.chunk_count
+    {
+        return None;
     }
     let count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
     let mut out: Vec<ChunkStart> = Vec::new();
@@ -201,18 +217,25 @@ pub fn decode_starts(mut bytes: &[u8]) -> Option<Vec<ChunkStart>> {
             first_leaf: u64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?),
             first_key: (string(&mut bytes)?, string(&mut bytes)?),
         };
-        if let Some(last) = out.last() {
-            let in_order = last.chunk <= start.chunk
-                && last.first_leaf < start.first_leaf
-                && (last.chunk < start.chunk || last.offset < start.offset)
-                && last.first_key <= start.first_key;
-            if !in_order {
-                return None;
+        let fits = start.chunk < chunk_count && start.first_leaf < item_count;
+        let in_order = match out.last() {
+            None => start.first_leaf == 0 && start.offset == 0,
+            Some(last) => {
+                let next_chunk = last.chunk < start.chunk && start.offset == 0;
+                let same_chunk = last.chunk == start.chunk
+                    && last.offset < start.offset
+                    && starts_piece(start.first_leaf, piece_log2);
+                last.first_leaf < start.first_leaf
+                    && last.first_key <= start.first_key
+                    && (next_chunk || same_chunk)
             }
+        };
+        if !fits || !in_order {
+            return None;
         }
         out.push(start);
     }
-    bytes.is_empty().then_some(out)
+    (bytes.is_empty() && (count > 0) == (item_count > 0)).then_some(out)
 }
 
 pub(crate) fn owned_key(leaf: &LeafRef<'_>) -> (String, String) {
@@ -377,15 +400,14 @@ impl SnapshotLookup {
         lock(&self.indexes).get(&(state, sequence)).cloned()
     }
 
-    /// Records the index of a snapshot and keeps its piece starts in the
-    /// store, so that after a restart it is read back instead of rebuilt
-    /// from every leaf.
-    pub fn insert_and_keep(&self, index: ChunkIndex) -> Result<(), StoreError> {
-        let snapshot = &index.snapshot;
-        self.store
-            .put_piece_starts(&snapshot.digest, &encode_starts(&index.starts))?;
-        self.insert(index);
-        Ok(())
+    /// Keeps the piece starts of an index in the store, so that after a
+    /// restart it is read back instead of rebuilt from every leaf (record
+    /// the index itself with [`SnapshotLookup::insert`]).
+    pub fn insert_and_keep(&self, index: &ChunkIndex) -> Result<(), StoreError> {
+        self.store.put_piece_starts(
+            &index.snapshot.digest,
+            &encode_starts(&index.snapshot, &index.starts),
+        )
     }
 
     /// The index of `snapshot`: the recorded one, else the piece starts
@@ -400,19 +422,12 @@ impl SnapshotLookup {
         let kept = self
             .store
             .piece_starts(&snapshot.digest)?
-            .and_then(|bytes| decode_starts(&bytes))
-            .filter(|starts| {
-                starts.first().is_some_and(|s| s.first_leaf == 0)
-                    && starts
-                        .last()
-                        .is_some_and(|s| s.first_leaf < snapshot.signed.header.item_count)
-            });
+            .and_then(|bytes| decode_starts(&bytes, snapshot));
         let index = match kept {
             Some(starts) => ChunkIndex::new(snapshot.clone(), starts),
             None => {
                 let index = ChunkIndex::read(self.store.as_ref(), snapshot)?;
-                self.store
-                    .put_piece_starts(&snapshot.digest, &encode_starts(&index.starts))?;
+                self.insert_and_keep(&index)?;
                 index
             }
         };
@@ -659,7 +674,7 @@ mod tests {
         // The starts were kept in the store: a new lookup (a restart) reads
         // them back, and damaged ones are rebuilt from the leaves.
         let kept = store.piece_starts(&snapshot.digest).unwrap().unwrap();
-        assert_eq!(decode_starts(&kept).unwrap(), read.starts());
+        assert_eq!(decode_starts(&kept, &snapshot).unwrap(), read.starts());
         let restarted = SnapshotLookup::new(store.clone());
         let from_store = restarted
             .index_for(StateCode::parse("RUS").unwrap(), 1)
@@ -683,7 +698,13 @@ mod tests {
     }
 
     #[test]
-    fn piece_starts_out_of_order_are_refused() {
+    fn piece_starts_of_another_shape_or_snapshot_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // The counts of a larger snapshot: 2,000 items in 2 chunks.
+        let mut snapshot = stored(&store, &["A"], 1);
+        snapshot.signed.header.item_count = 2_000;
+        snapshot.chunk_count = 2;
         let start = |chunk, offset, first_leaf, serial: &str| ChunkStart {
             chunk,
             offset,
@@ -695,34 +716,62 @@ mod tests {
             start(0, 90, 1024, "B"),
             start(1, 0, 1500, "C"),
         ];
-        assert_eq!(decode_starts(&encode_starts(&good)).unwrap(), good);
+        let bytes = encode_starts(&snapshot, &good);
+        assert_eq!(decode_starts(&bytes, &snapshot).unwrap(), good);
         for bad in [
+            // keys out of order
             [
                 start(0, 0, 0, "A"),
                 start(0, 90, 1024, "C"),
                 start(1, 0, 1500, "B"),
             ],
+            // offsets not increasing inside a chunk
             [
                 start(0, 0, 0, "A"),
                 start(0, 0, 1024, "B"),
                 start(1, 0, 1500, "C"),
             ],
+            // a piece inside a chunk that is not at a multiple of the piece size
             [
                 start(0, 0, 0, "A"),
-                start(0, 90, 1600, "B"),
+                start(0, 90, 1000, "B"),
                 start(1, 0, 1500, "C"),
             ],
+            // a new chunk that does not start at offset 0
             [
-                start(1, 0, 0, "A"),
+                start(0, 0, 0, "A"),
+                start(0, 90, 1024, "B"),
+                start(1, 8, 1500, "C"),
+            ],
+            // not starting at leaf 0
+            [
+                start(0, 0, 1, "A"),
                 start(0, 90, 1024, "B"),
                 start(1, 0, 1500, "C"),
             ],
+            // past the snapshot's chunks or items
+            [
+                start(0, 0, 0, "A"),
+                start(0, 90, 1024, "B"),
+                start(2, 0, 1500, "C"),
+            ],
+            [
+                start(0, 0, 0, "A"),
+                start(0, 90, 1024, "B"),
+                start(1, 0, 2000, "C"),
+            ],
         ] {
-            assert_eq!(decode_starts(&encode_starts(&bad)), None, "{bad:?}");
+            let bytes = encode_starts(&snapshot, &bad);
+            assert_eq!(decode_starts(&bytes, &snapshot), None, "{bad:?}");
         }
-        let bytes = encode_starts(&good);
+        let mut other = snapshot.clone();
+        other.chunk_count = 3;
+        assert_eq!(decode_starts(&bytes, &other), None, "another chunk count");
+        other = snapshot.clone();
+        other.signed.header.item_count = 3_000;
+        assert_eq!(decode_starts(&bytes, &other), None, "another item count");
         for len in 0..bytes.len() {
-            if let Some(starts) = decode_starts(&bytes[..len]) {
+            if let Some(starts) = decode_starts(&bytes[..len], &snapshot) {
                 panic!("a cut at {len} decoded to {starts:?}");
             }
         }

@@ -115,7 +115,12 @@ impl State {
 
     /// The state kept in the checkpoint at `path`, if it can be used with
     /// `store` (see the module documentation); says why not otherwise.
-    fn restore(path: &Path, store: &dyn SnapshotStore, config: &EngineConfig) -> Option<State> {
+    fn restore(
+        path: &Path,
+        store: &dyn SnapshotStore,
+        seizures: &SeizureLog,
+        config: &EngineConfig,
+    ) -> Option<State> {
         let not_used = |reason: &dyn std::fmt::Display| {
             tracing::warn!(
                 path = %path.display(),
@@ -146,6 +151,44 @@ impl State {
                 return None;
             }
         };
+        // Besides the snapshots, the seizure reports and equivocations it
+        // counts as applied must be this store's (not, say, those of a newer
+        // store whose sled directory was replaced by an older backup).
+        let reports_known = match seizures.all() {
+            Ok(reports) => {
+                extra.seizure_reports_through == 0
+                    || reports
+                        .iter()
+                        .any(|r| r.id == extra.seizure_reports_through)
+            }
+            Err(e) => {
+                not_used(&e);
+                return None;
+            }
+        };
+        let equivocations_known = match store.equivocations() {
+            Ok(stored) => {
+                let stored: HashSet<(StateCode, u64, SnapshotDigest)> = stored
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.signed.header.state,
+                            e.signed.header.sequence,
+                            e.signed.digest(),
+                        )
+                    })
+                    .collect();
+                extra.equivocations_seen.iter().all(|e| stored.contains(e))
+            }
+            Err(e) => {
+                not_used(&e);
+                return None;
+            }
+        };
+        if !reports_known || !equivocations_known {
+            not_used(&"it counts seizure reports or equivocations this store does not hold");
+            return None;
+        }
         let mut applied = HashMap::new();
         for latest in engine.latest_snapshots() {
             match store.get(latest.state, latest.sequence) {
@@ -205,7 +248,7 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let restored = checkpoint
             .as_deref()
-            .and_then(|path| State::restore(path, store.as_ref(), &config));
+            .and_then(|path| State::restore(path, store.as_ref(), &seizures, &config));
         let from_checkpoint = restored.is_some();
         if from_checkpoint {
             tracing::info!(
@@ -317,17 +360,26 @@ impl Reconciler {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
         // Snapshots committed before the report come before it, live as in a
         // rebuild (which puts a report after the snapshots accepted at or
-        // before its time).
-        let mut changes = self.catch_up_locked(&mut state, now_unix_ms, Vec::new())?;
+        // before its time). Their changes are recorded first, so a failure
+        // to record the report cannot lose them.
+        let caught_up = self.catch_up_locked(&mut state, now_unix_ms, Vec::new())?;
+        if !caught_up.is_empty() {
+            self.alerts
+                .apply(&self.with_lines(caught_up), now_unix_ms)?;
+        }
         let report = self.seizures.record(items, now_unix_ms)?;
-        state.seizure_reports_through = state.seizure_reports_through.max(report.id);
-        state.changed_since_checkpoint = true;
-        for item in &report.items {
-            changes.extend(
-                state
-                    .engine
-                    .apply_seizure(item.clone(), &NoLines, now_unix_ms),
-            );
+        // Every logged report not applied yet, in order: normally just this
+        // one, but also one whose recording failed after it was written.
+        let mut changes = Vec::new();
+        for logged in self.seizures.all()? {
+            if logged.id <= state.seizure_reports_through {
+                continue;
+            }
+            for item in logged.items {
+                changes.extend(state.engine.apply_seizure(item, &NoLines, now_unix_ms));
+            }
+            state.seizure_reports_through = logged.id;
+            state.changed_since_checkpoint = true;
         }
         let changes = self.with_lines(changes);
         self.alerts.apply(&changes, now_unix_ms)?;
@@ -527,9 +579,12 @@ impl Reconciler {
             }
         }
         let reference = snapshot_ref(snapshot);
-        self.lines
-            .0
-            .insert_and_keep(ChunkIndex::new(snapshot.clone(), starts.finish()))?;
+        let index = ChunkIndex::new(snapshot.clone(), starts.finish());
+        if let Err(e) = self.lines.0.insert_and_keep(&index) {
+            // Derived data: lookups rebuild it from the leaves if it is missing.
+            tracing::warn!(error = %e, "could not keep a snapshot's piece index");
+        }
+        self.lines.0.insert(index);
         let changes = state.engine.apply_snapshot(reference, views, &NoLines, now);
         state.applied.insert(header.state, header.sequence);
         Ok(changes)

@@ -117,17 +117,13 @@ async fn a_restart_from_the_checkpoint_equals_a_full_rebuild_and_a_damaged_one_i
     coord.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
-    let dir = tempfile::tempdir().unwrap();
-    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
-    let mut client = coord.client().await;
-    let lost = [("9M39", "B2", Lost, None)];
-    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &items(&lost));
-    submit(&mut client, &rus1).await.unwrap();
-    let reconciler = coord.reconciler.clone().expect("running");
-    let key = items(&lost)[0].key.clone();
-    reconciler
+/// An operator reports launcher 9M39/B2 seized.
+fn report_seizure_of_b2(coord: &TestCoordinator) {
+    let key = items(&[("9M39", "B2", Lost, None)])[0].key.clone();
+    coord
+        .reconciler
+        .as_ref()
+        .expect("running")
         .report_seizures(
             vec![tally::reconcile::Seizure {
                 key,
@@ -140,7 +136,17 @@ async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
             tally::ingest::now_unix_ms(),
         )
         .unwrap();
-    drop(reconciler);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    let mut client = coord.client().await;
+    let lost = [("9M39", "B2", Lost, None)];
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &items(&lost));
+    submit(&mut client, &rus1).await.unwrap();
+    report_seizure_of_b2(&coord);
     // Accepted after the report; the key's row is as it was, so nothing
     // about the key is re-evaluated and its alerts keep their evidence.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -159,6 +165,44 @@ async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
         cursor,
         "the rebuild arrives at the same bodies: no event"
     );
+    coord.stop().await;
+}
+
+/// A store put back from an older backup, next to a newer checkpoint that
+/// counts a seizure report the backup does not hold: the checkpoint is not
+/// used (its snapshots alone would have matched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_newer_than_the_store_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let coord = TestCoordinator::start(&data, &["RUS"]).await;
+    let lost = [("9M39", "B2", Lost, None)];
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &items(&lost));
+    submit(&mut coord.client().await, &rus1).await.unwrap();
+    coord.stop().await;
+    let backup = dir.path().join("backup");
+    copy_dir(&data, &backup);
+
+    let coord = TestCoordinator::start(&data, &["RUS"]).await;
+    report_seizure_of_b2(&coord);
+    coord.stop().await;
+
+    let restored = dir.path().join("restored");
+    copy_dir(&backup, &restored);
+    std::fs::copy(
+        data.join(tally::reconciler::CHECKPOINT_FILE),
+        restored.join(tally::reconciler::CHECKPOINT_FILE),
+    )
+    .unwrap();
+    let coord = TestCoordinator::start(&restored, &["RUS"]).await;
+    assert!(!started_from_checkpoint(&coord));
+    let kinds: Vec<AlertKind> = alerts(&coord)
+        .current_alerts()
+        .unwrap()
+        .iter()
+        .map(|a| a.key.kind)
+        .collect();
+    assert_eq!(kinds, [AlertKind::ReportedLost], "no seizure in this store");
     coord.stop().await;
 }
 
