@@ -419,6 +419,26 @@ fn a_checkpoint_says_why_it_is_refused() {
     assert!(
         matches!(refused, Err(CheckpointError::Version { found }) if found == CHECKPOINT_FORMAT_VERSION + 1)
     );
+    // Another program version (same length, checksum recomputed).
+    let writer = format!("\"tally {}\"", env!("CARGO_PKG_VERSION"));
+    let other = format!("\"tally {}\"", "9".repeat(env!("CARGO_PKG_VERSION").len()));
+    let at = bytes
+        .windows(writer.len())
+        .position(|w| w == writer.as_bytes())
+        .unwrap();
+    let mut older = bytes.clone();
+    older[at..at + other.len()].copy_from_slice(other.as_bytes());
+    let body = older.len() - 32;
+    let sum = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&older[..body])
+    };
+    older[body..].copy_from_slice(&sum);
+    match Engine::read_checkpoint(w.engine.config(), &older[..]) {
+        Err(e @ CheckpointError::OtherWriter(_)) => assert!(e.to_string().contains("written by")),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a checkpoint of another version was accepted"),
+    }
     let last = bytes.len() - 1;
     let mut damaged = bytes.clone();
     damaged[last] ^= 1;

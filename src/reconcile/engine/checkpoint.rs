@@ -16,7 +16,7 @@
 //! | --- | --- |
 //! | magic | the 8 bytes `TALLYENG` |
 //! | version | 4 bytes, [`FORMAT_VERSION`] |
-//! | meta | blob: JSON of the configuration, the caller's data and every record except the large per-key arrays |
+//! | meta | blob: JSON of the writing program's version, the configuration, the caller's data and every record except the large per-key arrays |
 //! | key lengths | blob: per key in id order, the model's and the serial's byte length as LEB128 varints |
 //! | key bytes | blob: every key's model and serial bytes back to back |
 //! | states | per state of the meta, in its order: a blob of its latest snapshot's key ids (4 bytes each) and a blob of their cells (1 byte each) |
@@ -38,13 +38,16 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::snapshot::SnapshotDigest;
 
-/// Version of the file layout and of the records in it. Bump it whenever
-/// the engine's records or rules change meaning, so that a coordinator of a
-/// new version rebuilds instead of continuing from state it would not have
-/// derived.
+/// Version of the file layout and of the records in it. A checkpoint also
+/// names the program version that wrote it and is used only by that
+/// version; bump this when the engine's records or rules change meaning
+/// without a version change (during development).
 pub const FORMAT_VERSION: u32 = 1;
 
 const MAGIC: &[u8; 8] = b"TALLYENG";
+
+/// This program, as a checkpoint names its writer.
+const WRITER: &str = concat!("tally ", env!("CARGO_PKG_VERSION"));
 
 /// Why a checkpoint could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,8 @@ pub enum CheckpointError {
         "checkpoint was written with other reconciliation settings (transfer grace or cadences)"
     )]
     ConfigChanged,
+    #[error("checkpoint was written by {0}, this is {WRITER}")]
+    OtherWriter(String),
     #[error("checkpoint content is inconsistent: {0}")]
     Malformed(&'static str),
 }
@@ -73,6 +78,9 @@ type TransferRecords = (KeyId, StateIdx, Vec<(StateCode, RefIdx)>);
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
+    /// The version of the program that wrote it: rules may change between
+    /// versions without a format change, so another version rebuilds.
+    written_by: String,
     transfer_grace_ms: i64,
     cadence_ms: Vec<(StateCode, i64)>,
     /// The caller's own data, kept alongside (the coordinator's bookkeeping).
@@ -215,6 +223,7 @@ impl Engine {
             })
             .collect();
         let meta = Meta {
+            written_by: WRITER.to_string(),
             transfer_grace_ms: self.config.transfer_grace_ms,
             cadence_ms: self
                 .config
@@ -335,6 +344,9 @@ impl Engine {
             return Err(CheckpointError::Checksum);
         }
 
+        if meta.written_by != WRITER {
+            return Err(CheckpointError::OtherWriter(meta.written_by));
+        }
         let cadence: BTreeMap<StateCode, i64> = meta.cadence_ms.iter().copied().collect();
         if meta.transfer_grace_ms != config.transfer_grace_ms || cadence != config.cadence_ms {
             return Err(CheckpointError::ConfigChanged);
