@@ -260,3 +260,30 @@ fn regression_a_space_between_a_letter_and_its_mark_changes_nothing() {
         assert_eq!(rule.canonicalize(raw), "\u{040C}", "{raw:?}");
     }
 }
+
+/// The canonicalisation property tries every insertion point of a short text
+/// and, in a long one, both ends and a spread between them.
+#[test]
+fn insertion_points_cover_short_texts_and_both_ends_of_long_ones() {
+    use crate::fuzz_checks::insertion_points;
+    assert_eq!(insertion_points(0), vec![0]);
+    assert_eq!(insertion_points(96), (0..=96).collect::<Vec<_>>());
+    for len in [97, 100, 1_000, 4_096] {
+        let points = insertion_points(len);
+        assert!(points.windows(2).all(|w| w[0] < w[1]), "{len}: {points:?}");
+        assert!(points.starts_with(&(0..32).collect::<Vec<_>>()), "{len}");
+        assert!(
+            points.ends_with(&(len - 32..=len).collect::<Vec<_>>()),
+            "{len}"
+        );
+        assert!(
+            points.len() <= 32 + 33 + 33,
+            "{len}: {} points",
+            points.len()
+        );
+        assert!(
+            points.iter().any(|&p| p > len / 3 && p < 2 * len / 3),
+            "{len}"
+        );
+    }
+}

@@ -197,7 +197,7 @@ fn check_canonical_under(rule: &CanonicalRule, raw: &str) {
     }
     separators.extend(rule.remove_chars.chars());
     let chars: Vec<char> = raw.chars().collect();
-    for at in 0..=chars.len() {
+    for at in insertion_points(chars.len()) {
         for &sep in &separators {
             let spaced: String = chars[..at]
                 .iter()
@@ -214,6 +214,24 @@ fn check_canonical_under(rule: &CanonicalRule, raw: &str) {
     if raw.is_ascii() && !rule.remove_chars.chars().any(|c| c.is_ascii_alphabetic()) {
         assert_eq!(rule.canonicalize(&raw.to_ascii_lowercase()), canonical);
     }
+}
+
+/// Where to insert a removable character into a text of `len` characters:
+/// everywhere in a short text; in a long one, near both ends and at evenly
+/// spaced points between. Trying every point of a 4,096-character input cost
+/// about 170 ms per fuzz input (quadratic), which kept the fuzzer at about 11
+/// inputs a second; serials are far shorter than that.
+pub fn insertion_points(len: usize) -> Vec<usize> {
+    const EVERY_POINT_UP_TO: usize = 96;
+    const AT_EACH_END: usize = 32;
+    if len <= EVERY_POINT_UP_TO {
+        return (0..=len).collect();
+    }
+    let step = len / AT_EACH_END;
+    (0..AT_EACH_END)
+        .chain((AT_EACH_END..len - AT_EACH_END).step_by(step))
+        .chain(len - AT_EACH_END..=len)
+        .collect()
 }
 
 /// The snapshot decoders on arbitrary bytes: the header decoder, the leaf
