@@ -262,14 +262,16 @@ impl SledStore {
         Ok(record)
     }
 
-    /// The latest acceptance time in the store: that of one of the states'
-    /// latest snapshots.
+    /// The latest acceptance time of any stored snapshot. Read once per
+    /// process, at the first commit. Every snapshot, not only each state's
+    /// latest: a store written before times were issued under the commit
+    /// lock, or imported, can hold a later time earlier in a chain.
     fn latest_acceptance(&self) -> Result<Option<i64>, StoreError> {
         let mut latest = None;
-        for state in self.states()? {
-            if let Some(s) = self.latest(state)? {
-                latest = latest.max(Some(s.receipt.accepted_at_unix_ms));
-            }
+        for entry in self.snapshots.iter() {
+            let (k, v) = entry?;
+            let record = self.decode(&k, &v)?;
+            latest = latest.max(Some(record.receipt.accepted_at_unix_ms));
         }
         Ok(latest)
     }
@@ -569,6 +571,53 @@ mod tests {
             upload,
             chunk_count,
         }
+    }
+
+    /// The first commit of a process issues a time after every stored one,
+    /// even one earlier in a chain than a state's latest snapshot.
+    #[test]
+    fn new_acceptance_times_follow_every_stored_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let at = |time: i64, sequence: u64, previous: SnapshotDigest, upload: UploadId| {
+            let mut r = record(upload, 0);
+            r.signed.header.sequence = sequence;
+            r.signed.header.previous_digest = previous;
+            r.signed = r.signed.header.sign(&key);
+            r.digest = r.signed.digest();
+            r.receipt = Receipt::issue(&key, r.signed.header.state, sequence, r.digest, time);
+            r
+        };
+        let second_digest = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let first = at(
+                9_000,
+                1,
+                SnapshotDigest::GENESIS,
+                store.begin_upload().unwrap(),
+            );
+            store.commit(&first).unwrap();
+            let second = at(7_000, 2, first.digest, store.begin_upload().unwrap());
+            store.commit(&second).unwrap();
+            second.digest
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        let third = at(0, 3, second_digest, store.begin_upload().unwrap());
+        let issued = store
+            .commit_new(
+                NewSnapshot {
+                    signed: third.signed.clone(),
+                    digest: third.digest,
+                    upload: third.upload,
+                    chunk_count: 0,
+                },
+                &|earliest| {
+                    assert_eq!(earliest, 9_001);
+                    Receipt::issue(&key, third.signed.header.state, 3, third.digest, earliest)
+                },
+            )
+            .unwrap();
+        assert_eq!(issued.receipt.accepted_at_unix_ms, 9_001);
     }
 
     /// Chunks of an upload interrupted before its commit are gone after a
