@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::audit::{Caller, audited};
 use super::blocking;
+use super::convert::text_or_empty;
 use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
 use crate::audit::Action;
 use crate::audit_log::AuditLog;
@@ -131,7 +132,7 @@ fn evidence(e: &Evidence) -> proto::Evidence {
                 serial: l.serial.clone(),
                 status: l.status.to_string(),
                 site: l.site.clone(),
-                counterparty: l.counterparty.map(|c| c.to_string()).unwrap_or_default(),
+                counterparty: text_or_empty(l.counterparty),
             })
             .collect(),
     }
@@ -167,24 +168,10 @@ pub fn alert_to_proto(a: &Alert) -> proto::Alert {
     proto::Alert {
         id: a.id,
         kind: a.key.kind.to_string(),
-        model: a
-            .key
-            .item
-            .as_ref()
-            .map(|k| k.model.to_string())
-            .unwrap_or_default(),
-        serial: a
-            .key
-            .item
-            .as_ref()
-            .map(|k| k.serial.to_string())
-            .unwrap_or_default(),
-        state: a.key.state.map(|s| s.to_string()).unwrap_or_default(),
-        counterparty: a
-            .key
-            .counterparty
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
+        model: text_or_empty(a.key.item.as_ref().map(|k| &k.model)),
+        serial: text_or_empty(a.key.item.as_ref().map(|k| &k.serial)),
+        state: text_or_empty(a.key.state),
+        counterparty: text_or_empty(a.key.counterparty),
         sequence: a.key.sequence.unwrap_or_default(),
         status: alert_status_to_proto(a.status) as i32,
         severity,

@@ -8,6 +8,11 @@ use crate::snapshot::{Receipt, SignedHeader, SnapshotDigest, SnapshotHeader};
 use crate::state::StateCode;
 use crate::store::StoredSnapshot;
 
+/// An optional field's wire form: proto3 strings are empty when absent.
+pub fn text_or_empty(value: Option<impl ToString>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
 fn bytes32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
     b.try_into().map_err(|_| {
         Status::invalid_argument(format!(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::alerts::{alert_status_to_proto, custody_to_proto};
+use super::convert::text_or_empty;
 use crate::proto;
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use crate::trace::{Tracer, Trail, TrailEntry};
@@ -37,11 +38,7 @@ fn entry_to_proto(e: &TrailEntry) -> proto::TraceEntry {
         as_of_unix_ms: h.as_of_unix_ms,
         status: e.line.status.to_string(),
         site: e.line.site.clone(),
-        counterparty: e
-            .line
-            .counterparty
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
+        counterparty: text_or_empty(e.line.counterparty),
         model: e.line.model.clone(),
         serial: e.line.serial.clone(),
         evidence: Some(proto::ItemEvidence {
@@ -67,12 +64,8 @@ fn encode(trail: &Trail) -> proto::TraceItemResponse {
                 id: a.id,
                 kind: a.key.kind.to_string(),
                 status: alert_status_to_proto(a.status) as i32,
-                state: a.key.state.map(|s| s.to_string()).unwrap_or_default(),
-                counterparty: a
-                    .key
-                    .counterparty
-                    .map(|s| s.to_string())
-                    .unwrap_or_default(),
+                state: text_or_empty(a.key.state),
+                counterparty: text_or_empty(a.key.counterparty),
                 summary: a.body.summary.clone(),
             })
             .collect(),
