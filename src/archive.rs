@@ -1211,7 +1211,7 @@ fn replay(
             // snapshot (or when the coordinator starts).
             Step::Equivocation(e) => store.record_equivocation(e)?,
             Step::Seizure(r) => {
-                reconciler.report_seizures(r.items.clone(), r.reported_at_unix_ms)?;
+                reconciler.replay_seizure_report(r.items.clone(), r.reported_at_unix_ms)?;
             }
             Step::Action(a) => {
                 if let Err(reason) = apply_action(&reconciler, &alerts, a)? {

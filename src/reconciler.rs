@@ -274,9 +274,12 @@ impl Reconciler {
             // Silent replay: the changes are not events, only the end state
             // counts. Seizure reports go in where they came live, by time
             // (see `catch_up_locked`).
-            let reports: Vec<SeizureReport> = reconciler
-                .seizures
-                .all()?
+            let reports = reconciler.seizures.all()?;
+            // Later acceptance times come after every logged report's.
+            if let Some(latest) = reports.iter().map(|r| r.reported_at_unix_ms).max() {
+                reconciler.store.issue_time(latest)?;
+            }
+            let reports: Vec<SeizureReport> = reports
                 .into_iter()
                 .filter(|r| r.id > state.seizure_reports_through)
                 .collect();
@@ -358,16 +361,42 @@ impl Reconciler {
         now_unix_ms: i64,
     ) -> Result<SeizureReport, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        // Snapshots committed before the report come before it, live as in a
-        // rebuild (which puts a report after the snapshots accepted at or
-        // before its time). Their changes are recorded first, so a failure
-        // to record the report cannot lose them.
-        let caught_up = self.catch_up_locked(&mut state, now_unix_ms, Vec::new())?;
+        // The report's time comes from the store, which issues acceptance
+        // times: every snapshot accepted before it has an earlier time and is
+        // already committed, so the catch-up applies it first; every later
+        // one gets a later time. A rebuild puts a report after exactly the
+        // snapshots accepted before its time: the same order, even when
+        // acceptance times run ahead of this clock.
+        let reported_at = self.store.issue_time(now_unix_ms)?;
+        self.record_report(&mut state, items, reported_at, now_unix_ms)
+    }
+
+    /// As [`Reconciler::report_seizures`] for a report that already has its
+    /// time (import): keeps that time.
+    pub fn replay_seizure_report(
+        &self,
+        items: Vec<Seizure>,
+        reported_at_unix_ms: i64,
+    ) -> Result<SeizureReport, ReconcileError> {
+        let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
+        self.record_report(&mut state, items, reported_at_unix_ms, reported_at_unix_ms)
+    }
+
+    fn record_report(
+        &self,
+        state: &mut State,
+        items: Vec<Seizure>,
+        reported_at: i64,
+        now_unix_ms: i64,
+    ) -> Result<SeizureReport, ReconcileError> {
+        // The catch-up's changes are recorded first, so a failure to record
+        // the report cannot lose them.
+        let caught_up = self.catch_up_locked(state, now_unix_ms, Vec::new())?;
         if !caught_up.is_empty() {
             self.alerts
                 .apply(&self.with_lines(caught_up), now_unix_ms)?;
         }
-        let report = self.seizures.record(items, now_unix_ms)?;
+        let report = self.seizures.record(items, reported_at)?;
         // Every logged report not applied yet, in order: normally just this
         // one, but also one whose recording failed after it was written.
         let mut changes = Vec::new();

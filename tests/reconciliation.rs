@@ -118,7 +118,15 @@ async fn a_restart_from_the_checkpoint_equals_a_full_rebuild_and_a_damaged_one_i
 }
 
 /// An operator reports launcher 9M39/B2 seized.
-fn report_seizure_of_b2(coord: &TestCoordinator) {
+fn report_seizure_of_b2(coord: &TestCoordinator) -> tally::seizures::SeizureReport {
+    report_seizure_of_b2_at(coord, tally::ingest::now_unix_ms())
+}
+
+/// The same, with the coordinator's clock reading `now_unix_ms`.
+fn report_seizure_of_b2_at(
+    coord: &TestCoordinator,
+    now_unix_ms: i64,
+) -> tally::seizures::SeizureReport {
     let key = items(&[("9M39", "B2", Lost, None)])[0].key.clone();
     coord
         .reconciler
@@ -133,9 +141,9 @@ fn report_seizure_of_b2(coord: &TestCoordinator) {
                 place: "border post".into(),
                 note: String::new(),
             }],
-            tally::ingest::now_unix_ms(),
+            now_unix_ms,
         )
-        .unwrap();
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,9 +155,9 @@ async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
     let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &items(&lost));
     submit(&mut client, &rus1).await.unwrap();
     report_seizure_of_b2(&coord);
-    // Accepted after the report; the key's row is as it was, so nothing
-    // about the key is re-evaluated and its alerts keep their evidence.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Accepted after the report (in the same millisecond, as likely as not);
+    // the key's row is as it was, so nothing about the key is re-evaluated
+    // and its alerts keep their evidence.
     let rus2 = snapshot("RUS", 2, rus1.digest(), &items(&lost));
     submit(&mut client, &rus2).await.unwrap();
     let current = alerts(&coord).current_alerts().unwrap();
@@ -165,6 +173,55 @@ async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
         cursor,
         "the rebuild arrives at the same bodies: no event"
     );
+    coord.stop().await;
+}
+
+/// Seizure reports keep their place among acceptances in a rebuild and
+/// across restarts, whatever the clock read when they were made: behind the
+/// latest acceptance time (a clock stepped back, or acceptance times run
+/// ahead in a burst) or ahead of the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seizure_reports_keep_their_place_among_acceptances_whatever_the_clock_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    let mut client = coord.client().await;
+    let lost = [("9M39", "B2", Lost, None)];
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &items(&lost));
+    let first = submit(&mut client, &rus1).await.unwrap();
+    let behind = report_seizure_of_b2_at(&coord, first.accepted_at_unix_ms - 60_000);
+    assert_eq!(behind.reported_at_unix_ms, first.accepted_at_unix_ms + 1);
+    let rus2 = snapshot("RUS", 2, rus1.digest(), &items(&lost));
+    let second = submit(&mut client, &rus2).await.unwrap();
+    assert!(second.accepted_at_unix_ms > behind.reported_at_unix_ms);
+    // Ahead: the next snapshot, accepted after the report, gets a later
+    // time. Its row for the key is as before, so live the report's evidence
+    // stays with sequence 2; a rebuild that put sequence 3 first would
+    // give sequence 3.
+    let ahead = report_seizure_of_b2_at(&coord, second.accepted_at_unix_ms + 60_000);
+    assert_eq!(
+        ahead.reported_at_unix_ms,
+        second.accepted_at_unix_ms + 60_000
+    );
+    let rus3 = snapshot("RUS", 3, rus2.digest(), &items(&lost));
+    let third = submit(&mut client, &rus3).await.unwrap();
+    assert!(third.accepted_at_unix_ms > ahead.reported_at_unix_ms);
+    let current = alerts(&coord).current_alerts().unwrap();
+    let cursor = alerts(&coord).last_cursor();
+    coord.stop().await;
+
+    std::fs::remove_file(dir.path().join(tally::reconciler::CHECKPOINT_FILE)).unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    assert!(!started_from_checkpoint(&coord));
+    assert_eq!(alerts(&coord).current_alerts().unwrap(), current);
+    assert_eq!(alerts(&coord).last_cursor(), cursor);
+    // A report stamped an hour ahead, then a restart: the next acceptance
+    // still comes after it.
+    let future = report_seizure_of_b2_at(&coord, third.accepted_at_unix_ms + 3_600_000);
+    coord.stop().await;
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    let rus4 = snapshot("RUS", 4, rus3.digest(), &items(&lost));
+    let fourth = submit(&mut coord.client().await, &rus4).await.unwrap();
+    assert!(fourth.accepted_at_unix_ms > future.reported_at_unix_ms);
     coord.stop().await;
 }
 

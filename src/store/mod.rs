@@ -114,6 +114,12 @@ pub trait SnapshotStore: Send + Sync + 'static {
         new: NewSnapshot,
         issue: &dyn Fn(i64) -> Receipt,
     ) -> Result<StoredSnapshot, StoreError>;
+    /// A time for an event that must be ordered against acceptances (a
+    /// seizure report): `not_before` or later, and strictly after every
+    /// acceptance time issued so far. Every later acceptance time is
+    /// strictly after it, also after a restart if the caller passes the
+    /// times it keeps back in at start-up. Not durable by itself.
+    fn issue_time(&self, not_before: i64) -> Result<i64, StoreError>;
     /// Discards an upload's chunks.
     fn abort(&self, upload: UploadId) -> Result<(), StoreError>;
     /// Chunk `index` (0-based) of an accepted snapshot.

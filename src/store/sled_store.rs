@@ -46,9 +46,10 @@ pub struct SledStore {
     dir: PathBuf,
     /// Serialises commits so that "is this still the next link?", the
     /// receipt's acceptance time and the insert happen as one step. Holds
-    /// the latest acceptance time committed (`None` until the first commit
-    /// reads it from the store). Commits are rare and short; uploads, and
-    /// the syncs before the insert, run in parallel.
+    /// the latest time issued: an acceptance time committed or a time given
+    /// by `issue_time` (`None` until the first use reads the latest
+    /// acceptance time from the store). Commits are rare and short; uploads,
+    /// and the syncs before the insert, run in parallel.
     commit_lock: Mutex<Option<i64>>,
 }
 
@@ -232,7 +233,7 @@ impl SledStore {
         sync_dir(&self.chunks.dir)?;
         self.db.flush()?;
         let record = {
-            let mut last_accepted = self
+            let mut last_issued = self
                 .commit_lock
                 .lock()
                 .map_err(|_| StoreError::Task("commit lock poisoned".into()))?;
@@ -245,21 +246,26 @@ impl SledStore {
                     sequence: header.sequence,
                 });
             }
-            let last = match *last_accepted {
-                Some(last) => Some(last),
-                None => self.latest_acceptance()?,
-            };
+            let last = self.last_issued(&last_issued)?;
             let record = make(last.map_or(i64::MIN, |t| t.saturating_add(1)));
             self.snapshots.insert(
                 snapshot_key(header.state, header.sequence),
                 encode_record(&record),
             )?;
             self.uploads.remove(upload.0.to_be_bytes())?;
-            *last_accepted = last.max(Some(record.receipt.accepted_at_unix_ms));
+            *last_issued = last.max(Some(record.receipt.accepted_at_unix_ms));
             record
         };
         self.db.flush()?;
         Ok(record)
+    }
+
+    /// The latest time issued, read from the store at the first use.
+    fn last_issued(&self, held: &Option<i64>) -> Result<Option<i64>, StoreError> {
+        match *held {
+            Some(last) => Ok(Some(last)),
+            None => self.latest_acceptance(),
+        }
     }
 
     /// The latest acceptance time of any stored snapshot. Read once per
@@ -442,6 +448,17 @@ impl SnapshotStore for SledStore {
     fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
         self.commit_record(&record.signed, record.upload, &mut |_| record.clone())
             .map(|_| ())
+    }
+
+    fn issue_time(&self, not_before: i64) -> Result<i64, StoreError> {
+        let mut last_issued = self
+            .commit_lock
+            .lock()
+            .map_err(|_| StoreError::Task("commit lock poisoned".into()))?;
+        let last = self.last_issued(&last_issued)?;
+        let issued = last.map_or(not_before, |t| not_before.max(t.saturating_add(1)));
+        *last_issued = Some(issued);
+        Ok(issued)
     }
 
     fn commit_new(
