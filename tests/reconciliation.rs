@@ -160,12 +160,24 @@ async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
     // and its alerts keep their evidence.
     let rus2 = snapshot("RUS", 2, rus1.digest(), &items(&lost));
     submit(&mut client, &rus2).await.unwrap();
+    restart_with_a_full_rebuild(coord, dir.path(), &["RUS"])
+        .await
+        .stop()
+        .await;
+}
+
+/// Stops the coordinator, removes its checkpoint and starts it again: the
+/// full rebuild arrives at the same alerts, bodies included (no event).
+async fn restart_with_a_full_rebuild(
+    coord: TestCoordinator,
+    dir: &std::path::Path,
+    states: &[&str],
+) -> TestCoordinator {
     let current = alerts(&coord).current_alerts().unwrap();
     let cursor = alerts(&coord).last_cursor();
     coord.stop().await;
-
-    std::fs::remove_file(dir.path().join(tally::reconciler::CHECKPOINT_FILE)).unwrap();
-    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    std::fs::remove_file(dir.join(tally::reconciler::CHECKPOINT_FILE)).unwrap();
+    let coord = TestCoordinator::start(dir, states).await;
     assert!(!started_from_checkpoint(&coord));
     assert_eq!(alerts(&coord).current_alerts().unwrap(), current);
     assert_eq!(
@@ -173,7 +185,7 @@ async fn a_full_rebuild_replays_seizure_reports_where_they_came() {
         cursor,
         "the rebuild arrives at the same bodies: no event"
     );
-    coord.stop().await;
+    coord
 }
 
 /// Seizure reports keep their place among acceptances in a rebuild and
@@ -205,15 +217,7 @@ async fn seizure_reports_keep_their_place_among_acceptances_whatever_the_clock_r
     let rus3 = snapshot("RUS", 3, rus2.digest(), &items(&lost));
     let third = submit(&mut client, &rus3).await.unwrap();
     assert!(third.accepted_at_unix_ms > ahead.reported_at_unix_ms);
-    let current = alerts(&coord).current_alerts().unwrap();
-    let cursor = alerts(&coord).last_cursor();
-    coord.stop().await;
-
-    std::fs::remove_file(dir.path().join(tally::reconciler::CHECKPOINT_FILE)).unwrap();
-    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
-    assert!(!started_from_checkpoint(&coord));
-    assert_eq!(alerts(&coord).current_alerts().unwrap(), current);
-    assert_eq!(alerts(&coord).last_cursor(), cursor);
+    let coord = restart_with_a_full_rebuild(coord, dir.path(), &["RUS"]).await;
     // A report stamped an hour ahead, then a restart: the next acceptance
     // still comes after it.
     let future = report_seizure_of_b2_at(&coord, third.accepted_at_unix_ms + 3_600_000);
