@@ -192,6 +192,12 @@ pub enum AuditCommand {
     },
 }
 
+/// A call the coordinator refused: its message says what was wrong (the
+/// status code adds nothing a person at the terminal needs).
+fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
 fn status_name(code: i32) -> &'static str {
     match proto::AlertStatus::try_from(code) {
         Ok(proto::AlertStatus::Open) => "open",
@@ -418,7 +424,7 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
                         page_token: token.clone(),
                     })
                     .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .map_err(refused)?
                     .into_inner();
                 found.extend(page.alerts);
                 if page.next_page_token.is_empty() {
@@ -440,7 +446,7 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
             let a = client
                 .get_alert(proto::GetAlertRequest { id })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .map_err(refused)?
                 .into_inner();
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&alert_json(&a))?),
@@ -451,14 +457,10 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
             let mut stream = client
                 .watch_alerts(proto::WatchAlertsRequest { after_cursor: from })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .map_err(refused)?
                 .into_inner();
             let mut last = from;
-            while let Some(e) = stream
-                .message()
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-            {
+            while let Some(e) = stream.message().await.map_err(refused)? {
                 last = e.cursor;
                 match format {
                     Format::Json => println!(
@@ -487,7 +489,7 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
             let a = client
                 .acknowledge_alert(proto::AcknowledgeAlertRequest { id, note })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .map_err(refused)?
                 .into_inner();
             println!("alert {} is now {}", a.id, status_name(a.status));
         }
@@ -499,7 +501,7 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
                     note,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .map_err(refused)?
                 .into_inner();
             println!(
                 "alert {} is now {} ({})",
@@ -512,7 +514,7 @@ pub async fn alerts(target: Target, command: AlertsCommand) -> Result<()> {
             let a = client
                 .reopen_alert(proto::ReopenAlertRequest { id, note })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .map_err(refused)?
                 .into_inner();
             println!("alert {} is now {}", a.id, status_name(a.status));
         }
@@ -588,7 +590,7 @@ pub async fn seized(target: Target, command: SeizedCommand) -> Result<()> {
     let response = client
         .report_seizures(proto::ReportSeizuresRequest { items })
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(refused)?
         .into_inner();
     match format {
         Format::Json => println!(
@@ -633,7 +635,7 @@ pub async fn status(target: Target, format: Format) -> Result<()> {
     let st = client
         .get_status(proto::GetStatusRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(refused)?
         .into_inner();
     match format {
         Format::Json => println!(
@@ -692,7 +694,7 @@ async fn audit_records(
                 limit: (limit - records.len()).min(1000) as u32,
             })
             .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .map_err(refused)?
             .into_inner();
         let Some(last) = page.records.last().map(|r| r.sequence) else {
             break;
@@ -779,7 +781,7 @@ pub async fn audit(target: Target, command: AuditCommand) -> Result<()> {
             let info = SnapshotsClient::new(connection)
                 .get_coordinator_info(proto::GetCoordinatorInfoRequest {})
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .map_err(refused)?
                 .into_inner();
             let key_bytes: [u8; 32] = info.public_key.as_ref().try_into().map_err(|_| {
                 anyhow::anyhow!(
