@@ -532,44 +532,21 @@ mod tests {
     use super::*;
     use crate::item::{Item, Status};
     use crate::serial::CanonicalRule;
-    use crate::snapshot::{Receipt, SnapshotDigest, build_snapshot, sort_items};
     use crate::store::SledStore;
-    use ed25519_dalek::SigningKey;
+    use crate::store::test_support::commit_first_snapshot;
 
     /// Stores `serials` (model 9M39, each a row; repeats are duplicate rows)
     /// as one snapshot cut into chunks of `per_chunk` leaves.
     fn stored(store: &SledStore, serials: &[&str], per_chunk: usize) -> StoredSnapshot {
         let rule = CanonicalRule::default();
-        let rus = StateCode::parse("RUS").unwrap();
-        let mut items: Vec<Item> = serials
+        let items: Vec<Item> = serials
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 Item::new("9M39", s, Status::InService, &format!("D{i}"), None, &rule).unwrap()
             })
             .collect();
-        sort_items(&mut items);
-        let unsigned = build_snapshot(rus, 1, 0, SnapshotDigest::GENESIS, &items);
-        let all = unsigned.chunks.concat();
-        let leaf_bytes: Vec<&[u8]> = leaves(&all).map(|l| l.unwrap().1).collect();
-        let upload = store.begin_upload().unwrap();
-        let mut chunk_count = 0;
-        for (i, chunk) in leaf_bytes.chunks(per_chunk.max(1)).enumerate() {
-            store.put_chunk(upload, i as u32, &chunk.concat()).unwrap();
-            chunk_count += 1;
-        }
-        let key = SigningKey::from_bytes(&[1; 32]);
-        let signed = unsigned.header.sign(&key);
-        let digest = signed.digest();
-        let record = StoredSnapshot {
-            receipt: Receipt::issue(&key, rus, 1, digest, 0),
-            signed,
-            digest,
-            upload,
-            chunk_count,
-        };
-        store.commit(&record).unwrap();
-        record
+        commit_first_snapshot(store, StateCode::parse("RUS").unwrap(), items, per_chunk)
     }
 
     /// Positions and bytes of every leaf with serial `serial`, by a plain scan.

@@ -396,15 +396,13 @@ mod tests {
     use super::*;
     use crate::item::{Item, Status};
     use crate::serial::CanonicalRule;
-    use crate::snapshot::{Receipt, build_snapshot, sort_items};
     use crate::store::SledStore;
-    use ed25519_dalek::SigningKey;
+    use crate::store::test_support::commit_first_snapshot;
 
     /// Stores a snapshot of `n` items cut into chunks of `per_chunk` leaves.
     fn stored(store: &SledStore, n: usize, per_chunk: usize) -> StoredSnapshot {
         let rule = CanonicalRule::default();
-        let kaz = StateCode::parse("KAZ").unwrap();
-        let mut items: Vec<Item> = (0..n)
+        let items: Vec<Item> = (0..n)
             .map(|i| {
                 Item::new(
                     "9M39",
@@ -417,29 +415,7 @@ mod tests {
                 .unwrap()
             })
             .collect();
-        sort_items(&mut items);
-        let unsigned = build_snapshot(kaz, 1, 0, SnapshotDigest::GENESIS, &items);
-        let leaves_all: Vec<Vec<u8>> = leaves(&unsigned.chunks.concat())
-            .map(|l| l.unwrap().1.to_vec())
-            .collect();
-        let upload = store.begin_upload().unwrap();
-        let mut chunk_count = 0;
-        for (i, chunk) in leaves_all.chunks(per_chunk).enumerate() {
-            store.put_chunk(upload, i as u32, &chunk.concat()).unwrap();
-            chunk_count += 1;
-        }
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let signed = unsigned.header.sign(&key);
-        let digest = signed.digest();
-        let record = StoredSnapshot {
-            receipt: Receipt::issue(&key, kaz, 1, digest, 0),
-            signed,
-            digest,
-            upload,
-            chunk_count,
-        };
-        store.commit(&record).unwrap();
-        record
+        commit_first_snapshot(store, StateCode::parse("KAZ").unwrap(), items, per_chunk)
     }
 
     fn leaf_hashes_of(store: &SledStore, snapshot: &StoredSnapshot) -> Vec<Hash> {

@@ -12,6 +12,9 @@ mod sled_store;
 
 pub use sled_store::SledStore;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 use ed25519_dalek::Signature;
 
 use crate::snapshot::{HEADER_LEN, Receipt, SignedHeader, SnapshotDigest, SnapshotHeader};
