@@ -1,5 +1,7 @@
 //! Kill tests (issue 7): `tally coordinator` and `tally node submit` are
-//! killed with SIGKILL at random moments and restarted on the same data.
+//! killed with SIGKILL at random moments and restarted on the same data
+//! (the coordinator while three states submit and an operator reports
+//! seized items).
 //!
 //! The random choices (inventories, kill modes, delays) come from a seeded
 //! generator; the seed is printed and can be set with `TALLY_KILL_SEED`.
@@ -22,7 +24,10 @@ use proptest::test_runner::{RngAlgorithm, TestRng};
 use tally::config::CoordinatorConfig;
 use tally::item::{Item, Status};
 use tally::node::Outbox;
-use tally::proto::{self, alerts_client::AlertsClient, snapshots_client::SnapshotsClient};
+use tally::proto::{
+    self, alerts_client::AlertsClient, seizures_client::SeizuresClient,
+    snapshots_client::SnapshotsClient,
+};
 use tally::serial::CanonicalRule;
 use tally::service::convert::{receipt_from_proto, snapshot_info_from_proto};
 use tally::snapshot::leaf::leaves;
@@ -444,6 +449,72 @@ impl Client {
     }
 }
 
+/// An operator who reports a seized item now and then while the nodes
+/// submit, so that report times interleave with acceptance times and the
+/// clean rebuild checks that reports are replayed where they came.
+struct Operator {
+    rng: TestRng,
+    /// Ids of the reports whose answer arrived.
+    acknowledged: Vec<u64>,
+}
+
+impl Operator {
+    /// Reports until `stop` is set or a call fails; returns the failure.
+    async fn run(
+        mut self,
+        url: String,
+        stop: Arc<AtomicBool>,
+    ) -> (Operator, Option<tonic::Status>) {
+        let mut client = match SeizuresClient::connect(url).await {
+            Ok(c) => c,
+            Err(e) => return (self, Some(tonic::Status::unavailable(e.to_string()))),
+        };
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(millis(&mut self.rng, 10..80)).await;
+            // A serial some state holds or held (see `initial_rows`).
+            let st = STATES[self.rng.random_range(0..STATES.len())];
+            let i = self.rng.random_range(0..260usize);
+            let item = proto::SeizedItem {
+                model: MODELS[i % MODELS.len()].into(),
+                serial: format!("{st}-{i:04}"),
+                seized_at_unix_ms: now_unix_ms() - 60_000,
+                place: "checkpoint 14".into(),
+                note: String::new(),
+            };
+            match client
+                .report_seizures(proto::ReportSeizuresRequest { items: vec![item] })
+                .await
+            {
+                Ok(answer) => self.acknowledged.push(answer.into_inner().report_id),
+                Err(status) => return (self, Some(status)),
+            }
+        }
+        (self, None)
+    }
+}
+
+/// Every acknowledged seizure report is stored.
+async fn check_seizure_reports(url: &str, operator: &Operator, context: &str) {
+    let mut client = SeizuresClient::connect(url.to_string())
+        .await
+        .expect("connect");
+    let stored: BTreeSet<u64> = client
+        .list_seizure_reports(proto::ListSeizureReportsRequest {})
+        .await
+        .expect("list seizure reports")
+        .into_inner()
+        .reports
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    for id in &operator.acknowledged {
+        assert!(
+            stored.contains(id),
+            "{context}: acknowledged seizure report {id} is not stored"
+        );
+    }
+}
+
 /// One Submit call: the header, then `pieces` with `pace` between them.
 async fn upload(
     channel: Channel,
@@ -726,6 +797,10 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         .enumerate()
         .map(|(i, st)| Client::new(st, seed, i as u64 + 1))
         .collect();
+    let mut operator = Operator {
+        rng: rng(seed, STATES.len() as u64 + 1),
+        acknowledged: Vec::new(),
+    };
     let mut coordinator = CoordinatorProcess::start(&config, dir.path().join("log-0"));
     let mut by_mode: BTreeMap<String, usize> = BTreeMap::new();
     let mut unacknowledged_but_stored = 0;
@@ -753,6 +828,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
             })
             .collect();
         drop(progress_tx);
+        let reporting = tokio::spawn(operator.run(coordinator.url.clone(), stop.clone()));
 
         // Let the clients get going, then wait for the moment to kill.
         tokio::time::sleep(millis(&mut plan, 0..100)).await;
@@ -800,6 +876,17 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
             }
             clients.push(client);
         }
+        let (reported, failure) = tokio::time::timeout(Duration::from_secs(20), reporting)
+            .await
+            .expect("operator stops after the kill")
+            .expect("operator task");
+        if let Some(status) = failure {
+            assert!(
+                is_connection_loss(&status),
+                "round {round} (seed {seed}): a seizure report got {status:?}, not a lost connection"
+            );
+        }
+        operator = reported;
 
         // The alerts a clean rebuild finds, from a copy of what the kill left.
         let rebuild_started = Instant::now();
@@ -823,6 +910,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
             &mut plan,
         )
         .await;
+        check_seizure_reports(&coordinator.url, &operator, &context).await;
         assert_same_alerts(&served_alerts(&coordinator.url).await, &rebuilt, &context);
 
         // Snapshots the kill cut off from their receipt, now stored: the
@@ -852,6 +940,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         }
     }
     let context = format!("after convergence (seed {seed})");
+    check_seizure_reports(&coordinator.url, &operator, &context).await;
     // At the end, every stored snapshot is downloaded and verified once more.
     verified += check_snapshots(
         &coordinator.url,
@@ -902,9 +991,10 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
     println!(
         "coordinator kill test: {rounds} SIGKILLs {by_mode:?}, {snapshots} snapshots accepted, \
          {verified} downloads verified, {unacknowledged_but_stored} snapshots stored without their \
-         receipt reaching the client, {restarts_that_fixed_alerts} restarts recorded alert changes, \
+         receipt reaching the client, {} seizure reports acknowledged, {restarts_that_fixed_alerts} restarts recorded alert changes, \
          {restarts_from_checkpoint} restarts continued from the engine checkpoint, \
          {} open alerts of kinds {kinds:?}, {:.1} s ({:.1} s of it in clean rebuilds)",
+        operator.acknowledged.len(),
         live.len(),
         started.elapsed().as_secs_f64(),
         rebuild_time.as_secs_f64()
