@@ -250,11 +250,11 @@ impl AlertStore {
                 let (k, v) = entry?;
                 aside.insert(k, v)?;
             }
-            db.flush()?;
+            crate::store::flush(db)?;
             tree.clear()?;
             moved.push(aside_name);
         }
-        db.flush()?;
+        crate::store::flush(db)?;
         Ok(moved)
     }
 
@@ -498,7 +498,7 @@ impl AlertStore {
                 }
             }
         }
-        self.db.flush()?;
+        crate::store::flush(&self.db)?;
         Ok(())
     }
 

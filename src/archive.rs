@@ -1229,7 +1229,7 @@ fn replay(
     drop(reconciler);
     drop(alerts);
     drop(store);
-    db.flush().map_err(StoreError::from)?;
+    crate::store::flush(&db).map_err(StoreError::from)?;
     Ok(skipped)
 }
 

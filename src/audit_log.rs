@@ -50,7 +50,7 @@ pub fn restore(db: &sled::Db, records: &[SealedRecord]) -> Result<(), AuditLogEr
     for r in records {
         tree.insert(r.sequence.to_be_bytes(), r.to_bytes())?;
     }
-    db.flush()?;
+    crate::store::flush(db)?;
     Ok(())
 }
 
@@ -113,7 +113,7 @@ impl AuditLog {
         let record = SealedRecord::seal(head.next_sequence, event, &head.hash, &self.key);
         self.tree
             .insert(record.sequence.to_be_bytes(), record.to_bytes())?;
-        self.db.flush()?;
+        crate::store::flush(&self.db)?;
         head.next_sequence = record.sequence + 1;
         head.hash = record.hash_array().unwrap_or(GENESIS_HASH);
         Ok(record)

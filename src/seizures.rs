@@ -68,7 +68,7 @@ impl SeizureLog {
         let bytes =
             serde_json::to_vec(&report).map_err(|e| SeizureLogError::Corrupt(e.to_string()))?;
         self.reports.insert(id.to_be_bytes(), bytes)?;
-        self.db.flush()?;
+        crate::store::flush(&self.db)?;
         Ok(report)
     }
 

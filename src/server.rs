@@ -471,7 +471,7 @@ pub async fn run(
     let reconciler = coordinator.reconciler.clone();
     write_checkpoint(move || reconciler.write_checkpoint(false)).await;
     let db = coordinator.db.clone();
-    match tokio::task::spawn_blocking(move || db.flush()).await {
+    match tokio::task::spawn_blocking(move || crate::store::flush(&db)).await {
         Ok(Ok(_)) => tracing::info!("store flushed; coordinator stopped"),
         Ok(Err(e)) => tracing::error!(error = %e, "flushing the store at shutdown failed"),
         Err(e) => tracing::error!(error = %e, "flush task failed"),

@@ -275,7 +275,7 @@ fn tamper(data: &Path, alter: impl FnOnce(&sled::Tree)) {
     let store = common::open_store(data);
     let tree = store.db().open_tree("audit").unwrap();
     alter(&tree);
-    store.db().flush().unwrap();
+    tally::store::flush(store.db()).unwrap();
 }
 
 fn stored(tree: &sled::Tree, sequence: u64) -> SealedRecord {

@@ -1410,7 +1410,7 @@ async fn unreadable_alerts_are_moved_aside_and_rebuilt_from_the_stored_snapshots
         let alerts = store.db().open_tree("alerts").expect("tree");
         let (key, _) = alerts.first().expect("read").expect("an alert");
         alerts.insert(key, &b"{not json"[..]).expect("insert");
-        store.db().flush().expect("flush");
+        tally::store::flush(store.db()).expect("flush");
     }
     let coord = common::TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
     assert_eq!(current_alerts(&coord), before, "rebuilt from the snapshots");

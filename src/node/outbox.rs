@@ -179,7 +179,7 @@ impl Outbox {
             self.chunks
                 .insert(chunk_key(seq, i as u32), chunk.as_slice())?;
         }
-        self.db.flush()?;
+        crate::store::flush(&self.db)?;
         let entry = OutboxEntry {
             signed: signed.clone(),
             export_sha256,
@@ -187,7 +187,7 @@ impl Outbox {
             receipt: None,
         };
         self.snapshots.insert(seq.to_be_bytes(), encode(&entry))?;
-        self.db.flush()?;
+        crate::store::flush(&self.db)?;
         Ok(entry)
     }
 
@@ -197,7 +197,7 @@ impl Outbox {
         updated.receipt = Some(receipt.clone());
         self.snapshots
             .insert(entry.sequence().to_be_bytes(), encode(&updated))?;
-        self.db.flush()?;
+        crate::store::flush(&self.db)?;
         Ok(())
     }
 
@@ -211,11 +211,11 @@ impl Outbox {
         match self.last()? {
             Some(last) if last.sequence() == sequence && last.receipt.is_none() => {
                 self.snapshots.remove(sequence.to_be_bytes())?;
-                self.db.flush()?;
+                crate::store::flush(&self.db)?;
                 for i in 0..last.chunk_count {
                     self.chunks.remove(chunk_key(sequence, i))?;
                 }
-                self.db.flush()?;
+                crate::store::flush(&self.db)?;
                 Ok(true)
             }
             _ => Ok(false),

@@ -15,6 +15,21 @@ pub use sled_store::SledStore;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+/// Flushes a sled database to disk; every flush in Tally goes through here.
+///
+/// sled 0.34.7's flush reads the current IO buffer through a raw pointer
+/// without pinning an epoch, while another thread may seal that buffer and
+/// retire it for epoch-based reclamation: the buffer can be freed under the
+/// reader. AddressSanitizer caught this as a heap-use-after-free in the
+/// `submit_sequence` fuzz target (README "Fuzzing"). Holding an epoch guard
+/// across the flush keeps any buffer retired meanwhile alive until it ends.
+/// sled's own periodic flush thread is not covered (it is inside sled).
+#[allow(clippy::disallowed_methods)]
+pub fn flush(tree: &sled::Tree) -> sled::Result<usize> {
+    let _epoch = sled::pin();
+    tree.flush()
+}
+
 use ed25519_dalek::Signature;
 
 use crate::snapshot::{HEADER_LEN, Receipt, SignedHeader, SnapshotDigest, SnapshotHeader};

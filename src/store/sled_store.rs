@@ -231,7 +231,7 @@ impl SledStore {
         let f = self.chunks.file(upload)?;
         f.file.sync_all().map_err(file_error(&f.path))?;
         sync_dir(&self.chunks.dir)?;
-        self.db.flush()?;
+        super::flush(&self.db)?;
         let record = {
             let mut last_issued = self
                 .commit_lock
@@ -256,7 +256,7 @@ impl SledStore {
             *last_issued = last.max(Some(record.receipt.accepted_at_unix_ms));
             record
         };
-        self.db.flush()?;
+        super::flush(&self.db)?;
         Ok(record)
     }
 
@@ -342,7 +342,7 @@ impl SledStore {
             );
             sync_dir(&self.chunks.dir)?;
         }
-        self.db.flush()?;
+        super::flush(&self.db)?;
         Ok(removed)
     }
 
@@ -521,7 +521,7 @@ impl SnapshotStore for SledStore {
         key.extend_from_slice(&h.digest().0);
         self.equivocations
             .insert(key, encode_equivocation(record))?;
-        self.db.flush()?;
+        super::flush(&self.db)?;
         Ok(())
     }
 
@@ -650,7 +650,7 @@ mod tests {
             store.put_chunk(lost, 0, b"interrupted").unwrap();
             store.put_chunk(lost, 1, b"interrupted").unwrap();
             store.commit(&record(kept, 1)).unwrap();
-            store.db.flush().unwrap();
+            crate::store::flush(&store.db).unwrap();
             (kept, lost)
         };
         let store = SledStore::open(dir.path()).unwrap();
