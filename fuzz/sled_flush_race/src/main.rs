@@ -2,7 +2,9 @@
 //! does on every commit, for a number of seconds:
 //!
 //! ```text
-//! sled-flush-race unpinned|pinned [THREADS] [SECONDS] [cycles]
+//! cd fuzz/sled_flush_race
+//! RUSTFLAGS=-Zsanitizer=address cargo +nightly run --release \
+//!     --target x86_64-unknown-linux-gnu -- unpinned|pinned [THREADS] [SECONDS] [cycles]
 //! ```
 //!
 //! With `cycles`, each round opens a fresh database (default settings, as
