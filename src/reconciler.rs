@@ -283,7 +283,7 @@ impl Reconciler {
                 .into_iter()
                 .filter(|r| r.id > state.seizure_reports_through)
                 .collect();
-            reconciler.catch_up_locked(&mut state, now_unix_ms, reports)?;
+            reconciler.catch_up_locked(&mut state, now_unix_ms, reports, None)?;
             let engine = &state.engine;
             let mut changes = Vec::new();
             let persisted = reconciler.alerts.current_alerts()?;
@@ -348,7 +348,7 @@ impl Reconciler {
     /// async runtime.
     pub fn catch_up(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        let changes = self.catch_up_locked(&mut state, now_unix_ms, Vec::new())?;
+        let changes = self.catch_up_locked(&mut state, now_unix_ms, Vec::new(), None)?;
         let changes = self.with_lines(changes);
         Ok(self.alerts.apply(&changes, now_unix_ms)?)
     }
@@ -389,9 +389,10 @@ impl Reconciler {
         reported_at: i64,
         now_unix_ms: i64,
     ) -> Result<SeizureReport, ReconcileError> {
-        // The catch-up's changes are recorded first, so a failure to record
-        // the report cannot lose them.
-        let caught_up = self.catch_up_locked(state, now_unix_ms, Vec::new())?;
+        // The snapshots accepted before the report come first. Their changes
+        // are recorded first, so a failure to record the report cannot lose
+        // them.
+        let caught_up = self.catch_up_locked(state, now_unix_ms, Vec::new(), Some(reported_at))?;
         if !caught_up.is_empty() {
             self.alerts
                 .apply(&self.with_lines(caught_up), now_unix_ms)?;
@@ -520,18 +521,27 @@ impl Reconciler {
     /// The order matters for the alert bodies, not for which alerts are open:
     /// a report re-evaluates its key, and a later snapshot that leaves the
     /// key's rows as they were does not, so its evidence names the snapshot
-    /// current at the report.
+    /// current at the report. With `accepted_until`, only the snapshots
+    /// accepted at or before that time (a report's): one committed after the
+    /// report's time was issued waits for the next catch-up, after the
+    /// report, where a rebuild puts it too.
     fn catch_up_locked(
         &self,
         state: &mut State,
         now: i64,
         reports: Vec<SeizureReport>,
+        accepted_until: Option<i64>,
     ) -> Result<Vec<AlertChange>, ReconcileError> {
         // Snapshots not yet applied, in acceptance order across states.
         let mut pending: Vec<StoredSnapshot> = Vec::new();
         for code in self.store.states()? {
             let from = state.applied.get(&code).copied().unwrap_or(0) + 1;
             pending.extend(self.store.list(code, from, usize::MAX)?);
+        }
+        // Acceptance times increase along each chain, so this keeps a prefix
+        // of every state's pending snapshots.
+        if let Some(until) = accepted_until {
+            pending.retain(|s| s.receipt.accepted_at_unix_ms <= until);
         }
         pending.sort_by_key(|s| {
             (
