@@ -5,12 +5,19 @@
 
 use std::sync::Arc;
 
-use tally::alerts::{AlertStatus, EventKind};
+use tally::alerts::{AlertStatus, AlertStore, EventKind};
 use tally::ingest::{Admission, Ingestor};
 use tally::item::Status::*;
-use tally::reconcile::AlertKind;
-use tally::snapshot::SnapshotDigest;
-use tally::store::{SledStore, SnapshotStore};
+use tally::merkle::BlockRoots;
+use tally::reconcile::{AlertKind, EngineConfig};
+use tally::reconciler::Reconciler;
+use tally::seizures::SeizureLog;
+use tally::snapshot::{Receipt, SnapshotDigest};
+use tally::state::StateCode;
+use tally::store::{
+    ChunkIter, Equivocation, NewSnapshot, SledStore, SnapshotStore, StoreError, StoredSnapshot,
+    UploadId,
+};
 
 use crate::common::*;
 
@@ -483,4 +490,218 @@ fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands
         Box::new(|| 4_000),
     );
     assert_eq!(accept(&behind, &rus2), 5_002);
+}
+
+/// A store that commits one prepared snapshot right after it issues a time
+/// to a seizure report: a commit racing the report, made deterministic.
+struct CommitsAfterIssuing {
+    inner: SledStore,
+    racing: std::sync::Mutex<Option<NewSnapshot>>,
+}
+
+impl SnapshotStore for CommitsAfterIssuing {
+    fn issue_time(&self, not_before: i64) -> Result<i64, StoreError> {
+        let issued = self.inner.issue_time(not_before)?;
+        if let Some(new) = self.racing.lock().unwrap().take() {
+            commit_prepared(&self.inner, new);
+        }
+        Ok(issued)
+    }
+    fn latest(&self, state: StateCode) -> Result<Option<StoredSnapshot>, StoreError> {
+        self.inner.latest(state)
+    }
+    fn get(&self, state: StateCode, sequence: u64) -> Result<Option<StoredSnapshot>, StoreError> {
+        self.inner.get(state, sequence)
+    }
+    fn list(
+        &self,
+        state: StateCode,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredSnapshot>, StoreError> {
+        self.inner.list(state, from, limit)
+    }
+    fn states(&self) -> Result<Vec<StateCode>, StoreError> {
+        self.inner.states()
+    }
+    fn begin_upload(&self) -> Result<UploadId, StoreError> {
+        self.inner.begin_upload()
+    }
+    fn put_chunk(&self, upload: UploadId, index: u32, leaves: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_chunk(upload, index, leaves)
+    }
+    fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
+        self.inner.commit(record)
+    }
+    fn commit_new(
+        &self,
+        new: NewSnapshot,
+        issue: &dyn Fn(i64) -> Receipt,
+    ) -> Result<StoredSnapshot, StoreError> {
+        self.inner.commit_new(new, issue)
+    }
+    fn abort(&self, upload: UploadId) -> Result<(), StoreError> {
+        self.inner.abort(upload)
+    }
+    fn chunk(&self, snapshot: &StoredSnapshot, index: u32) -> Result<Vec<u8>, StoreError> {
+        self.inner.chunk(snapshot, index)
+    }
+    fn chunk_range(
+        &self,
+        snapshot: &StoredSnapshot,
+        index: u32,
+        start: u32,
+        end: Option<u32>,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.inner.chunk_range(snapshot, index, start, end)
+    }
+    fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError> {
+        self.inner.chunks(snapshot)
+    }
+    fn put_block_roots(
+        &self,
+        digest: &SnapshotDigest,
+        roots: &BlockRoots,
+    ) -> Result<(), StoreError> {
+        self.inner.put_block_roots(digest, roots)
+    }
+    fn block_roots(&self, digest: &SnapshotDigest) -> Result<Option<BlockRoots>, StoreError> {
+        self.inner.block_roots(digest)
+    }
+    fn put_piece_starts(&self, digest: &SnapshotDigest, encoded: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_piece_starts(digest, encoded)
+    }
+    fn piece_starts(&self, digest: &SnapshotDigest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.piece_starts(digest)
+    }
+    fn record_equivocation(&self, record: &Equivocation) -> Result<(), StoreError> {
+        self.inner.record_equivocation(record)
+    }
+    fn equivocations(&self) -> Result<Vec<Equivocation>, StoreError> {
+        self.inner.equivocations()
+    }
+}
+
+/// Puts a snapshot's chunks in the store as an upload, not yet committed.
+fn prepare(store: &dyn SnapshotStore, s: &TestSnapshot) -> NewSnapshot {
+    let upload = store.begin_upload().unwrap();
+    for (i, chunk) in s.chunks.iter().enumerate() {
+        store.put_chunk(upload, i as u32, chunk).unwrap();
+    }
+    NewSnapshot {
+        signed: s.signed.clone(),
+        digest: s.digest(),
+        upload,
+        chunk_count: s.chunks.len() as u32,
+    }
+}
+
+fn commit_prepared(store: &dyn SnapshotStore, new: NewSnapshot) -> StoredSnapshot {
+    let (state, sequence, digest) = (
+        new.signed.header.state,
+        new.signed.header.sequence,
+        new.digest,
+    );
+    store
+        .commit_new(new, &|earliest| {
+            Receipt::issue(
+                &coordinator_key(),
+                state,
+                sequence,
+                digest,
+                earliest.max(tally::ingest::now_unix_ms()),
+            )
+        })
+        .unwrap()
+}
+
+/// Open alerts as (key, body), comparable between engines.
+fn open_alert_bodies(alerts: &AlertStore) -> Vec<String> {
+    let mut out: Vec<String> = alerts
+        .current_alerts()
+        .unwrap()
+        .iter()
+        .filter(|a| a.status != AlertStatus::Cleared)
+        .map(|a| format!("{:?} {:?}", a.key, a.body))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A snapshot committed after a seizure report's time was issued, but
+/// before the report's catch-up reads the store, is reconciled after the
+/// report, as a rebuild does: with it first, the report would re-evaluate
+/// the key with sequence 2 current and the alerts would cite sequence 2
+/// where the rebuild cites sequence 1.
+#[test]
+fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let lost = items(&[("9M39", "B2", Lost, None)]);
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &lost);
+    let rus2 = snapshot("RUS", 2, rus1.digest(), &lost);
+    let live = {
+        let inner = SledStore::open(dir.path()).unwrap();
+        let db = inner.db().clone();
+        let store = Arc::new(CommitsAfterIssuing {
+            inner,
+            racing: std::sync::Mutex::new(None),
+        });
+        let alerts = Arc::new(AlertStore::open(&db).unwrap());
+        let seizures = Arc::new(SeizureLog::open(&db).unwrap());
+        let now = tally::ingest::now_unix_ms();
+        let reconciler = Reconciler::open(
+            store.clone(),
+            alerts.clone(),
+            seizures,
+            EngineConfig::default(),
+            now,
+            None,
+        )
+        .unwrap();
+        commit_prepared(store.as_ref(), prepare(store.as_ref(), &rus1));
+        reconciler.catch_up(now).unwrap();
+        *store.racing.lock().unwrap() = Some(prepare(store.as_ref(), &rus2));
+        let report = reconciler
+            .report_seizures(
+                vec![tally::reconcile::Seizure {
+                    key: lost[0].key.clone(),
+                    model: "9M39".into(),
+                    serial: "B2".into(),
+                    seized_at_unix_ms: now - 60_000,
+                    place: "border post".into(),
+                    note: String::new(),
+                }],
+                now,
+            )
+            .unwrap();
+        let second = store
+            .get(state("RUS"), 2)
+            .unwrap()
+            .expect("the racing commit");
+        assert!(second.receipt.accepted_at_unix_ms > report.reported_at_unix_ms);
+        reconciler.catch_up(now).unwrap();
+        let live = open_alert_bodies(&alerts);
+        assert!(
+            live.iter().any(|a| a.contains("sequence: 1"))
+                && !live.iter().any(|a| a.contains("sequence: 2")),
+            "{live:#?}"
+        );
+        live
+    };
+    let store = SledStore::open(dir.path()).unwrap();
+    for tree in tally::alerts::ALERT_TREES {
+        store.db().drop_tree(tree).unwrap();
+    }
+    let db = store.db().clone();
+    let alerts = Arc::new(AlertStore::open(&db).unwrap());
+    let _rebuilt = Reconciler::open(
+        Arc::new(store),
+        alerts.clone(),
+        Arc::new(SeizureLog::open(&db).unwrap()),
+        EngineConfig::default(),
+        tally::ingest::now_unix_ms(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(open_alert_bodies(&alerts), live);
 }
