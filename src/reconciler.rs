@@ -274,16 +274,12 @@ impl Reconciler {
             // Silent replay: the changes are not events, only the end state
             // counts. Seizure reports go in where they came live, by time
             // (see `catch_up_locked`).
-            let reports = reconciler.seizures.all()?;
             // Later acceptance times come after every logged report's.
+            let reports = reconciler.seizures.all()?;
             if let Some(latest) = reports.iter().map(|r| r.reported_at_unix_ms).max() {
                 reconciler.store.issue_time(latest)?;
             }
-            let reports: Vec<SeizureReport> = reports
-                .into_iter()
-                .filter(|r| r.id > state.seizure_reports_through)
-                .collect();
-            reconciler.catch_up_locked(&mut state, now_unix_ms, reports, None)?;
+            reconciler.catch_up_locked(&mut state, now_unix_ms, None)?;
             let engine = &state.engine;
             let mut changes = Vec::new();
             let persisted = reconciler.alerts.current_alerts()?;
@@ -348,7 +344,7 @@ impl Reconciler {
     /// async runtime.
     pub fn catch_up(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        let changes = self.catch_up_locked(&mut state, now_unix_ms, Vec::new(), None)?;
+        let changes = self.catch_up_locked(&mut state, now_unix_ms, None)?;
         let changes = self.with_lines(changes);
         Ok(self.alerts.apply(&changes, now_unix_ms)?)
     }
@@ -392,19 +388,17 @@ impl Reconciler {
         // The snapshots accepted before the report come first. Their changes
         // are recorded first, so a failure to record the report cannot lose
         // them.
-        let caught_up = self.catch_up_locked(state, now_unix_ms, Vec::new(), Some(reported_at))?;
+        let caught_up = self.catch_up_locked(state, now_unix_ms, Some(reported_at))?;
         if !caught_up.is_empty() {
             self.alerts
                 .apply(&self.with_lines(caught_up), now_unix_ms)?;
         }
         let report = self.seizures.record(items, reported_at)?;
-        // Every logged report not applied yet, in order: normally just this
-        // one, but also one whose recording failed after it was written.
+        // The logged reports not applied yet: this one (the catch-up above
+        // applied any earlier one whose recording failed after it was
+        // written).
         let mut changes = Vec::new();
-        for logged in self.seizures.all()? {
-            if logged.id <= state.seizure_reports_through {
-                continue;
-            }
+        for logged in self.seizures.after(state.seizure_reports_through)? {
             for item in logged.items {
                 changes.extend(state.engine.apply_seizure(item, &NoLines, now_unix_ms));
             }
@@ -516,42 +510,50 @@ impl Reconciler {
     }
 
     /// Applies the snapshots not yet applied, in acceptance order, with the
-    /// seizure `reports` (of a start-up replay) each before the first
-    /// snapshot accepted after it was recorded: the order they came in live.
-    /// The order matters for the alert bodies, not for which alerts are open:
-    /// a report re-evaluates its key, and a later snapshot that leaves the
-    /// key's rows as they were does not, so its evidence names the snapshot
-    /// current at the report. With `accepted_until`, only the snapshots
-    /// accepted at or before that time (a report's): one committed after the
-    /// report's time was issued waits for the next catch-up, after the
-    /// report, where a rebuild puts it too.
+    /// logged seizure reports not yet applied each before the first snapshot
+    /// accepted after its time: the order they came in live, and the order
+    /// of a rebuild. The order matters for the alert bodies, not for which
+    /// alerts are open: a report re-evaluates its key, and a later snapshot
+    /// that leaves the key's rows as they were does not, so its evidence
+    /// names the snapshot current at the report. With `accepted_until`, only
+    /// the snapshots accepted at or before that time (a report's): one
+    /// committed after the report's time was issued waits for the next
+    /// catch-up, after the report, where a rebuild puts it too.
     fn catch_up_locked(
         &self,
         state: &mut State,
         now: i64,
-        reports: Vec<SeizureReport>,
         accepted_until: Option<i64>,
     ) -> Result<Vec<AlertChange>, ReconcileError> {
-        // Snapshots not yet applied, in acceptance order across states.
-        let mut pending: Vec<StoredSnapshot> = Vec::new();
+        // Snapshots not yet applied, each at its acceptance time raised to
+        // the latest one before it in its chain: a store written before
+        // times were issued under the commit lock can hold a later time
+        // earlier in a chain, and chain order comes first (as in import).
+        let mut pending: Vec<(i64, StoredSnapshot)> = Vec::new();
         for code in self.store.states()? {
-            let from = state.applied.get(&code).copied().unwrap_or(0) + 1;
-            pending.extend(self.store.list(code, from, usize::MAX)?);
+            let applied = state.applied.get(&code).copied().unwrap_or(0);
+            let mut at = match applied {
+                0 => i64::MIN,
+                n => self
+                    .store
+                    .get(code, n)?
+                    .map_or(i64::MIN, |s| s.receipt.accepted_at_unix_ms),
+            };
+            for snapshot in self.store.list(code, applied + 1, usize::MAX)? {
+                at = at.max(snapshot.receipt.accepted_at_unix_ms);
+                pending.push((at, snapshot));
+            }
         }
-        // Acceptance times increase along each chain, so this keeps a prefix
+        // Those times never decrease along a chain, so this keeps a prefix
         // of every state's pending snapshots.
         if let Some(until) = accepted_until {
-            pending.retain(|s| s.receipt.accepted_at_unix_ms <= until);
+            pending.retain(|(at, _)| *at <= until);
         }
-        pending.sort_by_key(|s| {
-            (
-                s.receipt.accepted_at_unix_ms,
-                s.signed.header.state,
-                s.signed.header.sequence,
-            )
-        });
-        let mut changes = Vec::new();
+        pending.sort_by_key(|(at, s)| (*at, s.signed.header.state, s.signed.header.sequence));
+        let mut reports = self.seizures.after(state.seizure_reports_through)?;
+        reports.sort_by_key(|r| (r.reported_at_unix_ms, r.id));
         let mut reports = reports.into_iter().peekable();
+        let mut changes = Vec::new();
         let apply_report = |state: &mut State, report: SeizureReport, changes: &mut Vec<_>| {
             for item in report.items {
                 changes.extend(state.engine.apply_seizure(item, &NoLines, now));
@@ -559,10 +561,8 @@ impl Reconciler {
             state.seizure_reports_through = state.seizure_reports_through.max(report.id);
             state.changed_since_checkpoint = true;
         };
-        for snapshot in &pending {
-            while let Some(report) =
-                reports.next_if(|r| r.reported_at_unix_ms < snapshot.receipt.accepted_at_unix_ms)
-            {
+        for (at, snapshot) in &pending {
+            while let Some(report) = reports.next_if(|r| r.reported_at_unix_ms < *at) {
                 apply_report(state, report, &mut changes);
             }
             changes.extend(self.apply_snapshot(state, snapshot, now)?);
@@ -571,7 +571,11 @@ impl Reconciler {
         for report in reports {
             apply_report(state, report, &mut changes);
         }
-        for e in self.store.equivocations()? {
+        // New equivocations in the order they were recorded, as live: the
+        // alert of a sequence with two names the later one.
+        let mut equivocations = self.store.equivocations()?;
+        equivocations.sort_by_key(|e| e.recorded_at_unix_ms);
+        for e in equivocations {
             let header = &e.signed.header;
             let submitted = e.signed.digest();
             if state

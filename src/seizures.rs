@@ -74,8 +74,16 @@ impl SeizureLog {
 
     /// Every report, oldest first.
     pub fn all(&self) -> Result<Vec<SeizureReport>, SeizureLogError> {
+        self.after(0)
+    }
+
+    /// The reports with ids above `id`, oldest first.
+    pub fn after(&self, id: u64) -> Result<Vec<SeizureReport>, SeizureLogError> {
+        let Some(first) = id.checked_add(1) else {
+            return Ok(Vec::new());
+        };
         self.reports
-            .iter()
+            .range(first.to_be_bytes()..)
             .values()
             .map(|v| {
                 serde_json::from_slice(&v?).map_err(|e| SeizureLogError::Corrupt(e.to_string()))

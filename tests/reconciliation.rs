@@ -705,3 +705,175 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
     .unwrap();
     assert_eq!(open_alert_bodies(&alerts), live);
 }
+
+/// Everything a reconciler needs on a store in `dir`, opened as the
+/// coordinator opens it.
+struct Parts {
+    store: Arc<dyn SnapshotStore>,
+    alerts: Arc<AlertStore>,
+    seizures: Arc<SeizureLog>,
+    reconciler: Reconciler,
+}
+
+fn open_parts(store: SledStore) -> Parts {
+    let db = store.db().clone();
+    let store: Arc<dyn SnapshotStore> = Arc::new(store);
+    let alerts = Arc::new(AlertStore::open(&db).unwrap());
+    let seizures = Arc::new(SeizureLog::open(&db).unwrap());
+    let reconciler = Reconciler::open(
+        store.clone(),
+        alerts.clone(),
+        seizures.clone(),
+        EngineConfig::default(),
+        tally::ingest::now_unix_ms(),
+        None,
+    )
+    .unwrap();
+    Parts {
+        store,
+        alerts,
+        seizures,
+        reconciler,
+    }
+}
+
+/// The open alerts of a full rebuild from what `dir` holds (alert trees
+/// dropped, no checkpoint).
+fn rebuilt_alert_bodies(dir: &std::path::Path) -> Vec<String> {
+    let store = SledStore::open(dir).unwrap();
+    for tree in tally::alerts::ALERT_TREES {
+        store.db().drop_tree(tree).unwrap();
+    }
+    open_alert_bodies(&open_parts(store).alerts)
+}
+
+fn seizure_of(item: &tally::item::Item, at: i64) -> tally::reconcile::Seizure {
+    tally::reconcile::Seizure {
+        key: item.key.clone(),
+        model: item.model.clone(),
+        serial: item.serial.clone(),
+        seized_at_unix_ms: at,
+        place: "border post".into(),
+        note: String::new(),
+    }
+}
+
+/// A report that is in the log but was never applied (its recording failed
+/// after the write) goes in at its time at the next catch-up, before the
+/// snapshots accepted after it, as in a rebuild.
+#[test]
+fn a_logged_report_not_yet_applied_goes_in_at_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let lost = items(&[("9M39", "B2", Lost, None)]);
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &lost);
+    let rus2 = snapshot("RUS", 2, rus1.digest(), &lost);
+    let live = {
+        let parts = open_parts(SledStore::open(dir.path()).unwrap());
+        let now = tally::ingest::now_unix_ms();
+        commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
+        parts.reconciler.catch_up(now).unwrap();
+        let at = parts.store.issue_time(now).unwrap();
+        parts
+            .seizures
+            .record(vec![seizure_of(&lost[0], now - 60_000)], at)
+            .unwrap();
+        commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus2));
+        parts.reconciler.catch_up(now).unwrap();
+        open_alert_bodies(&parts.alerts)
+    };
+    assert!(live.iter().any(|a| a.contains("SeizedItem")), "{live:#?}");
+    assert!(!live.iter().any(|a| a.contains("sequence: 2")), "{live:#?}");
+    assert_eq!(rebuilt_alert_bodies(dir.path()), live);
+}
+
+/// A chain whose acceptance times go back (a store written before times
+/// were issued under the commit lock) is reconciled in chain order: the
+/// item sequence 2 dropped has vanished, whatever the times say.
+#[test]
+fn a_chain_whose_acceptance_times_go_back_is_reconciled_in_chain_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = items(&[("9K38", "A1", InService, None)]);
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &held);
+    let rus2 = snapshot("RUS", 2, rus1.digest(), &[]);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        for (s, at) in [(&rus1, 9_000), (&rus2, 7_000)] {
+            let new = prepare(&store, s);
+            let h = &new.signed.header;
+            let receipt = Receipt::issue(&coordinator_key(), h.state, h.sequence, new.digest, at);
+            store
+                .commit(&StoredSnapshot {
+                    signed: new.signed.clone(),
+                    digest: new.digest,
+                    receipt,
+                    upload: new.upload,
+                    chunk_count: new.chunk_count,
+                })
+                .unwrap();
+        }
+    }
+    let parts = open_parts(SledStore::open(dir.path()).unwrap());
+    let open = open_alert_bodies(&parts.alerts);
+    assert!(
+        open.iter()
+            .any(|a| a.contains("UnaccountedDisappearance") && a.contains("sequence: 2")),
+        "{open:#?}"
+    );
+    assert!(
+        parts
+            .reconciler
+            .catch_up(tally::ingest::now_unix_ms())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Two conflicting submissions of one sequence, recorded in the order
+/// opposite to their digests' (the order of the equivocation tree): a
+/// rebuild applies them in recording order, as live, so the alert names the
+/// later one in both.
+#[test]
+fn equivocations_of_one_sequence_are_rebuilt_in_recording_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &[]);
+    let mut forks = [
+        snapshot(
+            "RUS",
+            1,
+            SnapshotDigest::GENESIS,
+            &items(&[("9K38", "F1", InService, None)]),
+        ),
+        snapshot(
+            "RUS",
+            1,
+            SnapshotDigest::GENESIS,
+            &items(&[("9K38", "F2", InService, None)]),
+        ),
+    ];
+    // Recorded first: the one whose digest sorts last.
+    forks.sort_by_key(|f| std::cmp::Reverse(f.digest()));
+    let live = {
+        let parts = open_parts(SledStore::open(dir.path()).unwrap());
+        let now = tally::ingest::now_unix_ms();
+        commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
+        for (i, fork) in forks.iter().enumerate() {
+            parts
+                .store
+                .record_equivocation(&Equivocation {
+                    signed: fork.signed.clone(),
+                    conflicts_with: rus1.digest(),
+                    recorded_at_unix_ms: now + i as i64,
+                })
+                .unwrap();
+            parts.reconciler.catch_up(now).unwrap();
+        }
+        open_alert_bodies(&parts.alerts)
+    };
+    let later = forks[1].digest().to_hex();
+    assert!(
+        live.iter()
+            .any(|a| a.contains("ConflictingSubmission") && a.contains(&later[..16])),
+        "{live:#?}"
+    );
+    assert_eq!(rebuilt_alert_bodies(dir.path()), live);
+}

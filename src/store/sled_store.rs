@@ -252,8 +252,9 @@ impl SledStore {
                 snapshot_key(header.state, header.sequence),
                 encode_record(&record),
             )?;
-            self.uploads.remove(upload.0.to_be_bytes())?;
+            // Counted as issued once inserted, even if what follows fails.
             *last_issued = last.max(Some(record.receipt.accepted_at_unix_ms));
+            self.uploads.remove(upload.0.to_be_bytes())?;
             record
         };
         super::flush(&self.db)?;
