@@ -1226,9 +1226,7 @@ fn replay(
             }
         }
     }
-    drop(reconciler);
-    drop(alerts);
-    drop(store);
+    crate::store::drop_pinned((reconciler, alerts, store));
     crate::store::flush(&db).map_err(StoreError::from)?;
     Ok(skipped)
 }

@@ -476,6 +476,7 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!(error = %e, "flushing the store at shutdown failed"),
         Err(e) => tracing::error!(error = %e, "flush task failed"),
     }
+    crate::store::drop_pinned(coordinator);
     result?;
     Ok(())
 }

@@ -226,6 +226,8 @@ pub fn run_scenario(scenario: &Scenario) -> (usize, usize) {
             tally.1 += 1;
         }
     }
+    // As the coordinator does when it stops (see `tally::store::drop_pinned`).
+    tally::store::drop_pinned((service, store, coordinator));
     tally
 }
 
