@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The peer of Tally's reconciliation benchmark: DuckDB loads the same CSV
-exports and computes the same rules in SQL (DESIGN.md §6, src/reconcile/mod.rs).
+exports and computes the same rules in SQL (src/reconcile/mod.rs).
 
 Usage: python3 benches/duckdb_rules.py DIR
 

@@ -303,7 +303,7 @@ pub enum NodeCommand {
     /// Watch DIR for export files and submit each, in order of arrival, until
     /// Ctrl-C or SIGTERM. Only complete `*.csv` files are read (write under
     /// another name, then rename); accepted files move to DIR/submitted/,
-    /// refused ones to DIR/rejected/ with a NAME.reason.txt.
+    /// refused ones to DIR/rejected/ with a NAME.csv.reason.txt.
     Watch {
         /// Node configuration (TOML), e.g. config/nodes/RUS.toml.
         #[arg(long)]

@@ -385,8 +385,8 @@ pub struct Limits {
     pub max_items_per_snapshot: u64,
     /// Largest gRPC message decoded, in bytes (one chunk of leaves).
     pub max_message_bytes: usize,
-    /// Uploads verified at the same time; more are refused with
-    /// RESOURCE_EXHAUSTED (the node retries later).
+    /// Uploads verified at the same time; more are refused at once with
+    /// UNAVAILABLE (load shedding; nodes retry with backoff).
     pub max_concurrent_uploads: usize,
     /// Longest wait for the next message of an upload, in seconds: a stalled
     /// client is dropped and nothing of its upload is stored.

@@ -1,4 +1,5 @@
-//! The inventory export reader (DESIGN.md §3): one CSV file, one complete snapshot.
+//! The inventory export reader (README "Inventory export format"): one CSV
+//! file, one complete snapshot.
 //!
 //! The file is UTF-8 CSV with the header line exactly
 //! `model,serial,status,site,counterparty`. CRLF or LF line endings, a UTF-8

@@ -174,7 +174,7 @@ pub struct Scenario {
 }
 
 /// Latin capitals of serials and model codes and the Cyrillic letters that
-/// look like them (DESIGN.md §2), capital and lower case.
+/// look like them (docs/protocol.md §2.3), capital and lower case.
 const LOOKALIKES: [(char, char, char); 11] = [
     ('A', 'А', 'а'),
     ('B', 'В', 'в'),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::serial::{CanonicalError, CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use crate::state::StateCode;
 
-/// What a state says about an item (DESIGN.md §2).
+/// What a state says about an item (docs/protocol.md §2.1).
 ///
 /// The numeric codes are part of the signed leaf encoding (docs/protocol.md):
 /// never renumber them.

@@ -45,9 +45,9 @@
 //!    | О о | U+041E U+043E | O |  | Ѕ ѕ | U+0405 U+0455 | S |
 //!    |  |  |  |  | Ү ү | U+04AE U+04AF | Y |
 //!
-//!    The first eleven are the Russian letters of DESIGN.md. `І` is on the
-//!    Ukrainian, Belarusian and Kazakh keyboards and `Ү` on the Kazakh and
-//!    Kyrgyz ones (member states); `Ј` and `Ѕ` (Serbian, Macedonian) are
+//!    The first eleven are the Russian capitals that look like Latin ones.
+//!    `І` is on the Ukrainian, Belarusian and Kazakh keyboards and `Ү` on the
+//!    Kazakh and Kyrgyz ones (member states); `Ј` and `Ѕ` (Serbian, Macedonian) are
 //!    folded too because their capitals are indistinguishable from Latin `J`
 //!    and `S`. Letters with diacritics (`Ё`, `Ї`, `Й`, …) are *not* folded, nor
 //!    are Greek letters. A Cyrillic letter followed by a combining mark that
@@ -102,7 +102,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
-/// The configurable parts of the canonical-serial rule (DESIGN.md §2).
+/// The configurable parts of the canonical-serial rule (docs/protocol.md §2.3).
 ///
 /// NFKC, trimming, upper-casing and the removal of whitespace always apply;
 /// the rest can be switched or extended per deployment. Node and coordinator

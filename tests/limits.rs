@@ -83,7 +83,7 @@ async fn uploads_beyond_the_limit_are_shed_not_queued() {
     let shed = common::submit(&mut blr_client, &blr)
         .await
         .expect_err("the second upload is refused while the only slot is taken");
-    assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
+    assert_eq!(shed.code(), Code::Unavailable, "{shed:?}");
     assert!(
         shed.message().contains("max_concurrent_uploads"),
         "{}",
@@ -93,10 +93,7 @@ async fn uploads_beyond_the_limit_are_shed_not_queued() {
     // Shed before its header was read: recorded without a claimed state.
     assert_eq!(
         crate::audit::trail(&tc).await,
-        [(
-            "submit snapshot".to_string(),
-            "RESOURCE_EXHAUSTED".to_string()
-        )]
+        [("submit snapshot".to_string(), "UNAVAILABLE".to_string())]
     );
 
     // RUS finishes; the slot frees and BLR is accepted on retry.

@@ -8,6 +8,9 @@ use tally::config::{Limits, NodeConfig};
 use tally::node::Node;
 use tally::node::watch::{Outcome, REJECTED_DIR, SUBMITTED_DIR, watch};
 use tally::reconcile::EngineConfig;
+use tally::snapshot::SnapshotDigest;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::common::*;
 
@@ -242,6 +245,83 @@ async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_t
     let entries = node.outbox().entries().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].sequence(), 1);
+    assert!(entries[0].receipt.is_some());
+    drop(node);
+    coord.stop().await;
+}
+
+/// A busy coordinator sheds the node's upload with UNAVAILABLE: the node
+/// keeps the export and its signed snapshot, retries, and delivers it once a
+/// slot frees, instead of moving a valid export to `rejected/` (which it did
+/// while shedding answered RESOURCE_EXHAUSTED, the code for a snapshot too big).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_shed_by_a_busy_coordinator_waits_and_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start_with_limits(
+        &dir.path().join("coord"),
+        &["ARM", "KGZ"],
+        Limits {
+            max_concurrent_uploads: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    // KGZ's upload holds the only slot: header sent, stream kept open.
+    let kgz = snapshot("KGZ", 1, SnapshotDigest::GENESIS, &many_items(10));
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(header_msg(&kgz.signed)).await.unwrap();
+    let mut kgz_client = coord.client().await;
+    let held = tokio::spawn(async move { kgz_client.submit(ReceiverStream::new(rx)).await });
+    // Let the coordinator take the slot for KGZ first; if it did not, KGZ is
+    // the one shed and the `held` check below fails the test.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let cfg = write_node_config(dir.path(), "ARM", &coord.url());
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    drop_export(
+        &drop_dir,
+        "arm.csv",
+        &export_with(2, "A"),
+        SystemTime::now() - Duration::from_secs(60),
+    );
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let submitted = drop_dir.join(SUBMITTED_DIR);
+    let shed = ("submit snapshot".to_string(), "UNAVAILABLE".to_string());
+    let outcomes = watch(&node, &drop_dir, async {
+        for _ in 0..1500 {
+            if crate::audit::trail(&coord).await.contains(&shed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            crate::audit::trail(&coord).await.contains(&shed),
+            "ARM's upload was never shed"
+        );
+        assert_eq!(names_in(&drop_dir), ["arm.csv"], "kept while shed");
+        for c in &kgz.chunks {
+            tx.send(chunk_msg(c)).await.unwrap();
+        }
+        drop(tx);
+        wait_for("the accepted export", || names_in(&submitted).len() == 1).await;
+    })
+    .await
+    .unwrap();
+
+    held.await
+        .unwrap()
+        .expect("KGZ held the slot and was accepted");
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Submitted {
+            sequence: 1,
+            moved_to: submitted.join("arm.csv")
+        }]
+    );
+    assert!(!drop_dir.join(REJECTED_DIR).exists());
+    let entries = node.outbox().entries().unwrap();
+    assert_eq!(entries.len(), 1);
     assert!(entries[0].receipt.is_some());
     drop(node);
     coord.stop().await;

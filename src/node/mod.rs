@@ -54,6 +54,10 @@ pub enum NodeError {
         "TLS with the coordinator at {address} failed: {message} (not retried: check the node's [tls] files, the coordinator's certificate and the https:// address)"
     )]
     Tls { address: String, message: String },
+    /// The coordinator answered UNAVAILABLE itself (busy or shutting down),
+    /// as opposed to a connection that failed ([`NodeError::Unreachable`]).
+    #[error("the coordinator at {address} is unavailable: {message}")]
+    Busy { address: String, message: String },
     #[error("the coordinator rejected sequence {sequence}: {code:?}: {message}")]
     Rejected {
         sequence: u64,
@@ -72,7 +76,7 @@ impl NodeError {
     /// Returns true if and only if trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            NodeError::Unreachable { .. } => true,
+            NodeError::Unreachable { .. } | NodeError::Busy { .. } => true,
             NodeError::Rejected { code, .. } => matches!(
                 code,
                 Code::Unavailable | Code::Aborted | Code::DeadlineExceeded | Code::Cancelled
@@ -302,6 +306,12 @@ impl Node {
             };
         }
         match status.code() {
+            // A status the server sent has no source; one tonic made from a
+            // transport failure carries that failure as its source.
+            Code::Unavailable if std::error::Error::source(&status).is_none() => NodeError::Busy {
+                address: self.config.coordinator.clone(),
+                message: status.message().to_string(),
+            },
             Code::Unavailable | Code::Unknown => NodeError::Unreachable {
                 address: self.config.coordinator.clone(),
                 message: status.message().to_string(),

@@ -1,5 +1,6 @@
 //! The reconciliation engine: from the states' accepted snapshots, the set of
-//! discrepancy alerts that are open now (DESIGN.md §6).
+//! discrepancy alerts that are open now (README "Alerts: what the coordinator
+//! finds").
 //!
 //! Plain synchronous Rust, no I/O: snapshots go in (in acceptance order),
 //! alert changes come out. Time is an input (`now_unix_ms`), so time-based

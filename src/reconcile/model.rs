@@ -66,7 +66,7 @@ impl<'a> From<crate::snapshot::LeafRef<'a>> for ItemView<'a> {
     }
 }
 
-/// The kinds of discrepancy (DESIGN.md §6).
+/// The kinds of discrepancy (README "Alerts: what the coordinator finds").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {

@@ -252,15 +252,17 @@ impl SnapshotsService {
         let _in_flight_gauge = self.metrics.submission_started();
         let principal = request.extensions().get::<Principal>().cloned();
         // Load shedding: past the limit, refuse at once rather than queue
-        // work (and memory) the coordinator cannot keep up with.
+        // work (and memory) the coordinator cannot keep up with. UNAVAILABLE,
+        // not RESOURCE_EXHAUSTED: that code means "this snapshot is too big"
+        // here, while a busy coordinator is transient and every gRPC client
+        // treats UNAVAILABLE as "retry with backoff".
         let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
-            self.metrics
-                .snapshot_rejected(tonic::Code::ResourceExhausted);
+            self.metrics.snapshot_rejected(tonic::Code::Unavailable);
             let limit = self.ingestor.limits().max_concurrent_uploads;
             tracing::warn!(limit, "submission refused: too many uploads in progress");
-            return Err(Status::resource_exhausted(format!(
-                "the coordinator is verifying {limit} uploads already \
-                 (limits.max_concurrent_uploads); retry shortly"
+            return Err(Status::unavailable(format!(
+                "the coordinator is busy verifying {limit} uploads already \
+                 (limits.max_concurrent_uploads); nothing stored, retry shortly"
             )));
         };
         let result = submit(

@@ -1,8 +1,8 @@
 //! Durable storage of accepted snapshots, behind a narrow trait.
 //!
 //! A snapshot is stored as the ordered chunk blobs it arrived in plus one small
-//! directory record (DESIGN.md §7: one key per item is an order of magnitude
-//! slower and larger). Chunks are written under a fresh upload id first; the
+//! directory record (one key per item was measured an order of magnitude
+//! slower and larger in sled). Chunks are written under a fresh upload id first; the
 //! directory record is the commit point, so a partial upload is never visible,
 //! and orphaned chunks of uploads that never committed are removed at open.
 //! The sled backend keeps the chunk bytes in one append-only file per upload
@@ -60,7 +60,7 @@ pub struct StoredSnapshot {
 }
 
 /// A signed header that conflicts with the stored chain: evidence that a state
-/// signed two different histories (DESIGN.md §5).
+/// signed two different histories (docs/protocol.md §5.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Equivocation {
     pub signed: SignedHeader,
