@@ -123,11 +123,18 @@ impl std::str::FromStr for ResolutionReason {
     }
 }
 
+/// Longest note an operator may attach to an action, in UTF-8 bytes. A note
+/// stays in the alert's history for good, and every read of the alert
+/// carries it: unbounded notes would make alerts too big to read.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
 /// Why an operator action was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
     #[error("no alert with id {0}")]
     NotFound(u64),
+    #[error("the note is {len} bytes long; at most {max} bytes are allowed")]
+    NoteTooLong { len: usize, max: usize },
     #[error("alert {id} is {status:?}; it cannot be {action}")]
     InvalidTransition {
         id: u64,
@@ -572,6 +579,12 @@ impl AlertStore {
         reason: Option<ResolutionReason>,
         transition: impl FnOnce(AlertStatus) -> Result<AlertStatus, &'static str>,
     ) -> Result<Alert, ActionError> {
+        if note.len() > MAX_NOTE_BYTES {
+            return Err(ActionError::NoteTooLong {
+                len: note.len(),
+                max: MAX_NOTE_BYTES,
+            });
+        }
         let mut next = self
             .next
             .lock()

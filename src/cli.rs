@@ -747,7 +747,20 @@ async fn node_submit(
             );
         }
     }
-    for receipt in node.submit_pending().await? {
+    let receipts = match node.submit_pending().await {
+        Ok(receipts) => receipts,
+        // Left pending, it would be resent first by every later submit and
+        // refused again: the node could never move on.
+        Err(e) => match node.discard_refused(&e)? {
+            Some(sequence) => bail!(
+                "{e}\nThe coordinator stored nothing for sequence {sequence}; it was removed \
+                 from the outbox, so the next export submitted takes sequence {sequence}. \
+                 Fix the export and submit it again"
+            ),
+            None => return Err(e.into()),
+        },
+    };
+    for receipt in receipts {
         println!(
             "accepted: state {} sequence {} digest {} at {} (unix ms)",
             receipt.state, receipt.sequence, receipt.digest, receipt.accepted_at_unix_ms

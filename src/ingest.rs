@@ -157,14 +157,17 @@ impl Ingestor {
                 "sequence numbers start at 1".into(),
             ));
         }
+        // The chain before the limit: a snapshot stored before the limit was
+        // lowered must still get its receipt, or its node would take "too
+        // big" for "not stored" and sign another snapshot in its place.
+        if let Some(receipt) = self.check_chain(&signed)? {
+            return Ok(Admission::AlreadyAccepted(receipt));
+        }
         if header.item_count > inner.limits.max_items_per_snapshot {
             return Err(IngestError::TooManyItems {
                 declared: header.item_count,
                 limit: inner.limits.max_items_per_snapshot,
             });
-        }
-        if let Some(receipt) = self.check_chain(&signed)? {
-            return Ok(Admission::AlreadyAccepted(receipt));
         }
         let id = inner.store.begin_upload()?;
         Ok(Admission::New(Box::new(Upload {

@@ -132,6 +132,22 @@ async fn operator_actions_are_recorded_and_bad_ones_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    // A note stays in the history for good: too long a one is refused, and
+    // the history check below shows that nothing was recorded.
+    let err = client
+        .resolve_alert(proto::ResolveAlertRequest {
+            id,
+            reason: proto::ResolutionReason::DataEntryError as i32,
+            note: "й".repeat(513),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("note is 1026 bytes long"),
+        "{}",
+        err.message()
+    );
 
     let resolved = client
         .resolve_alert(proto::ResolveAlertRequest {
@@ -368,6 +384,18 @@ async fn a_watcher_from_cursor_zero_gets_every_stored_event_then_live_ones_in_or
     assert_eq!(
         collect(&mut w3, 266).await,
         (1235..=1500).collect::<Vec<u64>>()
+    );
+    // A cursor beyond the newest event (from another store, or from before a
+    // rebuild) is refused instead of silently skipping events.
+    let err = client
+        .watch_alerts(proto::WatchAlertsRequest { after_cursor: 1501 })
+        .await
+        .expect_err("a cursor from the future");
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert!(
+        err.message().contains("newest alert event (1500)"),
+        "{}",
+        err.message()
     );
     drop((w1, w2, w3, client));
     coord.stop().await;

@@ -228,6 +228,21 @@ fn tally_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tally"))
 }
 
+/// Runs `tally node submit --config CFG EXPORT` off the async threads.
+async fn cli_node_submit(cfg: &Path, export: PathBuf) -> std::process::Output {
+    let cfg = cfg.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        tally_cmd()
+            .args(["node", "submit", "--config"])
+            .arg(&cfg)
+            .arg(&export)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_keygen_node_submit_and_status() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,19 +294,7 @@ async fn cli_keygen_node_submit_and_status() {
     )
     .unwrap();
     let export = write_export(dir.path(), "kaz.csv", EXPORT_1);
-    let submit = tokio::task::spawn_blocking({
-        let cfg = cfg.clone();
-        move || {
-            tally_cmd()
-                .args(["node", "submit", "--config"])
-                .arg(&cfg)
-                .arg(&export)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let submit = cli_node_submit(&cfg, export).await;
     let stdout = String::from_utf8_lossy(&submit.stdout);
     assert!(
         submit.status.success(),
@@ -432,6 +435,46 @@ async fn cli_node_submit_with_an_empty_outbox_needs_the_chain_head_or_new_chain(
     let continued = submit2(&[]).await.unwrap();
     assert!(continued.status.success(), "{}", text(&continued.stderr));
     assert!(text(&continued.stdout).contains("accepted: state KAZ sequence 2"));
+    assert!(coord.store.equivocations().unwrap().is_empty());
+    coord.stop().await;
+}
+
+/// A snapshot the coordinator refuses for its content (here: more items than
+/// it accepts) is removed from the outbox, with the reason; the next export
+/// takes its sequence. Left pending, it would be resent, and refused, first
+/// by every later submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_node_submit_frees_the_sequence_of_a_snapshot_refused_for_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start_with_limits(
+        &dir.path().join("coord"),
+        &["KAZ"],
+        tally::config::Limits {
+            max_items_per_snapshot: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let cfg = node_config(dir.path(), "KAZ", &coord.url(), "outbox");
+    let too_big = cli_node_submit(&cfg, write_export(dir.path(), "three.csv", EXPORT_1)).await;
+    assert!(!too_big.status.success());
+    let err = String::from_utf8_lossy(&too_big.stderr);
+    assert!(
+        err.contains("accepts at most 2")
+            && err.contains("the next export submitted takes sequence 1"),
+        "{err}"
+    );
+    let fine = cli_node_submit(&cfg, write_export(dir.path(), "two.csv", EXPORT_2)).await;
+    let out = String::from_utf8_lossy(&fine.stdout);
+    assert!(
+        fine.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+    assert!(
+        out.contains("as sequence 1 (2 items)") && out.contains("accepted: state KAZ sequence 1"),
+        "{out}"
+    );
     assert!(coord.store.equivocations().unwrap().is_empty());
     coord.stop().await;
 }

@@ -87,6 +87,48 @@ async fn seized_launchers_are_traced_to_their_last_custodian_and_survive_a_resta
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    // Unset, future (microseconds) and over-long fields: the whole report is
+    // refused, naming the item and the field.
+    let an_hour_ahead = tally::ingest::now_unix_ms() + 2 * 3_600_000;
+    for (item, expected) in [
+        (
+            proto::SeizedItem {
+                seized_at_unix_ms: 0,
+                ..seized("9P39", "L-57")
+            },
+            "items[1]: seized_at_unix_ms is 0",
+        ),
+        (
+            proto::SeizedItem {
+                seized_at_unix_ms: an_hour_ahead,
+                ..seized("9P39", "L-57")
+            },
+            "is in the future",
+        ),
+        (
+            proto::SeizedItem {
+                seized_at_unix_ms: 1_790_000_000_000_000,
+                ..seized("9P39", "L-57")
+            },
+            "not microseconds",
+        ),
+        (
+            proto::SeizedItem {
+                note: "x".repeat(tally::alerts::MAX_NOTE_BYTES + 1),
+                ..seized("9P39", "L-57")
+            },
+            "items[1]: note is 1025 bytes long",
+        ),
+    ] {
+        let err = client
+            .report_seizures(proto::ReportSeizuresRequest {
+                items: vec![seized("9P39", "L-58"), item],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(expected), "{}", err.message());
+    }
     let reports = client
         .list_seizure_reports(proto::ListSeizureReportsRequest {})
         .await

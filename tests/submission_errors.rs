@@ -373,6 +373,38 @@ async fn over_the_item_limit_is_resource_exhausted() {
     coord.stop().await;
 }
 
+/// The chain is checked before the item limit: a snapshot accepted before
+/// the limit was lowered is still answered with its original receipt, not
+/// refused as too big (a node would take that refusal as "not stored", sign
+/// another snapshot for the same sequence and be recorded as equivocating).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmission_after_the_limit_was_lowered_gets_its_original_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = snapshot("RUS", 1, SnapshotDigest::GENESIS, &many_items(6));
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    let first = submit(&mut coord.client().await, &snap).await.unwrap();
+    coord.stop().await;
+
+    let limits = Limits {
+        max_items_per_snapshot: 5,
+        ..Limits::default()
+    };
+    let coord = TestCoordinator::start_with_limits(dir.path(), &["RUS"], limits).await;
+    let stored = stored_state(coord.store.as_ref());
+    let again = submit(&mut coord.client().await, &snap).await.unwrap();
+    assert_eq!(again, first);
+    // A new snapshot over the lowered limit is still refused.
+    let next = snapshot("RUS", 2, snap.digest(), &many_items(6));
+    let result = submit(&mut coord.client().await, &next).await;
+    assert_status(
+        result,
+        Code::ResourceExhausted,
+        "this coordinator accepts at most 5",
+    );
+    assert_eq!(stored_state(coord.store.as_ref()), stored);
+    coord.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_the_size_limit_is_resource_exhausted() {
     let dir = tempfile::tempdir().unwrap();

@@ -196,6 +196,22 @@ async fn files_dropped_while_the_coordinator_is_down_are_accepted_in_arrival_ord
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_takes_its_sequence()
 {
+    refused_export_is_rejected_and_the_next_file_takes_its_sequence(false).await;
+}
+
+/// A snapshot signed by an earlier run that stopped before the coordinator
+/// answered, and then refused for its content, does not stop the watcher:
+/// it leaves the outbox, its export goes to rejected/, and the next file
+/// takes its sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_snapshot_refused_at_start_up_is_rejected_and_the_watcher_goes_on() {
+    refused_export_is_rejected_and_the_next_file_takes_its_sequence(true).await;
+}
+
+/// ARM's coordinator accepts at most 2 items; the drop folder holds
+/// `too-big.csv` (3 items), then `fine.csv` (2). With `signed_earlier`, a
+/// previous run signed `too-big.csv` and stopped before sending it.
+async fn refused_export_is_rejected_and_the_next_file_takes_its_sequence(signed_earlier: bool) {
     let dir = tempfile::tempdir().unwrap();
     let coord = TestCoordinator::start_with_limits(
         &dir.path().join("coord"),
@@ -219,6 +235,10 @@ async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_t
     );
 
     let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    if signed_earlier {
+        node.prepare(&drop_dir.join("too-big.csv"), None, None)
+            .unwrap();
+    }
     let submitted = drop_dir.join(SUBMITTED_DIR);
     let outcomes = watch(&node, &drop_dir, async {
         wait_for("the accepted export", || names_in(&submitted).len() == 1).await;
@@ -245,6 +265,7 @@ async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_t
     let entries = node.outbox().entries().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].sequence(), 1);
+    assert_eq!(entries[0].signed.header.item_count, 2);
     assert!(entries[0].receipt.is_some());
     drop(node);
     coord.stop().await;

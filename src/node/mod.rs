@@ -84,6 +84,19 @@ impl NodeError {
             _ => false,
         }
     }
+
+    /// Returns true if and only if the coordinator refused the snapshot for
+    /// its content (malformed, too big), so that it stored nothing and a
+    /// different export may succeed where this one failed.
+    pub fn is_refused_for_content(&self) -> bool {
+        matches!(
+            self,
+            NodeError::Rejected {
+                code: Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange,
+                ..
+            }
+        )
+    }
 }
 
 /// What [`Node::prepare`] did with an export.
@@ -248,6 +261,23 @@ impl Node {
             });
         }
         Ok(Some((signed.header.sequence, signed.digest())))
+    }
+
+    /// After [`Node::submit_pending`] failed with `error`: if the coordinator
+    /// refused the newest pending snapshot for its content, removes it from
+    /// the outbox and returns its sequence, which the next export then takes.
+    /// The coordinator stored nothing for it, so this is not an equivocation.
+    /// `None` (nothing removed) for any other error.
+    pub fn discard_refused(&self, error: &NodeError) -> Result<Option<u64>, NodeError> {
+        match error {
+            NodeError::Rejected { sequence, .. }
+                if error.is_refused_for_content() && self.outbox.discard_refused(*sequence)? =>
+            {
+                tracing::warn!(sequence, %error, "refused snapshot removed from the outbox");
+                Ok(Some(*sequence))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Runs `op` until it succeeds, a non-retryable error occurs, or the

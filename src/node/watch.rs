@@ -30,8 +30,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use tonic::Code;
-
 use super::{Node, NodeError, Prepared};
 
 /// Sub-folder of the drop folder for accepted exports.
@@ -133,18 +131,6 @@ fn reject(drop_dir: &Path, file: &Path, reason: &str) -> Result<PathBuf, WatchEr
     Ok(target)
 }
 
-/// Returns true if and only if the coordinator refused this snapshot for its
-/// content, so that another export may succeed where this one failed.
-fn refused_for_content(e: &NodeError) -> bool {
-    matches!(
-        e,
-        NodeError::Rejected {
-            code: Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange,
-            ..
-        }
-    )
-}
-
 /// What happened to one export, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -180,6 +166,16 @@ pub async fn watch(
         };
         match sent {
             Ok(_) => {}
+            // Signed by an earlier run that stopped before the answer, and
+            // refused for its content: remove it so that the sequence is free.
+            // Its export, if still here, is signed again below and moved to
+            // rejected/ with the coordinator's reason.
+            Err(e) if e.is_refused_for_content() => {
+                if node.discard_refused(&e)?.is_none() {
+                    return Err(e.into());
+                }
+                continue;
+            }
             Err(e) if e.is_retryable() || matches!(e, NodeError::GaveUp { .. }) => {
                 tracing::warn!(error = %e, "pending snapshots not delivered yet");
                 tokio::select! {
@@ -259,17 +255,8 @@ async fn submit_file(
             tracing::info!(file = %file.display(), sequence, moved_to = %moved_to.display(), "accepted");
             Ok(Some(Outcome::Submitted { sequence, moved_to }))
         }
-        Err(e) if refused_for_content(&e) => {
-            let refused = match &e {
-                NodeError::Rejected { sequence, .. } => *sequence,
-                _ => sequence,
-            };
-            if refused != sequence
-                || !node
-                    .outbox()
-                    .discard_refused(refused)
-                    .map_err(NodeError::from)?
-            {
+        Err(e) if e.is_refused_for_content() => {
+            if node.discard_refused(&e)? != Some(sequence) {
                 // The refusal concerns an older snapshot than this file's.
                 return Err(e.into());
             }

@@ -214,6 +214,7 @@ impl From<ActionError> for Status {
     fn from(e: ActionError) -> Status {
         match &e {
             ActionError::NotFound(_) => Status::not_found(e.to_string()),
+            ActionError::NoteTooLong { .. } => Status::invalid_argument(e.to_string()),
             ActionError::InvalidTransition { .. } => Status::failed_precondition(e.to_string()),
             ActionError::Store(_) => {
                 tracing::error!(error = %e, "alert storage failure");
@@ -409,6 +410,17 @@ impl proto::alerts_server::Alerts for AlertsService {
             return Err(Status::unavailable(
                 "the coordinator is shutting down; watch again once it is back, from your last cursor",
             ));
+        }
+        // A cursor beyond the newest event would skip events silently until
+        // the store caught up with it: it comes from another coordinator, or
+        // from before the alert store was rebuilt (cursors start again then).
+        let newest = self.alerts.last_cursor();
+        if after > newest {
+            return Err(Status::out_of_range(format!(
+                "cursor {after} is beyond the newest alert event ({newest}): it is not from \
+                 this coordinator's alert store (rebuilt stores start their cursors again); \
+                 watch from 0 to replay every event, or from {newest} for new ones only"
+            )));
         }
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
         let watcher = self.metrics.watcher_connected();

@@ -41,24 +41,44 @@ impl SeizuresService {
     }
 }
 
+/// How far a seizure time may be ahead of the coordinator's clock: clocks
+/// of the reporting office and the coordinator differ a little.
+const MAX_SEIZURE_CLOCK_SKEW_MS: i64 = 60 * 60 * 1000;
+
 fn seizure_from_proto(
     i: usize,
     item: &proto::SeizedItem,
     rule: &CanonicalRule,
+    now_unix_ms: i64,
 ) -> Result<Seizure, Status> {
     let bad = |what: String| Status::invalid_argument(format!("items[{i}]: {what}"));
-    for (field, value) in [
-        ("model", &item.model),
-        ("serial", &item.serial),
-        ("place", &item.place),
+    for (field, value, max) in [
+        ("model", &item.model, crate::item::MAX_FIELD_BYTES),
+        ("serial", &item.serial, crate::item::MAX_FIELD_BYTES),
+        ("place", &item.place, crate::item::MAX_FIELD_BYTES),
+        ("note", &item.note, crate::alerts::MAX_NOTE_BYTES),
     ] {
-        if value.len() > crate::item::MAX_FIELD_BYTES {
+        if value.len() > max {
             return Err(bad(format!(
-                "{field} is {} bytes long; at most {} bytes are allowed",
+                "{field} is {} bytes long; at most {max} bytes are allowed",
                 value.len(),
-                crate::item::MAX_FIELD_BYTES
             )));
         }
+    }
+    // The time is evidence shown beside the custody trace: an unset (0) or
+    // impossible one would mislead whoever reads it.
+    let at = item.seized_at_unix_ms;
+    if at <= 0 {
+        return Err(bad(format!(
+            "seized_at_unix_ms is {at}; set it to the time of the seizure \
+             (milliseconds since 1970-01-01 UTC)"
+        )));
+    }
+    if at > now_unix_ms + MAX_SEIZURE_CLOCK_SKEW_MS {
+        return Err(bad(format!(
+            "seized_at_unix_ms {at} is in the future by the coordinator's clock \
+             (now {now_unix_ms}); milliseconds, not microseconds, since 1970-01-01 UTC"
+        )));
     }
     let key = ItemKey {
         model: CanonicalModel::from_raw(&item.model, rule)
@@ -108,11 +128,12 @@ impl SeizuresService {
                 req.items.len()
             )));
         }
+        let now = now_unix_ms();
         let items = req
             .items
             .iter()
             .enumerate()
-            .map(|(i, item)| seizure_from_proto(i, item, &self.rule))
+            .map(|(i, item)| seizure_from_proto(i, item, &self.rule, now))
             .collect::<Result<Vec<_>, _>>()?;
         let reconciler = self.reconciler.clone();
         let response = blocking(move || {
