@@ -461,14 +461,17 @@ impl AlertStore {
             events.push(event);
         }
         let alerts: Vec<(Vec<u8>, Alert)> = touched.into_iter().collect();
-        self.write(&alerts, &events)?;
+        self.commit(&alerts, &events)?;
+        // Committed: the ids and cursors are taken even if the flush fails,
+        // or the next change would reuse them and overwrite these records.
         *next = counters;
+        crate::store::flush(&self.db)?;
         self.publish(&events);
         Ok(events)
     }
 
-    /// Writes alerts and events in one transaction and flushes.
-    fn write(
+    /// Writes alerts and events in one transaction (not yet flushed).
+    fn commit(
         &self,
         alerts: &[(Vec<u8>, Alert)],
         events: &[AlertEvent],
@@ -505,7 +508,6 @@ impl AlertStore {
                 }
             }
         }
-        crate::store::flush(&self.db)?;
         Ok(())
     }
 
@@ -614,11 +616,12 @@ impl AlertStore {
             key: alert.key.clone(),
             status: alert.status,
         };
-        self.write(
+        self.commit(
             &[(identity(&alert.key), alert.clone())],
             std::slice::from_ref(&event),
         )?;
         next.cursor += 1;
+        crate::store::flush(&self.db).map_err(AlertStoreError::from)?;
         self.publish(std::slice::from_ref(&event));
         Ok(alert)
     }

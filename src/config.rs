@@ -377,6 +377,11 @@ fn base_dir(path: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Smallest `limits.max_message_bytes` accepted: a reference node's chunk
+/// (see [`crate::snapshot::CHUNK_TARGET_BYTES`]) with room for its last leaf
+/// and the message framing. Below it, every large export would be refused.
+pub const MIN_MESSAGE_BYTES: usize = crate::snapshot::CHUNK_TARGET_BYTES + 64 * 1024;
+
 /// Limits the coordinator enforces on submissions.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -588,8 +593,15 @@ impl CoordinatorConfig {
                 ),
             ));
         }
-        if raw.limits.max_message_bytes < 64 * 1024 {
-            return Err(cfg.bad("limits.max_message_bytes", "must be at least 65536"));
+        if raw.limits.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(cfg.bad(
+                "limits.max_message_bytes",
+                format!(
+                    "must be at least {MIN_MESSAGE_BYTES}: the reference node sends chunks of \
+                     up to {} bytes of leaves plus one leaf",
+                    crate::snapshot::CHUNK_TARGET_BYTES
+                ),
+            ));
         }
         if raw.limits.max_items_per_snapshot == 0 {
             return Err(cfg.bad("limits.max_items_per_snapshot", "must be at least 1"));

@@ -385,7 +385,11 @@ pub async fn run(
         tls = options.tls.is_some(),
         "coordinator serving"
     );
-    let mut builder = tonic::transport::Server::builder();
+    // Pings drop the connections of clients that vanished without closing
+    // them, which would otherwise hold an upload slot or a snapshot reader.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::tls::KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::tls::KEEP_ALIVE_TIMEOUT));
     if let Some(tls) = options.tls {
         builder = builder.tls_config(tls)?;
     }

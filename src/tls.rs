@@ -174,6 +174,11 @@ pub enum EndpointError {
     Tls(#[from] TlsError),
 }
 
+/// How often both ends of a gRPC connection ping an otherwise quiet peer.
+pub const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is dropped.
+pub const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A client endpoint for `address`, with TLS when `tls` is given. An
 /// `https://` address without TLS files, or TLS files with an `http://`
 /// address, is refused rather than silently downgraded.
@@ -187,7 +192,14 @@ pub fn endpoint(
     };
     let endpoint = tonic::transport::Channel::from_shared(address.to_string())
         .map_err(|e| bad(&e.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(5));
+        .connect_timeout(std::time::Duration::from_secs(5))
+        // A peer that vanished without closing the connection (host down,
+        // network cut) is noticed by a missed ping: without it, a call whose
+        // requests were all sent would wait for its answer forever, and
+        // retries would never start.
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     match (address.starts_with("https://"), tls) {
         (true, Some(files)) => endpoint
             .tls_config(files.client_config()?)

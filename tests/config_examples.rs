@@ -104,7 +104,7 @@ fn environment_beats_file_beats_default() {
     let env = env_from(&[
         ("TALLY_LISTEN", "0.0.0.0:50051"),
         ("TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT", "20"),
-        ("TALLY_LIMITS_MAX_MESSAGE_BYTES", "1048576"),
+        ("TALLY_LIMITS_MAX_MESSAGE_BYTES", "2097152"),
         ("TALLY_RECONCILE_TRANSFER_GRACE_HOURS", "1.5"),
         ("TALLY_CANONICAL_FOLD_LOOKALIKES", "false"),
         ("TALLY_DATA_DIR", "elsewhere/data"),
@@ -114,7 +114,7 @@ fn environment_beats_file_beats_default() {
     let cfg = CoordinatorConfig::load_with_env(&p, &env).unwrap();
     assert_eq!(cfg.listen.to_string(), "0.0.0.0:50051");
     assert_eq!(cfg.limits.max_items_per_snapshot, 20);
-    assert_eq!(cfg.limits.max_message_bytes, 1_048_576);
+    assert_eq!(cfg.limits.max_message_bytes, 2_097_152);
     assert_eq!(cfg.reconcile.transfer_grace_hours, 1.5);
     assert!(!cfg.canonical.fold_lookalikes);
     assert_eq!(
@@ -180,6 +180,12 @@ fn validation_names_the_file_the_key_and_the_variable() {
             "",
             &[("TALLY_LIMITS_MAX_MESSAGE_BYTES", "lots")],
             "expected usize in `limits.max_message_bytes`",
+        ),
+        (
+            &coordinator,
+            "",
+            &[("TALLY_LIMITS_MAX_MESSAGE_BYTES", "65536")],
+            "limits.max_message_bytes (from TALLY_LIMITS_MAX_MESSAGE_BYTES): must be at least 1114112",
         ),
         (
             &coordinator,
