@@ -731,7 +731,7 @@ async fn node_submit(
             Err(e) => return Err(e.into()),
         }
     } else {
-        None
+        node.chain_head_if_known().await
     };
     match node.prepare(&export, as_of, head)? {
         Prepared::Signed { sequence, items } => {

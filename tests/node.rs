@@ -478,3 +478,51 @@ async fn cli_node_submit_frees_the_sequence_of_a_snapshot_refused_for_its_conten
     assert!(coord.store.equivocations().unwrap().is_empty());
     coord.stop().await;
 }
+
+/// An outbox restored from an older backup ends before the coordinator's
+/// chain: signing its next sequence would fork the chain (an equivocation on
+/// the state's record), so the node signs nothing and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_restored_from_an_older_backup_signs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["KAZ"]).await;
+    let cfg = node_config(dir.path(), "KAZ", &coord.url(), "outbox");
+    let outbox = dir.path().join("outbox");
+    let backup = dir.path().join("backup");
+
+    let node = open_node(&cfg);
+    node.prepare(&write_export(dir.path(), "1.csv", EXPORT_1), None, None)
+        .unwrap();
+    node.submit_pending().await.unwrap();
+    drop(node);
+    copy_dir(&outbox, &backup);
+    let node = open_node(&cfg);
+    node.prepare(&write_export(dir.path(), "2.csv", EXPORT_2), None, None)
+        .unwrap();
+    node.submit_pending().await.unwrap();
+    drop(node);
+    std::fs::remove_dir_all(&outbox).unwrap();
+    copy_dir(&backup, &outbox);
+
+    // Wait for the last node's outbox lock to go, then try the CLI.
+    drop(open_node(&cfg));
+    let third = write_export(
+        dir.path(),
+        "3.csv",
+        "model,serial,status,site,counterparty\n9K38,N-1,in_service,,\n",
+    );
+    let refused = cli_node_submit(&cfg, third).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("this outbox ends at sequence 1")
+            && err.contains("up to sequence 2")
+            && err.contains("nothing was signed"),
+        "{err}"
+    );
+    let node = open_node(&cfg);
+    assert_eq!(node.outbox().last().unwrap().unwrap().sequence(), 1);
+    assert!(coord.store.equivocations().unwrap().is_empty());
+    drop(node);
+    coord.stop().await;
+}

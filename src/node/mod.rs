@@ -58,6 +58,19 @@ pub enum NodeError {
     /// as opposed to a connection that failed ([`NodeError::Unreachable`]).
     #[error("the coordinator at {address} is unavailable: {message}")]
     Busy { address: String, message: String },
+    #[error(
+        "this outbox ends at sequence {outbox} but the coordinator holds {state}'s chain up to \
+         sequence {coordinator} (an outbox restored from an older backup, or another node \
+         signing for {state}?). Signing sequence {next} would fork the chain, so nothing was \
+         signed. Restore the newest outbox, or move this one aside: with an empty outbox the \
+         node continues from the coordinator's chain",
+        next = outbox + 1
+    )]
+    OutboxBehind {
+        state: crate::state::StateCode,
+        outbox: u64,
+        coordinator: u64,
+    },
     #[error("the coordinator rejected sequence {sequence}: {code:?}: {message}")]
     Rejected {
         sequence: u64,
@@ -145,9 +158,10 @@ impl Node {
 
     /// Parses, validates, orders, digests and signs `export`, storing the
     /// signed snapshot in the outbox before returning. `as_of_unix_ms` defaults
-    /// to now. If the outbox is empty, `chain_head` (the coordinator's newest
-    /// snapshot of this state, if known) continues an existing chain instead of
-    /// starting a new one at sequence 1.
+    /// to now. `chain_head` is the coordinator's newest snapshot of this
+    /// state, if known: with an empty outbox it continues that chain instead
+    /// of starting a new one at sequence 1; with an outbox that ends before
+    /// it, nothing is signed ([`NodeError::OutboxBehind`]).
     pub fn prepare(
         &self,
         export_path: &Path,
@@ -179,6 +193,13 @@ impl Node {
         );
         sort_items(&mut items);
         let (sequence, previous) = match (self.outbox.last()?, chain_head) {
+            (Some(last), Some((head, _))) if head > last.sequence() => {
+                return Err(NodeError::OutboxBehind {
+                    state: self.config.state,
+                    outbox: last.sequence(),
+                    coordinator: head,
+                });
+            }
             (Some(last), _) => (last.sequence() + 1, last.digest()),
             (None, Some((seq, digest))) => (seq + 1, digest),
             (None, None) => (1, SnapshotDigest::GENESIS),
@@ -212,6 +233,19 @@ impl Node {
             receipts.push(receipt);
         }
         Ok(receipts)
+    }
+
+    /// [`Node::fetch_chain_head`] tried once, for a node whose outbox is not
+    /// empty: lets [`Node::prepare`] notice an outbox behind the coordinator.
+    /// `None` if the coordinator cannot say now; the outbox then decides.
+    pub async fn chain_head_if_known(&self) -> Option<(u64, SnapshotDigest)> {
+        match self.fetch_chain_head().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not compare the outbox with the coordinator's chain");
+                None
+            }
+        }
     }
 
     /// Asks the coordinator for this state's newest accepted snapshot, and

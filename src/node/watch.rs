@@ -156,7 +156,13 @@ pub async fn watch(
     // empty: a reinstalled node continues its state's chain instead of
     // signing a conflicting sequence 1. `None` until known.
     let mut head_known = node.outbox().last().map_err(NodeError::from)?.is_some();
-    let mut head = None;
+    // With an outbox, the head only guards against an outbox left behind
+    // (restored from an older backup): best effort, once.
+    let mut head = if head_known {
+        node.chain_head_if_known().await
+    } else {
+        None
+    };
     tracing::info!(dir = %dir.display(), poll_ms = poll.as_millis() as u64, "watching the drop folder");
     loop {
         // Snapshots signed earlier (by a previous run or `node submit`) go first.
