@@ -468,11 +468,7 @@ fn open_for_export(data_dir: &Path) -> Result<SledStore, ExportError> {
         });
     }
     SledStore::open(data_dir).map_err(|e| match e {
-        // sled takes an exclusive file lock for as long as a process has the
-        // database open, and reports failing to get it only in the message.
-        StoreError::Backend(sled::Error::Io(io))
-            if io.to_string().starts_with("could not acquire lock") =>
-        {
+        StoreError::Backend(e) if crate::store::is_locked_by_another_process(&e) => {
             ExportError::InUse {
                 dir: data_dir.to_path_buf(),
             }

@@ -1245,7 +1245,7 @@ fn open_outbox(dir: &Path) -> Outbox {
     for _ in 0..100 {
         match Outbox::open(dir) {
             Ok(outbox) => return outbox,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
+            Err(e) if e.to_string().contains("is in use by another tally process") => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("the outbox does not open after a kill: {e}"),

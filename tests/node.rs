@@ -47,7 +47,7 @@ fn open_node(cfg: &Path) -> Node {
     for _ in 0..100 {
         match Node::open(NodeConfig::load(cfg).unwrap()) {
             Ok(node) => return node,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
+            Err(e) if e.to_string().contains("is in use by another tally process") => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("{e}"),

@@ -17,6 +17,11 @@ use crate::snapshot::{HEADER_LEN, Receipt, SignedHeader, SnapshotDigest, Snapsho
 /// Why the outbox could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
+    #[error(
+        "the outbox {dir} is in use by another tally process (a running `tally node watch` or \
+         `tally node submit`; one process at a time): wait for it, or stop it first"
+    )]
+    InUse { dir: std::path::PathBuf },
     #[error("outbox storage failed: {0}")]
     Backend(#[from] sled::Error),
     #[error("outbox record for sequence {0} is corrupt")]
@@ -117,7 +122,15 @@ fn decode(b: &[u8]) -> Option<OutboxEntry> {
 
 impl Outbox {
     pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            if crate::store::is_locked_by_another_process(&e) {
+                OutboxError::InUse {
+                    dir: dir.to_path_buf(),
+                }
+            } else {
+                OutboxError::Backend(e)
+            }
+        })?;
         Ok(Outbox {
             snapshots: db.open_tree("snapshots")?,
             chunks: db.open_tree("chunks")?,
@@ -250,6 +263,17 @@ impl ChunkReader {
 mod tests {
     use super::*;
     use crate::state::StateCode;
+
+    #[test]
+    fn an_outbox_open_elsewhere_is_named_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Outbox::open(dir.path()).unwrap();
+        let Err(err) = Outbox::open(dir.path()) else {
+            panic!("sled allows one holder of a database");
+        };
+        assert!(matches!(err, OutboxError::InUse { .. }), "{err:?}");
+        assert!(err.to_string().contains("tally node watch"), "{err}");
+    }
 
     fn signed(seq: u64) -> SignedHeader {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);

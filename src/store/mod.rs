@@ -15,6 +15,13 @@ pub use sled_store::SledStore;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+/// Returns true if and only if `e` says that another process has this sled
+/// database open: sled takes an exclusive file lock for as long as a process
+/// has it open, and reports failing to get it only in the message.
+pub fn is_locked_by_another_process(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 /// Flushes a sled database to disk; every flush in Tally goes through here.
 ///
 /// sled 0.34.7's flush reads the current IO buffer through a raw pointer
