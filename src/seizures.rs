@@ -77,6 +77,34 @@ impl SeizureLog {
         self.after(0)
     }
 
+    /// Up to `max_reports` reports with ids above `id`, oldest first, ending
+    /// early once their stored size passes `max_bytes` (always at least one
+    /// report if there is one). True if more reports follow.
+    pub fn page_after(
+        &self,
+        id: u64,
+        max_reports: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<SeizureReport>, bool), SeizureLogError> {
+        let Some(first) = id.checked_add(1) else {
+            return Ok((Vec::new(), false));
+        };
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for value in self.reports.range(first.to_be_bytes()..).values() {
+            let value = value?;
+            if page.len() >= max_reports || (!page.is_empty() && bytes + value.len() > max_bytes) {
+                return Ok((page, true));
+            }
+            bytes += value.len();
+            page.push(
+                serde_json::from_slice(&value)
+                    .map_err(|e| SeizureLogError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok((page, false))
+    }
+
     /// The reports with ids above `id`, oldest first.
     pub fn after(&self, id: u64) -> Result<Vec<SeizureReport>, SeizureLogError> {
         let Some(first) = id.checked_add(1) else {
@@ -113,5 +141,40 @@ mod tests {
         assert_eq!(log.record(Vec::new(), 3).unwrap().id, 3);
         let ids: Vec<u64> = log.all().unwrap().iter().map(|r| r.id).collect();
         assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn pages_end_at_the_report_limit_or_the_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let log = SeizureLog::open(&db).unwrap();
+        for at in 1..=5 {
+            log.record(Vec::new(), at).unwrap();
+        }
+        let ids = |(page, more): (Vec<SeizureReport>, bool)| {
+            (page.iter().map(|r| r.id).collect::<Vec<_>>(), more)
+        };
+        assert_eq!(
+            ids(log.page_after(0, 2, usize::MAX).unwrap()),
+            (vec![1, 2], true)
+        );
+        assert_eq!(
+            ids(log.page_after(2, 2, usize::MAX).unwrap()),
+            (vec![3, 4], true)
+        );
+        assert_eq!(
+            ids(log.page_after(4, 2, usize::MAX).unwrap()),
+            (vec![5], false)
+        );
+        assert_eq!(
+            ids(log.page_after(5, 2, usize::MAX).unwrap()),
+            (vec![], false)
+        );
+        assert_eq!(
+            ids(log.page_after(u64::MAX, 2, 1).unwrap()),
+            (vec![], false)
+        );
+        // A budget smaller than one report still returns one.
+        assert_eq!(ids(log.page_after(0, 100, 1).unwrap()), (vec![1], true));
     }
 }

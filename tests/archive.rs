@@ -268,13 +268,7 @@ async fn served(data: &Path) -> Served {
         }
         snapshot_lists.push(list);
     }
-    let mut seizures = SeizuresClient::connect(coord.url()).await.unwrap();
-    let seizure_reports = seizures
-        .list_seizure_reports(proto::ListSeizureReportsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .reports;
+    let seizure_reports = crate::common::all_seizure_reports(&coord.url()).await;
     coord.stop().await;
     Served {
         alerts: alert_list,

@@ -345,3 +345,25 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Every stored seizure report, oldest first, page by page.
+pub async fn all_seizure_reports(url: &str) -> Vec<proto::SeizureReport> {
+    let mut client = proto::seizures_client::SeizuresClient::connect(url.to_string())
+        .await
+        .expect("connect");
+    let mut reports: Vec<proto::SeizureReport> = Vec::new();
+    loop {
+        let page = client
+            .list_seizure_reports(proto::ListSeizureReportsRequest {
+                after_id: reports.last().map_or(0, |r| r.id),
+                limit: 0,
+            })
+            .await
+            .expect("list seizure reports")
+            .into_inner();
+        reports.extend(page.reports);
+        if !page.more {
+            return reports;
+        }
+    }
+}

@@ -495,15 +495,8 @@ impl Operator {
 
 /// Every acknowledged seizure report is stored.
 async fn check_seizure_reports(url: &str, operator: &Operator, context: &str) {
-    let mut client = SeizuresClient::connect(url.to_string())
+    let stored: BTreeSet<u64> = crate::common::all_seizure_reports(url)
         .await
-        .expect("connect");
-    let stored: BTreeSet<u64> = client
-        .list_seizure_reports(proto::ListSeizureReportsRequest {})
-        .await
-        .expect("list seizure reports")
-        .into_inner()
-        .reports
         .iter()
         .map(|r| r.id)
         .collect();

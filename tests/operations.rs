@@ -64,7 +64,7 @@ async fn seized_launchers_are_traced_to_their_last_custodian_and_survive_a_resta
 
     // Bad input: a report with an empty serial records nothing.
     let before = client
-        .list_seizure_reports(proto::ListSeizureReportsRequest {})
+        .list_seizure_reports(proto::ListSeizureReportsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -130,7 +130,7 @@ async fn seized_launchers_are_traced_to_their_last_custodian_and_survive_a_resta
         assert!(err.message().contains(expected), "{}", err.message());
     }
     let reports = client
-        .list_seizure_reports(proto::ListSeizureReportsRequest {})
+        .list_seizure_reports(proto::ListSeizureReportsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -180,5 +180,48 @@ async fn seized_launchers_are_traced_to_their_last_custodian_and_survive_a_resta
         Some(2)
     );
     drop(status);
+    coord.stop().await;
+}
+
+/// `ListSeizureReports` pages: `limit` reports at most, `more` until the
+/// last, and `after_id` continues where a page ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seizure_reports_are_listed_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["RUS"]).await;
+    let mut client = SeizuresClient::connect(coord.url()).await.unwrap();
+    for i in 0..5 {
+        client
+            .report_seizures(proto::ReportSeizuresRequest {
+                items: vec![seized("9P39", &format!("P-{i}"))],
+            })
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    let mut after_id = 0;
+    loop {
+        let page = client
+            .list_seizure_reports(proto::ListSeizureReportsRequest { after_id, limit: 2 })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push((page.reports.len(), page.more));
+        seen.extend(page.reports.iter().map(|r| r.items[0].serial.clone()));
+        match page.reports.last() {
+            Some(last) if page.more => after_id = last.id,
+            _ => break,
+        }
+    }
+    assert_eq!(pages, [(2, true), (2, true), (1, false)]);
+    assert_eq!(seen, ["P-0", "P-1", "P-2", "P-3", "P-4"]);
+    // The default page holds them all.
+    let all = client
+        .list_seizure_reports(proto::ListSeizureReportsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((all.reports.len(), all.more), (5, false));
     coord.stop().await;
 }

@@ -370,7 +370,7 @@ async fn a_snapshot_accepted_but_not_reconciled_before_a_crash_is_reconciled_at_
     // Accept a second snapshot with the ingestor alone: what a crash right
     // after the commit and before reconciliation leaves behind.
     {
-        let store: Arc<dyn SnapshotStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn SnapshotStore> = Arc::new(open_store(dir.path()));
         let ingestor = Ingestor::new(
             store,
             [(state("ARM"), state_key("ARM").verifying_key())],
@@ -466,7 +466,7 @@ fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands
     let kaz1 = snapshot("KAZ", 1, SnapshotDigest::GENESIS, &[]);
     let rus2 = snapshot("RUS", 2, rus1.digest(), &[]);
     {
-        let store: Arc<dyn SnapshotStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn SnapshotStore> = Arc::new(open_store(dir.path()));
         let frozen = Ingestor::with_clock(
             store,
             members,
@@ -640,7 +640,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
     let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &lost);
     let rus2 = snapshot("RUS", 2, rus1.digest(), &lost);
     let live = {
-        let inner = SledStore::open(dir.path()).unwrap();
+        let inner = open_store(dir.path());
         let db = inner.db().clone();
         let store = Arc::new(CommitsAfterIssuing {
             inner,
@@ -688,7 +688,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
         );
         live
     };
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = open_store(dir.path());
     for tree in tally::alerts::ALERT_TREES {
         store.db().drop_tree(tree).unwrap();
     }
@@ -740,7 +740,7 @@ fn open_parts(store: SledStore) -> Parts {
 /// The open alerts of a full rebuild from what `dir` holds (alert trees
 /// dropped, no checkpoint).
 fn rebuilt_alert_bodies(dir: &std::path::Path) -> Vec<String> {
-    let store = SledStore::open(dir).unwrap();
+    let store = open_store(dir);
     for tree in tally::alerts::ALERT_TREES {
         store.db().drop_tree(tree).unwrap();
     }
@@ -768,7 +768,7 @@ fn a_logged_report_not_yet_applied_goes_in_at_its_time() {
     let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &lost);
     let rus2 = snapshot("RUS", 2, rus1.digest(), &lost);
     let live = {
-        let parts = open_parts(SledStore::open(dir.path()).unwrap());
+        let parts = open_parts(open_store(dir.path()));
         let now = tally::ingest::now_unix_ms();
         commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
         parts.reconciler.catch_up(now).unwrap();
@@ -796,7 +796,7 @@ fn a_chain_whose_acceptance_times_go_back_is_reconciled_in_chain_order() {
     let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &held);
     let rus2 = snapshot("RUS", 2, rus1.digest(), &[]);
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = open_store(dir.path());
         for (s, at) in [(&rus1, 9_000), (&rus2, 7_000)] {
             let new = prepare(&store, s);
             let h = &new.signed.header;
@@ -812,7 +812,7 @@ fn a_chain_whose_acceptance_times_go_back_is_reconciled_in_chain_order() {
                 .unwrap();
         }
     }
-    let parts = open_parts(SledStore::open(dir.path()).unwrap());
+    let parts = open_parts(open_store(dir.path()));
     let open = open_alert_bodies(&parts.alerts);
     assert!(
         open.iter()
@@ -853,7 +853,7 @@ fn equivocations_of_one_sequence_are_rebuilt_in_recording_order() {
     // Recorded first: the one whose digest sorts last.
     forks.sort_by_key(|f| std::cmp::Reverse(f.digest()));
     let live = {
-        let parts = open_parts(SledStore::open(dir.path()).unwrap());
+        let parts = open_parts(open_store(dir.path()));
         let now = tally::ingest::now_unix_ms();
         commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
         for (i, fork) in forks.iter().enumerate() {

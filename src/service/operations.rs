@@ -19,6 +19,11 @@ use crate::state::StateCode;
 
 /// Largest number of items in one seizure report.
 const MAX_SEIZED_ITEMS: usize = 10_000;
+/// Most seizure reports in one `ListSeizureReports` page.
+const MAX_REPORTS_PER_PAGE: usize = 100;
+/// Stored size after which a `ListSeizureReports` page ends: well inside a
+/// client's default 4 MiB message limit.
+const PAGE_BYTES: usize = 1 << 20;
 
 pub struct SeizuresService {
     reconciler: Arc<Reconciler>,
@@ -192,10 +197,21 @@ impl proto::seizures_server::Seizures for SeizuresService {
 
     async fn list_seizure_reports(
         &self,
-        _request: Request<proto::ListSeizureReportsRequest>,
+        request: Request<proto::ListSeizureReportsRequest>,
     ) -> Result<Response<proto::ListSeizureReportsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => MAX_REPORTS_PER_PAGE,
+            n => (n as usize).min(MAX_REPORTS_PER_PAGE),
+        };
         let reconciler = self.reconciler.clone();
-        let reports = blocking(move || reconciler.seizure_log().all().map_err(internal)).await?;
+        let (reports, more) = blocking(move || {
+            reconciler
+                .seizure_log()
+                .page_after(req.after_id, limit, PAGE_BYTES)
+                .map_err(internal)
+        })
+        .await?;
         Ok(Response::new(proto::ListSeizureReportsResponse {
             reports: reports
                 .iter()
@@ -205,6 +221,7 @@ impl proto::seizures_server::Seizures for SeizuresService {
                     items: r.items.iter().map(seizure_to_proto).collect(),
                 })
                 .collect(),
+            more,
         }))
     }
 }
