@@ -119,7 +119,8 @@ async fn operator_actions_are_recorded_and_bad_ones_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
-        err.message().contains("false_positive"),
+        err.message()
+            .contains("RESOLUTION_REASON_FALSE_POSITIVE = 1 (false_positive)"),
         "{}",
         err.message()
     );

@@ -97,7 +97,14 @@ pub fn reason_to_proto(r: ResolutionReason) -> proto::ResolutionReason {
 }
 
 fn reason_from_proto(code: i32) -> Result<ResolutionReason, Status> {
-    let valid: Vec<&str> = ResolutionReason::ALL.iter().map(|r| r.as_str()).collect();
+    // Named as a gRPC client writes them, with the CLI's spelling beside.
+    let valid: Vec<String> = ResolutionReason::ALL
+        .iter()
+        .map(|r| {
+            let p = reason_to_proto(*r);
+            format!("{} = {} ({})", p.as_str_name(), p as i32, r.as_str())
+        })
+        .collect();
     let unknown = || {
         Status::invalid_argument(format!(
             "unknown or missing resolution reason {code}: use one of {}",
