@@ -193,6 +193,22 @@ async fn files_dropped_while_the_coordinator_is_down_are_accepted_in_arrival_ord
     coord.stop().await;
 }
 
+/// A drop folder under `dir` holding `too-big.csv` (3 items), then
+/// `fine.csv` (2 items).
+fn too_big_then_fine(dir: &Path) -> PathBuf {
+    let drop_dir = dir.join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let t0 = SystemTime::now() - Duration::from_secs(60);
+    drop_export(&drop_dir, "too-big.csv", &export_with(3, "X"), t0);
+    drop_export(
+        &drop_dir,
+        "fine.csv",
+        &export_with(2, "Y"),
+        t0 + Duration::from_secs(1),
+    );
+    drop_dir
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_takes_its_sequence()
 {
@@ -223,16 +239,7 @@ async fn refused_export_is_rejected_and_the_next_file_takes_its_sequence(signed_
     )
     .await;
     let cfg = write_node_config(dir.path(), "ARM", &coord.url());
-    let drop_dir = dir.path().join("drop");
-    std::fs::create_dir_all(&drop_dir).unwrap();
-    let t0 = SystemTime::now() - Duration::from_secs(60);
-    drop_export(&drop_dir, "too-big.csv", &export_with(3, "X"), t0);
-    drop_export(
-        &drop_dir,
-        "fine.csv",
-        &export_with(2, "Y"),
-        t0 + Duration::from_secs(1),
-    );
+    let drop_dir = too_big_then_fine(dir.path());
 
     let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
     if signed_earlier {
@@ -269,6 +276,64 @@ async fn refused_export_is_rejected_and_the_next_file_takes_its_sequence(signed_
     assert!(entries[0].receipt.is_some());
     drop(node);
     coord.stop().await;
+}
+
+/// A reinstalled node whose outbox holds only a pending snapshot, refused
+/// for its content once the coordinator (down at start-up) answers: the
+/// outbox is empty again, so the next export continues the coordinator's
+/// chain (sequence 2) instead of starting a conflicting sequence 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_refused_pending_snapshot_the_next_export_continues_the_coordinators_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord_dir = dir.path().join("coord");
+    let limits = Limits {
+        max_items_per_snapshot: 2,
+        ..Limits::default()
+    };
+    let first = snapshot("ARM", 1, SnapshotDigest::GENESIS, &many_items(2));
+    let coord = TestCoordinator::start_with_limits(&coord_dir, &["ARM"], limits.clone()).await;
+    submit(&mut coord.client().await, &first).await.unwrap();
+    coord.stop().await;
+
+    let addr = free_addr();
+    let cfg = write_node_config(dir.path(), "ARM", &format!("http://{addr}"));
+    let drop_dir = too_big_then_fine(dir.path());
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    node.prepare(
+        &drop_dir.join("too-big.csv"),
+        None,
+        Some((1, first.digest())),
+    )
+    .unwrap();
+
+    let submitted = drop_dir.join(SUBMITTED_DIR);
+    let outcomes = watch(&node, &drop_dir, async {
+        // Down at start-up; then up.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let coord = TestCoordinator::serve_on(
+            assemble(&coord_dir, &["ARM"], limits, EngineConfig::default()),
+            listener,
+        )
+        .await;
+        wait_for("the accepted export", || names_in(&submitted).len() == 1).await;
+        assert!(coord.store.equivocations().unwrap().is_empty());
+        coord.stop().await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Rejected {
+                moved_to: drop_dir.join(REJECTED_DIR).join("too-big.csv")
+            },
+            Outcome::Submitted {
+                sequence: 2,
+                moved_to: submitted.join("fine.csv")
+            },
+        ]
+    );
 }
 
 /// A busy coordinator sheds the node's upload with UNAVAILABLE: the node

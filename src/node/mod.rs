@@ -112,6 +112,38 @@ impl NodeError {
     }
 }
 
+/// What a failed call means for the node. A status the coordinator sent has
+/// no source; one tonic made from a transport failure carries that failure
+/// as its source, whatever its code (h2's ENHANCE_YOUR_CALM, for one, comes
+/// as RESOURCE_EXHAUSTED): only the coordinator's own answers can refuse a
+/// snapshot for its content.
+fn classify_status(address: &str, sequence: u64, status: &tonic::Status) -> NodeError {
+    // With TLS 1.3 a refused client certificate only shows on the first
+    // call, as a transport failure carrying the server's alert.
+    if let Some(message) = crate::tls::tls_failure(status) {
+        return NodeError::Tls {
+            address: address.to_string(),
+            message,
+        };
+    }
+    let from_the_server = std::error::Error::source(status).is_none();
+    match status.code() {
+        Code::Unavailable if from_the_server => NodeError::Busy {
+            address: address.to_string(),
+            message: status.message().to_string(),
+        },
+        code if from_the_server && code != Code::Unknown => NodeError::Rejected {
+            sequence,
+            code,
+            message: status.message().to_string(),
+        },
+        _ => NodeError::Unreachable {
+            address: address.to_string(),
+            message: status.message().to_string(),
+        },
+    }
+}
+
 /// What [`Node::prepare`] did with an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
@@ -361,31 +393,7 @@ impl Node {
     }
 
     fn status_error(&self, sequence: u64, status: tonic::Status) -> NodeError {
-        // With TLS 1.3 a refused client certificate only shows on the first
-        // call, as a transport failure carrying the server's alert.
-        if let Some(message) = crate::tls::tls_failure(&status) {
-            return NodeError::Tls {
-                address: self.config.coordinator.clone(),
-                message,
-            };
-        }
-        match status.code() {
-            // A status the server sent has no source; one tonic made from a
-            // transport failure carries that failure as its source.
-            Code::Unavailable if std::error::Error::source(&status).is_none() => NodeError::Busy {
-                address: self.config.coordinator.clone(),
-                message: status.message().to_string(),
-            },
-            Code::Unavailable | Code::Unknown => NodeError::Unreachable {
-                address: self.config.coordinator.clone(),
-                message: status.message().to_string(),
-            },
-            code => NodeError::Rejected {
-                sequence,
-                code,
-                message: status.message().to_string(),
-            },
-        }
+        classify_status(&self.config.coordinator, sequence, &status)
     }
 
     async fn submit_once(&self, entry: &OutboxEntry) -> Result<Receipt, NodeError> {
@@ -470,5 +478,44 @@ impl Node {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_transport(mut status: tonic::Status) -> tonic::Status {
+        status.set_source(std::sync::Arc::new(std::io::Error::other("h2 went away")));
+        status
+    }
+
+    #[test]
+    fn only_the_coordinators_own_answers_refuse_a_snapshot() {
+        let classify = |s: tonic::Status| classify_status("https://c:50051", 7, &s);
+        let busy = classify(tonic::Status::unavailable("busy verifying 8 uploads"));
+        assert!(matches!(busy, NodeError::Busy { .. }), "{busy:?}");
+        assert!(busy.is_retryable() && !busy.is_refused_for_content());
+
+        let too_big = classify(tonic::Status::resource_exhausted("declares 6 items"));
+        assert!(
+            matches!(too_big, NodeError::Rejected { sequence: 7, .. }),
+            "{too_big:?}"
+        );
+        assert!(too_big.is_refused_for_content() && !too_big.is_retryable());
+
+        // The same codes made from a transport failure: retried, never
+        // taken as a refusal.
+        for status in [
+            tonic::Status::resource_exhausted("h2 protocol error: ENHANCE_YOUR_CALM"),
+            tonic::Status::unavailable("connection reset"),
+            tonic::Status::invalid_argument("h2 protocol error"),
+        ] {
+            let e = classify(from_transport(status));
+            assert!(matches!(e, NodeError::Unreachable { .. }), "{e:?}");
+            assert!(e.is_retryable() && !e.is_refused_for_content());
+        }
+        let unknown = classify(tonic::Status::unknown("handler panicked"));
+        assert!(matches!(unknown, NodeError::Unreachable { .. }));
     }
 }

@@ -152,17 +152,13 @@ pub async fn watch(
     let poll = Duration::from_millis(node.config().watch.poll_interval_ms);
     tokio::pin!(shutdown);
     std::fs::metadata(dir).map_err(folder_err(dir))?;
-    // The chain head, asked of the coordinator once and only if the outbox is
-    // empty: a reinstalled node continues its state's chain instead of
-    // signing a conflicting sequence 1. `None` until known.
-    let mut head_known = node.outbox().last().map_err(NodeError::from)?.is_some();
-    // With an outbox, the head only guards against an outbox left behind
-    // (restored from an older backup): best effort, once.
-    let mut head = if head_known {
-        node.chain_head_if_known().await
-    } else {
-        None
-    };
+    // The coordinator's chain head, asked before the first signing (waiting
+    // for the coordinator if need be), and again whenever the outbox lost
+    // entries. With an empty outbox a reinstalled node continues its state's
+    // chain instead of signing a conflicting sequence 1; with an outbox that
+    // ends before the head (restored from an older backup) nothing is signed.
+    let mut head_known = false;
+    let mut head = None;
     tracing::info!(dir = %dir.display(), poll_ms = poll.as_millis() as u64, "watching the drop folder");
     loop {
         // Snapshots signed earlier (by a previous run or `node submit`) go first.
@@ -180,6 +176,7 @@ pub async fn watch(
                 if node.discard_refused(&e)?.is_none() {
                     return Err(e.into());
                 }
+                head_known = false;
                 continue;
             }
             Err(e) if e.is_retryable() || matches!(e, NodeError::GaveUp { .. }) => {
@@ -197,6 +194,7 @@ pub async fn watch(
                     r = node.with_retry(|| node.fetch_chain_head()) => r,
                     () = &mut shutdown => return Ok(outcomes),
                 };
+                let outbox_empty = node.outbox().last().map_err(NodeError::from)?.is_none();
                 match fetched {
                     Ok(h) => {
                         head = h;
@@ -205,6 +203,13 @@ pub async fn watch(
                     Err(e) if matches!(e, NodeError::GaveUp { .. }) => {
                         tracing::warn!(error = %e, "coordinator unreachable; will try again");
                         break;
+                    }
+                    // A head this node's key did not sign (e.g. after a key
+                    // change): an outbox still says where the chain stands.
+                    Err(e) if !outbox_empty => {
+                        tracing::warn!(error = %e, "could not compare the outbox with the coordinator's chain");
+                        head = None;
+                        head_known = true;
                     }
                     Err(e) => return Err(e.into()),
                 }
