@@ -752,11 +752,27 @@ async fn node_submit(
         // Left pending, it would be resent first by every later submit and
         // refused again: the node could never move on.
         Err(e) => match node.discard_refused(&e)? {
-            Some(sequence) => bail!(
-                "{e}\nThe coordinator stored nothing for sequence {sequence}; it was removed \
-                 from the outbox, so the next export submitted takes sequence {sequence}. \
-                 Fix the export and submit it again"
+            Some(removed) if removed.start() == removed.end() => bail!(
+                "{e}\nThe coordinator stored nothing for sequence {first}; it was removed \
+                 from the outbox, so the next export submitted takes sequence {first}. \
+                 Fix the export and submit it again",
+                first = removed.start()
             ),
+            Some(removed) => {
+                let first = *removed.start();
+                let later = if first + 1 == *removed.end() {
+                    format!("sequence {}", removed.end())
+                } else {
+                    format!("sequences {} to {}", first + 1, removed.end())
+                };
+                bail!(
+                    "{e}\nThe coordinator stored nothing for sequence {first}, nor for {later}, \
+                     signed after it and chained on it, so never acceptable: all were removed \
+                     from the outbox, and the next export submitted takes sequence {first}. Fix \
+                     that export, then submit again, in order, the exports of {later} that still \
+                     matter (the newest is usually enough)"
+                )
+            }
             None => return Err(e.into()),
         },
     };

@@ -100,6 +100,12 @@ struct State {
     /// Whether a snapshot, equivocation or seizure report was applied since
     /// the last checkpoint (or start-up).
     changed_since_checkpoint: bool,
+    /// Whether the engine may hold changes the alert store did not record:
+    /// set before each change, cleared once its alerts are recorded, so a
+    /// failure in between (storage, mid-way through a catch-up) leaves it
+    /// set, and the next change first brings the alert store in line with
+    /// the engine, as start-up does (see [`Reconciler::change`]).
+    alerts_behind: bool,
 }
 
 impl State {
@@ -110,6 +116,7 @@ impl State {
             equivocations_seen: HashSet::new(),
             seizure_reports_through: 0,
             changed_since_checkpoint: false,
+            alerts_behind: false,
         }
     }
 
@@ -214,6 +221,7 @@ impl State {
             equivocations_seen: extra.equivocations_seen.into_iter().collect(),
             seizure_reports_through: extra.seizure_reports_through,
             changed_since_checkpoint: false,
+            alerts_behind: false,
         })
     }
 }
@@ -281,35 +289,7 @@ impl Reconciler {
             }
             reconciler.catch_up_locked(&mut state, now_unix_ms, None)?;
             let engine = &state.engine;
-            let mut changes = Vec::new();
-            let persisted = reconciler.alerts.current_alerts()?;
-            for alert in &persisted {
-                if !engine.open_alerts().contains_key(&alert.key) {
-                    changes.push(AlertChange::Cleared {
-                        key: alert.key.clone(),
-                        by: None,
-                    });
-                }
-            }
-            // The engine keeps bodies without item lines (see `with_lines`):
-            // compare the persisted bodies stripped of them.
-            let persisted_by_key: HashMap<_, _> =
-                persisted.iter().map(|a| (&a.key, &a.body)).collect();
-            for (key, body) in engine.open_alerts() {
-                let same = persisted_by_key.get(key).is_some_and(|&p| {
-                    let mut stripped = p.clone();
-                    if let Some(item) = &key.item {
-                        attach_lines(&mut stripped, item, &NoLines);
-                    }
-                    stripped == *body
-                });
-                if !same {
-                    changes.push(AlertChange::Opened {
-                        key: key.clone(),
-                        body: body.clone(),
-                    });
-                }
-            }
+            let changes = reconciler.differences_from_engine(engine)?;
             let changes = reconciler.with_lines(changes);
             let events = reconciler.alerts.apply(&changes, now_unix_ms)?;
             tracing::info!(
@@ -344,9 +324,9 @@ impl Reconciler {
     /// async runtime.
     pub fn catch_up(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        let changes = self.catch_up_locked(&mut state, now_unix_ms, None)?;
-        let changes = self.with_lines(changes);
-        Ok(self.alerts.apply(&changes, now_unix_ms)?)
+        self.change(&mut state, now_unix_ms, |me, state| {
+            me.catch_up_locked(state, now_unix_ms, None)
+        })
     }
 
     /// Records a seizure report durably, matches each item and records the
@@ -388,25 +368,24 @@ impl Reconciler {
         // The snapshots accepted before the report come first. Their changes
         // are recorded first, so a failure to record the report cannot lose
         // them.
-        let caught_up = self.catch_up_locked(state, now_unix_ms, Some(reported_at))?;
-        if !caught_up.is_empty() {
-            self.alerts
-                .apply(&self.with_lines(caught_up), now_unix_ms)?;
-        }
+        self.change(state, now_unix_ms, |me, state| {
+            me.catch_up_locked(state, now_unix_ms, Some(reported_at))
+        })?;
         let report = self.seizures.record(items, reported_at)?;
         // The logged reports not applied yet: this one (the catch-up above
         // applied any earlier one whose recording failed after it was
         // written).
-        let mut changes = Vec::new();
-        for logged in self.seizures.after(state.seizure_reports_through)? {
-            for item in logged.items {
-                changes.extend(state.engine.apply_seizure(item, &NoLines, now_unix_ms));
+        self.change(state, now_unix_ms, |me, state| {
+            let mut changes = Vec::new();
+            for logged in me.seizures.after(state.seizure_reports_through)? {
+                for item in logged.items {
+                    changes.extend(state.engine.apply_seizure(item, &NoLines, now_unix_ms));
+                }
+                state.seizure_reports_through = logged.id;
+                state.changed_since_checkpoint = true;
             }
-            state.seizure_reports_through = logged.id;
-            state.changed_since_checkpoint = true;
-        }
-        let changes = self.with_lines(changes);
-        self.alerts.apply(&changes, now_unix_ms)?;
+            Ok(changes)
+        })?;
         Ok(report)
     }
 
@@ -417,9 +396,71 @@ impl Reconciler {
     /// Applies the clock alone (transfer grace periods, cadences).
     pub fn tick(&self, now_unix_ms: i64) -> Result<Vec<AlertEvent>, ReconcileError> {
         let mut state = self.state.lock().map_err(|_| ReconcileError::Poisoned)?;
-        let changes = state.engine.tick(&NoLines, now_unix_ms);
-        let changes = self.with_lines(changes);
-        Ok(self.alerts.apply(&changes, now_unix_ms)?)
+        self.change(&mut state, now_unix_ms, |_, state| {
+            Ok(state.engine.tick(&NoLines, now_unix_ms))
+        })
+    }
+
+    /// Runs `apply`, which changes the engine and returns the alert changes,
+    /// and records those changes in the alert store. If an earlier change
+    /// failed between the two (see `State::alerts_behind`), first records
+    /// what the alert store lacks, so that a storage failure costs the
+    /// store an alert only until the next change, not until a restart.
+    fn change(
+        &self,
+        state: &mut State,
+        now_unix_ms: i64,
+        apply: impl FnOnce(&Self, &mut State) -> Result<Vec<AlertChange>, ReconcileError>,
+    ) -> Result<Vec<AlertEvent>, ReconcileError> {
+        let mut events = Vec::new();
+        if state.alerts_behind {
+            let missing = self.differences_from_engine(&state.engine)?;
+            events = self.alerts.apply(&self.with_lines(missing), now_unix_ms)?;
+            state.alerts_behind = false;
+            tracing::warn!(
+                recorded_changes = events.len(),
+                "alert store brought back in line with the engine after a failure"
+            );
+        }
+        state.alerts_behind = true;
+        let changes = apply(self, state)?;
+        events.extend(self.alerts.apply(&self.with_lines(changes), now_unix_ms)?);
+        state.alerts_behind = false;
+        Ok(events)
+    }
+
+    /// The changes that make the alert store's current alerts those the
+    /// engine holds open: used at start-up and after a failure.
+    fn differences_from_engine(&self, engine: &Engine) -> Result<Vec<AlertChange>, ReconcileError> {
+        let mut changes = Vec::new();
+        let persisted = self.alerts.current_alerts()?;
+        for alert in &persisted {
+            if !engine.open_alerts().contains_key(&alert.key) {
+                changes.push(AlertChange::Cleared {
+                    key: alert.key.clone(),
+                    by: None,
+                });
+            }
+        }
+        // The engine keeps bodies without item lines (see `with_lines`):
+        // compare the persisted bodies stripped of them.
+        let persisted_by_key: HashMap<_, _> = persisted.iter().map(|a| (&a.key, &a.body)).collect();
+        for (key, body) in engine.open_alerts() {
+            let same = persisted_by_key.get(key).is_some_and(|&p| {
+                let mut stripped = p.clone();
+                if let Some(item) = &key.item {
+                    attach_lines(&mut stripped, item, &NoLines);
+                }
+                stripped == *body
+            });
+            if !same {
+                changes.push(AlertChange::Opened {
+                    key: key.clone(),
+                    body: body.clone(),
+                });
+            }
+        }
+        Ok(changes)
     }
 
     /// Fills in the item lines of the alert bodies that changed.

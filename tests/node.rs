@@ -479,6 +479,61 @@ async fn cli_node_submit_frees_the_sequence_of_a_snapshot_refused_for_its_conten
     coord.stop().await;
 }
 
+/// Two snapshots signed while the coordinator was away, the older refused
+/// for its content: the younger chains on it and could never be accepted,
+/// so both leave the outbox and the node moves on instead of resending the
+/// refused one before every later export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pending_snapshot_takes_the_ones_chained_on_it_out_of_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start_with_limits(
+        &dir.path().join("coord"),
+        &["KAZ"],
+        tally::config::Limits {
+            max_items_per_snapshot: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let cfg = node_config(dir.path(), "KAZ", &coord.url(), "outbox");
+    let too_big = write_export(dir.path(), "three.csv", EXPORT_1);
+    let fine = write_export(dir.path(), "two.csv", EXPORT_2);
+    let node = open_node(&cfg);
+    node.prepare(&too_big, None, None).unwrap();
+    node.prepare(&fine, None, None).unwrap();
+    assert_eq!(node.outbox().pending().unwrap().len(), 2);
+    drop(node);
+    drop(open_node(&cfg));
+
+    let refused = cli_node_submit(&cfg, fine.clone()).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("accepts at most 2")
+            && err.contains("nor for sequence 2, signed after it")
+            && err.contains("the next export submitted takes sequence 1"),
+        "{err}"
+    );
+    drop(open_node(&cfg));
+    let again = cli_node_submit(&cfg, fine).await;
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        out.contains("as sequence 1 (2 items)") && out.contains("accepted: state KAZ sequence 1"),
+        "{out}"
+    );
+    let node = open_node(&cfg);
+    assert!(node.outbox().pending().unwrap().is_empty());
+    assert_eq!(node.outbox().entries().unwrap().len(), 1);
+    assert!(coord.store.equivocations().unwrap().is_empty());
+    drop(node);
+    coord.stop().await;
+}
+
 /// An outbox restored from an older backup ends before the coordinator's
 /// chain: signing its next sequence would fork the chain (an equivocation on
 /// the state's record), so the node signs nothing and says why.

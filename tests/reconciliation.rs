@@ -492,14 +492,26 @@ fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands
     assert_eq!(accept(&behind, &rus2), 5_002);
 }
 
-/// A store that commits one prepared snapshot right after it issues a time
-/// to a seizure report: a commit racing the report, made deterministic.
-struct CommitsAfterIssuing {
+/// A store that misbehaves on cue, deterministically: `racing` is committed
+/// right after the store issues a time to a seizure report (a commit racing
+/// the report); reading the chunks of `fail_chunks_of` fails once.
+struct RiggedStore {
     inner: SledStore,
     racing: std::sync::Mutex<Option<NewSnapshot>>,
+    fail_chunks_of: std::sync::Mutex<Option<(StateCode, u64)>>,
 }
 
-impl SnapshotStore for CommitsAfterIssuing {
+impl RiggedStore {
+    fn new(inner: SledStore) -> RiggedStore {
+        RiggedStore {
+            inner,
+            racing: std::sync::Mutex::new(None),
+            fail_chunks_of: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl SnapshotStore for RiggedStore {
     fn issue_time(&self, not_before: i64) -> Result<i64, StoreError> {
         let issued = self.inner.issue_time(not_before)?;
         if let Some(new) = self.racing.lock().unwrap().take() {
@@ -556,6 +568,12 @@ impl SnapshotStore for CommitsAfterIssuing {
         self.inner.chunk_range(snapshot, index, start, end)
     }
     fn chunks(&self, snapshot: &StoredSnapshot) -> Result<ChunkIter, StoreError> {
+        let h = &snapshot.signed.header;
+        let mut cue = self.fail_chunks_of.lock().unwrap();
+        if *cue == Some((h.state, h.sequence)) {
+            *cue = None;
+            return Err(StoreError::Task("rigged to fail once".into()));
+        }
         self.inner.chunks(snapshot)
     }
     fn put_block_roots(
@@ -642,10 +660,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
     let live = {
         let inner = open_store(dir.path());
         let db = inner.db().clone();
-        let store = Arc::new(CommitsAfterIssuing {
-            inner,
-            racing: std::sync::Mutex::new(None),
-        });
+        let store = Arc::new(RiggedStore::new(inner));
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
         let seizures = Arc::new(SeizureLog::open(&db).unwrap());
         let now = tally::ingest::now_unix_ms();
@@ -704,6 +719,66 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
     )
     .unwrap();
     assert_eq!(open_alert_bodies(&alerts), live);
+}
+
+/// A storage failure half-way through a catch-up leaves the engine ahead of
+/// the alert store: the snapshot before the failure is applied, its alert
+/// not recorded. The next change records it first, so the alerts equal a
+/// rebuild's without waiting for a restart.
+#[test]
+fn an_alert_lost_to_a_failed_catch_up_is_recorded_by_the_next_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let rus1 = snapshot(
+        "RUS",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[("9K38", "A1", InService, None), ("9M39", "B2", Lost, None)]),
+    );
+    let blr1 = snapshot(
+        "BLR",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[("9K38", "A1", InService, None)]),
+    );
+    let live = {
+        let inner = open_store(dir.path());
+        let db = inner.db().clone();
+        let store = Arc::new(RiggedStore::new(inner));
+        let alerts = Arc::new(AlertStore::open(&db).unwrap());
+        let now = tally::ingest::now_unix_ms();
+        let reconciler = Reconciler::open(
+            store.clone(),
+            alerts.clone(),
+            Arc::new(SeizureLog::open(&db).unwrap()),
+            EngineConfig::default(),
+            now,
+            None,
+        )
+        .unwrap();
+        commit_prepared(store.as_ref(), prepare(store.as_ref(), &rus1));
+        commit_prepared(store.as_ref(), prepare(store.as_ref(), &blr1));
+        *store.fail_chunks_of.lock().unwrap() = Some((state("BLR"), 1));
+        let failed = reconciler.catch_up(now).unwrap_err();
+        assert!(failed.to_string().contains("rigged"), "{failed}");
+        assert!(
+            open_alert_bodies(&alerts).is_empty(),
+            "RUS 1 was applied but its alert not recorded"
+        );
+        reconciler.catch_up(now).unwrap();
+        let kinds: Vec<AlertKind> = alerts
+            .current_alerts()
+            .unwrap()
+            .iter()
+            .map(|a| a.key.kind)
+            .collect();
+        assert!(
+            kinds.contains(&AlertKind::ReportedLost)
+                && kinds.contains(&AlertKind::HeldBySeveralStates),
+            "{kinds:?}"
+        );
+        open_alert_bodies(&alerts)
+    };
+    assert_eq!(rebuilt_alert_bodies(dir.path()), live);
 }
 
 /// Everything a reconciler needs on a store in `dir`, opened as the

@@ -212,7 +212,7 @@ fn too_big_then_fine(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_takes_its_sequence()
 {
-    refused_export_is_rejected_and_the_next_file_takes_its_sequence(false).await;
+    refused_export_is_rejected_and_the_next_file_takes_its_sequence(&[]).await;
 }
 
 /// A snapshot signed by an earlier run that stopped before the coordinator
@@ -221,13 +221,22 @@ async fn a_snapshot_the_coordinator_refuses_goes_to_rejected_and_the_next_file_t
 /// takes its sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_snapshot_refused_at_start_up_is_rejected_and_the_watcher_goes_on() {
-    refused_export_is_rejected_and_the_next_file_takes_its_sequence(true).await;
+    refused_export_is_rejected_and_the_next_file_takes_its_sequence(&["too-big.csv"]).await;
+}
+
+/// The same with both files signed by the earlier run: the second chains
+/// on the refused first, so it leaves the outbox too (it could never be
+/// accepted), and the watcher signs its file again as sequence 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_snapshot_chained_on_a_refused_one_is_signed_again() {
+    refused_export_is_rejected_and_the_next_file_takes_its_sequence(&["too-big.csv", "fine.csv"])
+        .await;
 }
 
 /// ARM's coordinator accepts at most 2 items; the drop folder holds
-/// `too-big.csv` (3 items), then `fine.csv` (2). With `signed_earlier`, a
-/// previous run signed `too-big.csv` and stopped before sending it.
-async fn refused_export_is_rejected_and_the_next_file_takes_its_sequence(signed_earlier: bool) {
+/// `too-big.csv` (3 items), then `fine.csv` (2). A previous run signed the
+/// files in `signed_earlier` and stopped before sending them.
+async fn refused_export_is_rejected_and_the_next_file_takes_its_sequence(signed_earlier: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let coord = TestCoordinator::start_with_limits(
         &dir.path().join("coord"),
@@ -242,9 +251,8 @@ async fn refused_export_is_rejected_and_the_next_file_takes_its_sequence(signed_
     let drop_dir = too_big_then_fine(dir.path());
 
     let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
-    if signed_earlier {
-        node.prepare(&drop_dir.join("too-big.csv"), None, None)
-            .unwrap();
+    for file in signed_earlier {
+        node.prepare(&drop_dir.join(file), None, None).unwrap();
     }
     let submitted = drop_dir.join(SUBMITTED_DIR);
     let outcomes = watch(&node, &drop_dir, async {

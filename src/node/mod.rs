@@ -9,6 +9,7 @@
 pub mod outbox;
 pub mod watch;
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -330,20 +331,28 @@ impl Node {
     }
 
     /// After [`Node::submit_pending`] failed with `error`: if the coordinator
-    /// refused the newest pending snapshot for its content, removes it from
-    /// the outbox and returns its sequence, which the next export then takes.
-    /// The coordinator stored nothing for it, so this is not an equivocation.
-    /// `None` (nothing removed) for any other error.
-    pub fn discard_refused(&self, error: &NodeError) -> Result<Option<u64>, NodeError> {
-        match error {
-            NodeError::Rejected { sequence, .. }
-                if error.is_refused_for_content() && self.outbox.discard_refused(*sequence)? =>
-            {
-                tracing::warn!(sequence, %error, "refused snapshot removed from the outbox");
-                Ok(Some(*sequence))
-            }
-            _ => Ok(None),
+    /// refused a pending snapshot for its content, removes it from the outbox
+    /// with every later pending one (they chain on it, so they could never be
+    /// accepted) and returns the sequences removed; the next export then
+    /// takes the first of them. The coordinator stored nothing for any of
+    /// them, so this is not an equivocation. `None` (nothing removed) for any
+    /// other error.
+    pub fn discard_refused(
+        &self,
+        error: &NodeError,
+    ) -> Result<Option<RangeInclusive<u64>>, NodeError> {
+        let NodeError::Rejected { sequence, .. } = error else {
+            return Ok(None);
+        };
+        if !error.is_refused_for_content() {
+            return Ok(None);
         }
+        let removed = self.outbox.discard_refused(*sequence)?;
+        let (Some(&first), Some(&last)) = (removed.first(), removed.last()) else {
+            return Ok(None);
+        };
+        tracing::warn!(first, last, %error, "refused snapshot removed from the outbox, with the ones chained on it");
+        Ok(Some(first..=last))
     }
 
     /// Runs `op` until it succeeds, a non-retryable error occurs, or the

@@ -214,25 +214,42 @@ impl Outbox {
         Ok(())
     }
 
-    /// Removes the newest entry after the coordinator refused it for good
-    /// (its content, not the network), so that the next export can take its
-    /// sequence number. The coordinator stored nothing for a refused
-    /// snapshot, so signing another one for that number is not an
-    /// equivocation. Returns false, and removes nothing, unless `sequence` is
-    /// the newest entry and still pending.
-    pub fn discard_refused(&self, sequence: u64) -> Result<bool, OutboxError> {
-        match self.last()? {
-            Some(last) if last.sequence() == sequence && last.receipt.is_none() => {
-                self.snapshots.remove(sequence.to_be_bytes())?;
-                crate::store::flush(&self.db)?;
-                for i in 0..last.chunk_count {
-                    self.chunks.remove(chunk_key(sequence, i))?;
-                }
-                crate::store::flush(&self.db)?;
-                Ok(true)
-            }
-            _ => Ok(false),
+    /// Removes the entry for `sequence` after the coordinator refused it for
+    /// good (its content, not the network), together with every later entry:
+    /// those chain on it, so the coordinator could never accept them. The
+    /// coordinator stored nothing for a refused snapshot (nor, then, for the
+    /// later ones), so signing other snapshots for these numbers is not an
+    /// equivocation. Returns the sequences removed, oldest first: none unless
+    /// the entry for `sequence` exists and is still pending.
+    pub fn discard_refused(&self, sequence: u64) -> Result<Vec<u64>, OutboxError> {
+        let doomed: Vec<OutboxEntry> = self
+            .snapshots
+            .range(sequence.to_be_bytes()..)
+            .map(|kv| {
+                let (k, v) = kv?;
+                self.decode_entry(&k, &v)
+            })
+            .collect::<Result<_, _>>()?;
+        match doomed.first() {
+            Some(first) if first.sequence() == sequence && first.receipt.is_none() => {}
+            _ => return Ok(Vec::new()),
         }
+        // One batch, so that a crash leaves either the whole chain or the
+        // prefix before `sequence`, never a gap; chunks go once no record
+        // points at them.
+        let mut records = sled::Batch::default();
+        let mut chunks = sled::Batch::default();
+        for entry in &doomed {
+            records.remove(&entry.sequence().to_be_bytes());
+            for i in 0..entry.chunk_count {
+                chunks.remove(&chunk_key(entry.sequence(), i));
+            }
+        }
+        self.snapshots.apply_batch(records)?;
+        crate::store::flush(&self.db)?;
+        self.chunks.apply_batch(chunks)?;
+        crate::store::flush(&self.db)?;
+        Ok(doomed.iter().map(OutboxEntry::sequence).collect())
     }
 
     /// Reads chunk `index` of the entry with `sequence`.
@@ -316,5 +333,37 @@ mod tests {
         );
         assert_eq!(outbox.chunk(1, 0).unwrap(), b"abc");
         assert!(outbox.find_export(&[3; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_refused_entry_goes_with_every_later_one_and_never_an_accepted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let first = outbox
+            .store_signed(&signed(1), &[b"one".to_vec()], [1; 32])
+            .unwrap();
+        outbox
+            .store_signed(&signed(2), &[b"two".to_vec()], [2; 32])
+            .unwrap();
+        outbox
+            .store_signed(&signed(3), &[b"three".to_vec()], [3; 32])
+            .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let receipt = Receipt::issue(&key, first.signed.header.state, 1, first.digest(), 5);
+        outbox.mark_accepted(&first, &receipt).unwrap();
+
+        assert!(outbox.discard_refused(1).unwrap().is_empty(), "accepted");
+        assert!(outbox.discard_refused(4).unwrap().is_empty(), "absent");
+        assert_eq!(outbox.discard_refused(2).unwrap(), vec![2, 3]);
+        let left: Vec<u64> = outbox
+            .entries()
+            .unwrap()
+            .iter()
+            .map(OutboxEntry::sequence)
+            .collect();
+        assert_eq!(left, vec![1]);
+        assert_eq!(outbox.chunk(1, 0).unwrap(), b"one");
+        assert!(matches!(outbox.chunk(2, 0), Err(OutboxError::Corrupt(2))));
+        assert!(matches!(outbox.chunk(3, 0), Err(OutboxError::Corrupt(3))));
     }
 }

@@ -266,14 +266,16 @@ async fn submit_file(
             tracing::info!(file = %file.display(), sequence, moved_to = %moved_to.display(), "accepted");
             Ok(Some(Outcome::Submitted { sequence, moved_to }))
         }
-        Err(e) if e.is_refused_for_content() => {
-            if node.discard_refused(&e)? != Some(sequence) {
-                // The refusal concerns an older snapshot than this file's.
-                return Err(e.into());
+        Err(e) if e.is_refused_for_content() => match node.discard_refused(&e)? {
+            Some(removed) if *removed.start() == sequence => {
+                let moved_to = reject(dir, file, &e.to_string())?;
+                Ok(Some(Outcome::Rejected { moved_to }))
             }
-            let moved_to = reject(dir, file, &e.to_string())?;
-            Ok(Some(Outcome::Rejected { moved_to }))
-        }
+            // An older pending snapshot was refused, and this file's went with
+            // it: the watcher signs this file again on its next round.
+            Some(_) => Ok(None),
+            None => Err(e.into()),
+        },
         Err(e) if e.is_retryable() || matches!(e, NodeError::GaveUp { .. }) => {
             tracing::warn!(error = %e, file = %file.display(), "not delivered yet; will try again");
             Ok(None)
