@@ -1,5 +1,6 @@
-//! Coordinator limits: concurrent uploads (load shedding) and stalled
-//! uploads. Message size and item count limits are in `submission_errors`.
+//! Coordinator limits: concurrent uploads (load shedding), stalled uploads
+//! and stalled downloads. Message size and item count limits are in
+//! `submission_errors`.
 
 use std::time::{Duration, Instant};
 
@@ -106,4 +107,91 @@ async fn uploads_beyond_the_limit_are_shed_not_queued() {
         .await
         .expect("BLR accepted after the slot freed");
     tc.stop().await;
+}
+
+/// Readers that stop reading a GetSnapshot stream hold no thread: with the
+/// blocking pool cut to two threads, three stalled downloads leave room for
+/// a submission (which verifies and commits on that pool), and a stalled
+/// reader that resumes gets every chunk in order.
+#[test]
+fn stalled_snapshot_readers_do_not_starve_submissions() {
+    use tally::proto::get_snapshot_response::Part;
+    use tally::proto::snapshots_client::SnapshotsClient;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let tc = TestCoordinator::start(dir.path(), &["RUS"]).await;
+        // Many small chunks (10 items each): a reader's small flow-control
+        // window fills after a few, and the rest wait on the coordinator.
+        let mut snap = common::snapshot(
+            "RUS",
+            1,
+            SnapshotDigest::GENESIS,
+            &common::many_items(10_000),
+        );
+        let mut small = Vec::new();
+        for chunk in &snap.chunks {
+            let raw: Vec<&[u8]> = tally::snapshot::leaf::leaves(chunk)
+                .map(|leaf| leaf.unwrap().1)
+                .collect();
+            small.extend(raw.chunks(10).map(|group| group.concat()));
+        }
+        snap.chunks = small;
+        assert_eq!(snap.chunks.len(), 1_000);
+        common::submit(&mut tc.client().await, &snap).await.unwrap();
+
+        let channel = tonic::transport::Endpoint::from_shared(tc.url())
+            .unwrap()
+            .initial_stream_window_size(Some(1024))
+            .connect()
+            .await
+            .unwrap();
+        let starved = Duration::from_secs(30);
+        let mut stalled = tokio::time::timeout(starved, async {
+            let mut stalled = Vec::new();
+            for _ in 0..3 {
+                let mut stream = SnapshotsClient::new(channel.clone())
+                    .get_snapshot(tally::proto::GetSnapshotRequest {
+                        state: "RUS".into(),
+                        sequence: 1,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let info = stream.message().await.unwrap().unwrap();
+                assert!(matches!(info.part, Some(Part::Info(_))));
+                stalled.push(stream);
+            }
+            stalled
+        })
+        .await
+        .expect("three readers get their snapshot's info");
+        // Let the coordinator read ahead as far as it will.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let next = common::snapshot("RUS", 2, snap.digest(), &common::many_items(3));
+        let receipt = tokio::time::timeout(starved, async {
+            common::submit(&mut tc.client().await, &next).await.unwrap()
+        })
+        .await
+        .expect("a submission goes through while three readers stall");
+        assert_eq!(receipt.sequence, 2);
+
+        let mut rest = Vec::new();
+        while let Some(message) = stalled[0].message().await.unwrap() {
+            match message.part {
+                Some(Part::Chunk(chunk)) => rest.push(chunk.leaves.to_vec()),
+                other => panic!("a chunk, not {other:?}"),
+            }
+        }
+        assert_eq!(rest, snap.chunks);
+        drop(stalled);
+        tc.stop().await;
+    });
 }

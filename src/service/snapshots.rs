@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::audit::{Caller, audited};
@@ -390,36 +389,38 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         let snapshot = store.get(state, req.sequence)?.ok_or_else(|| {
             Status::not_found(format!("{state} has no accepted snapshot {}", req.sequence))
         })?;
-        let (tx, rx) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
-            let info = proto::GetSnapshotResponse {
-                part: Some(get_snapshot_response::Part::Info(snapshot_info_to_proto(
-                    &snapshot,
-                ))),
-            };
-            if tx.blocking_send(Ok(info)).is_err() {
-                return;
-            }
-            let chunks = match store.chunks(&snapshot) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e.into()));
-                    return;
+        let info = proto::GetSnapshotResponse {
+            part: Some(get_snapshot_response::Part::Info(snapshot_info_to_proto(
+                &snapshot,
+            ))),
+        };
+        // One chunk read at a time, on a blocking thread only while it
+        // reads: a client that stops reading holds a suspended stream, not a
+        // thread of the blocking pool (which uploads and commits need).
+        let snapshot = Arc::new(snapshot);
+        let chunks = futures::stream::unfold(0u32, move |index| {
+            let (store, snapshot) = (store.clone(), snapshot.clone());
+            async move {
+                if index >= snapshot.chunk_count {
+                    return None;
                 }
-            };
-            for chunk in chunks {
-                let msg = chunk.map(|leaves| proto::GetSnapshotResponse {
-                    part: Some(get_snapshot_response::Part::Chunk(proto::ItemChunk {
-                        leaves: leaves.into(),
-                    })),
-                });
-                // A reader that hangs up is normal: stop quietly.
-                if tx.blocking_send(msg.map_err(Status::from)).is_err() {
-                    return;
-                }
+                let read = blocking_in_span(move || store.chunk(&snapshot, index)).await;
+                let message = match read {
+                    Ok(Ok(leaves)) => Ok(proto::GetSnapshotResponse {
+                        part: Some(get_snapshot_response::Part::Chunk(proto::ItemChunk {
+                            leaves: leaves.into(),
+                        })),
+                    }),
+                    Ok(Err(e)) => Err(Status::from(e)),
+                    Err(e) => Err(Status::internal(format!("snapshot reader failed: {e}"))),
+                };
+                // After an error the stream ends with it.
+                let next = if message.is_ok() { index + 1 } else { u32::MAX };
+                Some((message, next))
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = futures::stream::once(std::future::ready(Ok(info))).chain(chunks);
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_coordinator_info(
