@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -198,6 +199,10 @@ pub struct AlertStore {
     events: sled::Tree,
     /// Serialises writers so ids and cursors are handed out in order.
     next: Mutex<Counters>,
+    /// The newest cursor committed, readable without waiting for a writer
+    /// (which holds `next` across its flush): `WatchAlerts` checks cursors
+    /// against it on the async runtime.
+    newest_cursor: AtomicU64,
     /// Committed events, in cursor order, for live watchers. Bounded: a
     /// watcher that falls behind gets `Lagged` and re-reads from storage.
     live: tokio::sync::broadcast::Sender<AlertEvent>,
@@ -279,6 +284,7 @@ impl AlertStore {
             alerts,
             latest,
             events,
+            newest_cursor: AtomicU64::new(next.cursor - 1),
             next: Mutex::new(next),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
             by_item: Mutex::new(None),
@@ -416,7 +422,7 @@ impl AlertStore {
 
     /// The newest cursor handed out (0 if none).
     pub fn last_cursor(&self) -> u64 {
-        self.next.lock().map_or(0, |n| n.cursor - 1)
+        self.newest_cursor.load(Ordering::Acquire)
     }
 
     /// Records the engine's changes as alert updates and events, all in one
@@ -465,6 +471,7 @@ impl AlertStore {
         // Committed: the ids and cursors are taken even if the flush fails,
         // or the next change would reuse them and overwrite these records.
         *next = counters;
+        self.newest_cursor.store(next.cursor - 1, Ordering::Release);
         crate::store::flush(&self.db)?;
         self.publish(&events);
         Ok(events)
@@ -621,6 +628,7 @@ impl AlertStore {
             std::slice::from_ref(&event),
         )?;
         next.cursor += 1;
+        self.newest_cursor.store(cursor, Ordering::Release);
         crate::store::flush(&self.db).map_err(AlertStoreError::from)?;
         self.publish(std::slice::from_ref(&event));
         Ok(alert)
@@ -685,5 +693,26 @@ impl AlertStore {
             status: alert.status,
         };
         Some((alert, event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `WatchAlerts` reads the newest cursor on the async runtime, so it
+    /// must not wait for a writer, which holds the counters across a flush.
+    #[test]
+    fn the_newest_cursor_is_read_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let store = std::sync::Arc::new(AlertStore::open(&db).unwrap());
+        let writing = store.next.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = store.clone();
+        std::thread::spawn(move || tx.send(reader.last_cursor()));
+        let read = rx.recv_timeout(std::time::Duration::from_secs(10));
+        drop(writing);
+        assert_eq!(read, Ok(0));
     }
 }

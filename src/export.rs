@@ -23,6 +23,7 @@ use std::sync::mpsc::{self, TrySendError};
 use csv::ByteRecord;
 
 use crate::item::{Item, ItemError, Status, UnknownStatus};
+use crate::quote::excerpt;
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial};
 use crate::state::{InvalidStateCode, StateCode, StateSet};
 
@@ -769,17 +770,6 @@ fn empty_serial(raw: &str) -> (Option<Column>, ProblemKind) {
     )
 }
 
-/// At most this many characters of a raw value are quoted in a problem.
-const EXCERPT_CHARS: usize = 80;
-
-/// A raw value for a message, cut to [`EXCERPT_CHARS`] characters.
-fn excerpt(raw: &str) -> String {
-    match raw.char_indices().nth(EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &raw[..cut]),
-        None => raw.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1214,7 +1204,7 @@ mod tests {
         let long = "x".repeat(500);
         let text = format!("{H}9M39,KA-1,{long},Depot,\n");
         let listed = problems(&text);
-        let expected = format!("{}…", "x".repeat(EXCERPT_CHARS));
+        let expected = format!("{}…", "x".repeat(crate::quote::EXCERPT_CHARS));
         assert_eq!(
             listed,
             one(

@@ -29,6 +29,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod node;
 pub mod progress;
+pub mod quote;
 pub mod reconcile;
 pub mod reconciler;
 pub mod seizures;

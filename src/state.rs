@@ -28,7 +28,7 @@ impl StateCode {
             [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_uppercase()) => {
                 Ok(StateCode([*a, *b, *c]))
             }
-            _ => Err(InvalidStateCode(s.to_string())),
+            _ => Err(InvalidStateCode(crate::quote::excerpt(s))),
         }
     }
 

@@ -336,6 +336,91 @@ async fn the_trail_lists_every_row_of_every_state_in_order_with_evidence() {
     coord.stop().await;
 }
 
+/// A field of a megabyte is refused with a message a person can read, not
+/// one that repeats the field (as a gRPC status it would not even fit in
+/// the response headers), and the coordinator keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_fields_get_short_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(dir.path(), &["KAZ"]).await;
+    let huge = "Ж".repeat(512 * 1024);
+    let mut client = trace_client(&coord).await;
+    let mut alerts = proto::alerts_client::AlertsClient::connect(coord.url())
+        .await
+        .unwrap();
+    let mut snapshots = coord.client().await;
+    let refusals = [
+        (
+            "trace serial",
+            trace(&mut client, "9K38", &huge).await.map(drop),
+        ),
+        (
+            "trace model",
+            trace(&mut client, &huge, "A1").await.map(drop),
+        ),
+        (
+            "alert kind filter",
+            alerts
+                .list_alerts(proto::ListAlertsRequest {
+                    kind: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "alert model filter",
+            alerts
+                .list_alerts(proto::ListAlertsRequest {
+                    model: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "page token",
+            alerts
+                .list_alerts(proto::ListAlertsRequest {
+                    page_token: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "snapshot state",
+            snapshots
+                .list_snapshots(proto::ListSnapshotsRequest {
+                    state: huge.clone(),
+                    from_sequence: 0,
+                    limit: 1,
+                })
+                .await
+                .map(drop),
+        ),
+    ];
+    for (what, refused) in refusals {
+        let status = refused.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().len() < 1024,
+            "{what}: a {} byte message",
+            status.message().len()
+        );
+    }
+    let err = trace(&mut client, "9K38", &huge).await.unwrap_err();
+    assert!(
+        err.message()
+            .starts_with("serial is 1048576 bytes long; at most 256 bytes are allowed"),
+        "{}",
+        err.message()
+    );
+    let none = trace(&mut client, "9K38", "A1").await.unwrap();
+    assert!(none.custody.expect("custody").never_reported);
+    coord.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evidence_bundle_from_tally_trace_verifies_offline_and_any_altered_byte_fails() {
     let dir = tempfile::tempdir().unwrap();

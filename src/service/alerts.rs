@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::audit::{Caller, audited};
 use super::blocking;
-use super::convert::text_or_empty;
+use super::convert::{check_field_len, text_or_empty};
 use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
 use crate::audit::Action;
 use crate::audit_log::AuditLog;
@@ -19,6 +19,7 @@ use crate::ingest::now_unix_ms;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::proto;
+use crate::quote::excerpt;
 use crate::reconcile::{AlertKind, Custody, Evidence, SnapshotRef};
 use crate::serial::{CanonicalModel, CanonicalRule};
 use crate::state::StateCode;
@@ -258,7 +259,8 @@ impl Filter {
                     .ok_or_else(|| {
                         let valid: Vec<&str> = AlertKind::ALL.iter().map(|x| x.as_str()).collect();
                         Status::invalid_argument(format!(
-                            "unknown alert kind '{k}': use one of {}",
+                            "unknown alert kind '{}': use one of {}",
+                            excerpt(k),
                             valid.join(", ")
                         ))
                     })?,
@@ -270,10 +272,11 @@ impl Filter {
         };
         let model = match r.model.as_str() {
             "" => None,
-            m => Some(
-                CanonicalModel::from_raw(m, rule)
-                    .map_err(|e| Status::invalid_argument(format!("model filter '{m}' {e}")))?,
-            ),
+            m => Some(check_field_len("model filter", m).and_then(|()| {
+                CanonicalModel::from_raw(m, rule).map_err(|e| {
+                    Status::invalid_argument(format!("model filter '{}' {e}", excerpt(m)))
+                })
+            })?),
         };
         let status = proto::AlertStatus::try_from(r.status)
             .map_err(|_| Status::invalid_argument(format!("unknown alert status {}", r.status)))?;
@@ -317,7 +320,9 @@ impl proto::alerts_server::Alerts for AlertsService {
             "" => u64::MAX,
             t => t.parse::<u64>().map_err(|_| {
                 Status::invalid_argument(format!(
-                    "page_token '{t}' is not one this server issued: pass next_page_token back unchanged"
+                    "page_token '{}' is not one this server issued: pass next_page_token back \
+                     unchanged",
+                    excerpt(t)
                 ))
             })?,
         };

@@ -22,6 +22,20 @@ fn bytes32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
     })
 }
 
+/// INVALID_ARGUMENT if a model, serial or site in a request is longer than
+/// any stored one can be ([`crate::item::MAX_FIELD_BYTES`]): it could match
+/// nothing, and would only be echoed back.
+pub fn check_field_len(field: &str, value: &str) -> Result<(), Status> {
+    let max = crate::item::MAX_FIELD_BYTES;
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes long; at most {max} bytes are allowed",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes a header message into a signed header (structure only; the
 /// signature is checked by the ingestor).
 pub fn signed_header_from_proto(h: &proto::SnapshotHeader) -> Result<SignedHeader, Status> {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::alerts::{alert_status_to_proto, custody_to_proto};
-use super::convert::text_or_empty;
+use super::convert::{check_field_len, text_or_empty};
 use crate::proto;
+use crate::quote::excerpt;
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use crate::trace::{Tracer, Trail, TrailEntry};
 
@@ -23,10 +24,13 @@ impl TraceService {
 
 /// The request's item key, canonicalised with the coordinator's rule.
 fn decode(req: &proto::TraceItemRequest, rule: &CanonicalRule) -> Result<ItemKey, Status> {
+    for (field, value) in [("model", &req.model), ("serial", &req.serial)] {
+        check_field_len(field, value)?;
+    }
     let model = CanonicalModel::from_raw(&req.model, rule)
-        .map_err(|e| Status::invalid_argument(format!("model {:?} {e}", req.model)))?;
+        .map_err(|e| Status::invalid_argument(format!("model {:?} {e}", excerpt(&req.model))))?;
     let serial = CanonicalSerial::from_raw(&req.serial, rule)
-        .map_err(|e| Status::invalid_argument(format!("serial {:?} {e}", req.serial)))?;
+        .map_err(|e| Status::invalid_argument(format!("serial {:?} {e}", excerpt(&req.serial))))?;
     Ok(ItemKey { model, serial })
 }
 
