@@ -199,9 +199,9 @@ pub struct AlertStore {
     events: sled::Tree,
     /// Serialises writers so ids and cursors are handed out in order.
     next: Mutex<Counters>,
-    /// The newest cursor committed, readable without waiting for a writer
-    /// (which holds `next` across its flush): `WatchAlerts` checks cursors
-    /// against it on the async runtime.
+    /// The newest cursor committed, set as soon as the transaction is, and
+    /// readable without waiting for a writer (which holds `next` across its
+    /// flush): `WatchAlerts` checks cursors against it on the async runtime.
     newest_cursor: AtomicU64,
     /// Committed events, in cursor order, for live watchers. Bounded: a
     /// watcher that falls behind gets `Lagged` and re-reads from storage.
@@ -420,6 +420,12 @@ impl AlertStore {
             .collect()
     }
 
+    /// The newest cursor in storage (0 if none): [`AlertStore::last_cursor`]
+    /// read from disk, for the moment between a commit and its counting.
+    pub fn last_stored_cursor(&self) -> Result<u64, AlertStoreError> {
+        last_u64(&self.events)
+    }
+
     /// The newest cursor handed out (0 if none).
     pub fn last_cursor(&self) -> u64 {
         self.newest_cursor.load(Ordering::Acquire)
@@ -471,7 +477,6 @@ impl AlertStore {
         // Committed: the ids and cursors are taken even if the flush fails,
         // or the next change would reuse them and overwrite these records.
         *next = counters;
-        self.newest_cursor.store(next.cursor - 1, Ordering::Release);
         crate::store::flush(&self.db)?;
         self.publish(&events);
         Ok(events)
@@ -501,6 +506,11 @@ impl AlertStore {
             }
             Ok::<_, ConflictableTransactionError<AlertStoreError>>(())
         })?;
+        // At once: a watcher replaying from storage can already read these
+        // events, and may come back with their cursors.
+        if let Some(last) = events.last() {
+            self.newest_cursor.fetch_max(last.cursor, Ordering::Release);
+        }
         // After the commit: a first `for_item` scanning meanwhile either saw
         // these alerts or gets them here.
         if let Some(index) = self
@@ -628,7 +638,6 @@ impl AlertStore {
             std::slice::from_ref(&event),
         )?;
         next.cursor += 1;
-        self.newest_cursor.store(cursor, Ordering::Release);
         crate::store::flush(&self.db).map_err(AlertStoreError::from)?;
         self.publish(std::slice::from_ref(&event));
         Ok(alert)
@@ -714,5 +723,49 @@ mod tests {
         let read = rx.recv_timeout(std::time::Duration::from_secs(10));
         drop(writing);
         assert_eq!(read, Ok(0));
+    }
+
+    /// A committed event can be replayed from storage before its writer
+    /// finishes (it waits here for the item index, which a first trace may
+    /// hold for a long scan); a watcher coming back with its cursor must not
+    /// be told that the cursor is beyond the newest event.
+    #[test]
+    fn the_newest_cursor_counts_an_event_from_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let store = std::sync::Arc::new(AlertStore::open(&db).unwrap());
+        let opened = AlertChange::Opened {
+            key: AlertKey {
+                kind: crate::reconcile::AlertKind::ConflictingSubmission,
+                item: None,
+                state: Some(crate::state::StateCode::parse("KAZ").unwrap()),
+                counterparty: None,
+                sequence: Some(3),
+            },
+            body: AlertBody {
+                severity: crate::reconcile::Severity::High,
+                spellings: Vec::new(),
+                states: Vec::new(),
+                summary: "two snapshots for KAZ 3".into(),
+                evidence: Vec::new(),
+                custody: None,
+                seizures: Vec::new(),
+            },
+        };
+        let indexing = store.by_item.lock().unwrap();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.apply(&[opened], 1_000).map(|e| e.len()))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.last_cursor() == 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let newest = store.last_cursor();
+        let writer_waiting = !writer.is_finished();
+        let replayable = store.events_after(0, 10).unwrap().len();
+        drop(indexing);
+        assert_eq!(writer.join().unwrap().unwrap(), 1);
+        assert_eq!((newest, writer_waiting, replayable), (1, true, 1));
     }
 }

@@ -6,7 +6,10 @@
 //! stored snapshots (and equivocations, and seizure reports) without emitting
 //! anything, and then compared with the persisted alerts; only the
 //! differences become events (for example the effect of a snapshot that was
-//! accepted just before a crash and never reconciled).
+//! accepted just before a crash and never reconciled). The same comparison
+//! runs before the next change after a failure between changing the engine
+//! and recording the alerts (a storage error, or one half-way through a
+//! catch-up): the alert store lags the engine only until then.
 //!
 //! A coordinator that stops cleanly writes the engine's state to a
 //! checkpoint file ([`CHECKPOINT_FILE`] in the store's directory, see

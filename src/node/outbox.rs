@@ -4,7 +4,10 @@
 //! The outbox is what makes the node crash-safe. A snapshot is written here,
 //! and flushed, before anything is sent; a node that dies after signing finds
 //! the same signed snapshot on its next run and resubmits it, so it never signs
-//! a second snapshot for one sequence number. Each record also keeps the
+//! a second snapshot for one sequence number that the coordinator may hold.
+//! (Only a snapshot the coordinator refused for its content, and those chained
+//! on it, leave the outbox unaccepted: see [`Outbox::discard_refused`].) Each
+//! record also keeps the
 //! SHA-256 of the export file it came from, so submitting the same export twice
 //! does not sign it twice.
 

@@ -426,7 +426,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         // A cursor beyond the newest event would skip events silently until
         // the store caught up with it: it comes from another coordinator, or
         // from before the alert store was rebuilt (cursors start again then).
-        let newest = self.alerts.last_cursor();
+        let mut newest = self.alerts.last_cursor();
+        if after > newest {
+            // Storage may be a moment ahead of the count (see
+            // `AlertStore::last_cursor`): ask it before refusing.
+            let alerts = self.alerts.clone();
+            newest = blocking(move || Ok(alerts.last_stored_cursor()?)).await?;
+        }
         if after > newest {
             return Err(Status::out_of_range(format!(
                 "cursor {after} is beyond the newest alert event ({newest}): it is not from \

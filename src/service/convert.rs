@@ -22,11 +22,16 @@ fn bytes32(field: &str, b: &[u8]) -> Result<[u8; 32], Status> {
     })
 }
 
-/// INVALID_ARGUMENT if a model, serial or site in a request is longer than
-/// any stored one can be ([`crate::item::MAX_FIELD_BYTES`]): it could match
-/// nothing, and would only be echoed back.
+/// The longest model or serial a query (`TraceItem`, the `ListAlerts` model
+/// filter) may carry. Exports are held to [`crate::item::MAX_FIELD_BYTES`]
+/// per raw field, but a query may spell the same canonical form longer
+/// (full-width letters, separators), so it gets four times that: enough for
+/// any real lookup, and a bound on what is canonicalised and echoed.
+pub const MAX_QUERY_FIELD_BYTES: usize = 4 * crate::item::MAX_FIELD_BYTES;
+
+/// INVALID_ARGUMENT if a query field is longer than [`MAX_QUERY_FIELD_BYTES`].
 pub fn check_field_len(field: &str, value: &str) -> Result<(), Status> {
-    let max = crate::item::MAX_FIELD_BYTES;
+    let max = MAX_QUERY_FIELD_BYTES;
     if value.len() > max {
         return Err(Status::invalid_argument(format!(
             "{field} is {} bytes long; at most {max} bytes are allowed",

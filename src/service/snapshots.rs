@@ -398,13 +398,18 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         // reads: a client that stops reading holds a suspended stream, not a
         // thread of the blocking pool (which uploads and commits need).
         let snapshot = Arc::new(snapshot);
+        // The stream is polled after this handler returned, outside its
+        // span: each read enters it again.
         let chunks = futures::stream::unfold(0u32, move |index| {
-            let (store, snapshot) = (store.clone(), snapshot.clone());
+            let (store, snapshot, span) = (store.clone(), snapshot.clone(), span.clone());
             async move {
                 if index >= snapshot.chunk_count {
                     return None;
                 }
-                let read = blocking_in_span(move || store.chunk(&snapshot, index)).await;
+                let read = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| store.chunk(&snapshot, index))
+                })
+                .await;
                 let message = match read {
                     Ok(Ok(leaves)) => Ok(proto::GetSnapshotResponse {
                         part: Some(get_snapshot_response::Part::Chunk(proto::ItemChunk {
