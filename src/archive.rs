@@ -329,6 +329,12 @@ pub enum ImportError {
         "the export's {what} differs from the configuration's: this export is not from this deployment"
     )]
     KeyMismatch { what: String },
+    #[error(
+        "the export has member state {state}, which the configuration does not list, so its \
+         public key cannot be checked: import with a configuration that lists {state} (the one \
+         the export was made with), or without one to trust the keys in the export"
+    )]
+    UnknownMember { state: StateCode },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -685,6 +691,25 @@ fn check_files(root: &Path, manifest: &Manifest) -> Result<(), ImportError> {
             return Err(malformed(MANIFEST, format!("{} is listed twice", f.path)));
         }
     }
+    // A snapshot's files without its entry would be hashed and then
+    // ignored: the end of a chain dropped in silence.
+    let of_snapshots: BTreeSet<String> = manifest
+        .snapshots
+        .iter()
+        .flat_map(|e| {
+            let files = SnapshotFiles::new(e.state, e.sequence);
+            [files.header, files.items, files.signatures]
+        })
+        .collect();
+    if let Some(stray) = listed
+        .iter()
+        .find(|p| p.starts_with("snapshots/") && !of_snapshots.contains(**p))
+    {
+        return Err(malformed(
+            MANIFEST,
+            format!("{stray} is not a file of any snapshot in the manifest's snapshot list"),
+        ));
+    }
     let mut present = Vec::new();
     list_files(root, root, &mut present)?;
     for p in &present {
@@ -955,6 +980,22 @@ fn check_equivocations(
                     ),
                 ));
             }
+            // What the coordinator records (see `Ingestor::admit`): another
+            // snapshot for an accepted sequence, or a next one that does not
+            // link to the head. A copy of an accepted header would accuse a
+            // state of an equivocation it never made.
+            let conflict = same == Some(&conflicts_with) && signed.digest() != conflicts_with;
+            let fork = previous == Some(&conflicts_with) && header.previous_digest != conflicts_with;
+            if !conflict && !fork {
+                return Err(malformed(
+                    EQUIVOCATIONS,
+                    format!(
+                        "entry {i}: {} sequence {} does not conflict with {conflicts_with}: it is \
+                         that snapshot, or links to it as the next one should",
+                        header.state, header.sequence
+                    ),
+                ));
+            }
             Ok(Equivocation {
                 signed,
                 conflicts_with,
@@ -1061,6 +1102,13 @@ pub fn import(
                 what: format!("public key of {state}"),
             });
         }
+    }
+    // With known keys, a state the configuration does not list would bring
+    // its own key, unchecked: whoever wrote the export could sign for it.
+    if !options.members.is_empty()
+        && let Some(state) = members.keys().find(|s| !options.members.contains_key(s))
+    {
+        return Err(ImportError::UnknownMember { state: *state });
     }
     check_files(from, &manifest)?;
 

@@ -53,6 +53,16 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Alerts(#[from] AlertStoreError),
+    #[error(
+        "stored snapshot {state} {sequence} could not be read: {source} (its chunk files are \
+         missing or damaged: restore the store from a backup or an export)"
+    )]
+    Unreadable {
+        state: StateCode,
+        sequence: u64,
+        #[source]
+        source: StoreError,
+    },
     #[error("stored snapshot {state} {sequence} has an unreadable leaf: {reason}")]
     BadLeaf {
         state: StateCode,
@@ -646,7 +656,17 @@ impl Reconciler {
         now: i64,
     ) -> Result<Vec<AlertChange>, ReconcileError> {
         let header = &snapshot.signed.header;
-        let chunks: Vec<Vec<u8>> = self.store.chunks(snapshot)?.collect::<Result<_, _>>()?;
+        let unreadable = |source| ReconcileError::Unreadable {
+            state: header.state,
+            sequence: header.sequence,
+            source,
+        };
+        let chunks: Vec<Vec<u8>> = self
+            .store
+            .chunks(snapshot)
+            .map_err(unreadable)?
+            .collect::<Result<_, _>>()
+            .map_err(unreadable)?;
         let bad = |reason: String| ReconcileError::BadLeaf {
             state: header.state,
             sequence: header.sequence,

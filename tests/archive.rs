@@ -47,7 +47,7 @@ fn export(data: &Path, out: &Path) -> archive::Summary {
     panic!("the store was still in use 5 s after the coordinator stopped");
 }
 
-/// Submits a history with alerts of several kinds, an equivocation, a
+/// Submits a history with alerts of several kinds, two equivocations (a conflict and a fork), a
 /// seizure report and operator actions (including on an alert that later
 /// clears), then stops the coordinator.
 async fn build_history(data: &Path) {
@@ -102,6 +102,15 @@ async fn build_history(data: &Path) {
     );
     let refused = submit(&mut snaps, &conflicting).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+    // And a fork: BLR's next snapshot linked to something else.
+    let fork = snapshot(
+        "BLR",
+        2,
+        SnapshotDigest([9; 32]),
+        &items(&[("9P39", "C1", InService, None)]),
+    );
+    let refused = submit(&mut snaps, &fork).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     let blr2 = snapshot(
         "BLR",
         2,
@@ -292,7 +301,7 @@ async fn export_then_import_gives_identical_alerts_traces_and_receipts() {
         archive::Counts {
             snapshots: 6,
             items: 4 + 2 + 1 + 4 + 1 + 5,
-            equivocations: 1,
+            equivocations: 2,
             seizure_reports: 1,
             operator_actions: 4,
             // The refused conflicting submission and the operator's
@@ -641,6 +650,69 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
             "{}: breaks the chain: RUS sequence 2 follows sequence 0",
             rus2.header
         )
+    );
+
+    // A snapshot dropped from the snapshot list, its files kept and listed:
+    // it would be ignored, the chain cut short in silence.
+    assert_eq!(
+        refused(&out, |d| {
+            let mut m = read_manifest(d);
+            m.snapshots
+                .retain(|s| !(s.state == state("RUS") && s.sequence == 2));
+            m.counts.snapshots -= 1;
+            m.counts.items -= 1;
+            write_manifest(d, &m);
+        }),
+        format!(
+            "manifest.json: malformed: {} is not a file of any snapshot in the manifest's snapshot list",
+            rus2.header
+        )
+    );
+
+    // A copy of an accepted header recorded as an equivocation (it would
+    // open a critical alert against RUS): not one, whether it is named as
+    // conflicting with itself or with the snapshot it links to.
+    let rus2_header = hex::encode(std::fs::read(out.join(&rus2.header)).unwrap());
+    let rus2_signed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(&rus2.signatures)).unwrap()).unwrap();
+    let rus1_digest = sha256_hex(&std::fs::read(out.join(&rus1.header)).unwrap());
+    let rus2_digest = sha256_hex(&std::fs::read(out.join(&rus2.header)).unwrap());
+    for conflicts_with in [&rus2_digest, &rus1_digest] {
+        assert_eq!(
+            refused(&out, |d| {
+                edit_json(d, "equivocations.json", |v| {
+                    *v = serde_json::json!([{
+                        "header": rus2_header,
+                        "signature": rus2_signed["signature"],
+                        "conflicts_with": conflicts_with,
+                        "recorded_at_unix_ms": 1_790_000_000_000i64,
+                    }]);
+                });
+                rehash(d, "equivocations.json");
+            }),
+            format!(
+                "equivocations.json: malformed: entry 0: RUS sequence 2 does not conflict with \
+                 {conflicts_with}: it is that snapshot, or links to it as the next one should"
+            )
+        );
+    }
+
+    // With the configuration's keys, a member it does not list is refused:
+    // the export would vouch for that state's key itself.
+    let mut known = BTreeMap::new();
+    for st in ["RUS", "KAZ"] {
+        known.insert(state(st), state_key(st).verifying_key());
+    }
+    let partial = tally::archive::ImportOptions {
+        coordinator_key: Some(coordinator_key().verifying_key()),
+        members: known,
+        engine: None,
+    };
+    let err = archive::import(&out, &tmp.path().join("partial"), &partial).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the export has member state BLR, which the configuration does not list"),
+        "{err}"
     );
 
     // The keys of another deployment.

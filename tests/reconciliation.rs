@@ -759,7 +759,13 @@ fn an_alert_lost_to_a_failed_catch_up_is_recorded_by_the_next_change() {
         commit_prepared(store.as_ref(), prepare(store.as_ref(), &blr1));
         *store.fail_chunks_of.lock().unwrap() = Some((state("BLR"), 1));
         let failed = reconciler.catch_up(now).unwrap_err();
-        assert!(failed.to_string().contains("rigged"), "{failed}");
+        assert!(
+            failed
+                .to_string()
+                .starts_with("stored snapshot BLR 1 could not be read: ")
+                && failed.to_string().contains("rigged"),
+            "{failed}"
+        );
         assert!(
             open_alert_bodies(&alerts).is_empty(),
             "RUS 1 was applied but its alert not recorded"
