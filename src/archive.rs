@@ -270,6 +270,15 @@ pub enum ExportError {
         "the store holds snapshots of {state}, which has no public key in the configuration: add it to [[members]] so that the export can be verified"
     )]
     UnknownMember { state: StateCode },
+    #[error(
+        "stored snapshot {state} {sequence} is damaged: {reason}. Nothing was exported; \
+         restore the store from a backup or an earlier export"
+    )]
+    Damaged {
+        state: StateCode,
+        sequence: u64,
+        reason: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -522,10 +531,24 @@ pub fn export(
                 receipt_signature: hex::encode(s.receipt.signature.to_bytes()),
             };
             files.push(write_file(root, &paths.signatures, &to_json(&signatures))?);
+            // Checked against the signed header as they are copied: a store
+            // damaged on disk must not give a backup that only import, maybe
+            // after the store is gone, finds broken.
+            let mut verifier = ItemStreamVerifier::new(header, settings.canonical.clone());
+            let damaged = |reason: String| ExportError::Damaged {
+                state,
+                sequence: header.sequence,
+                reason,
+            };
             let mut items = HashedFile::create(root, &paths.items)?;
             for chunk in store.chunks(&s)? {
-                items.write(&chunk?)?;
+                let chunk = chunk.map_err(|e| damaged(e.to_string()))?;
+                verifier
+                    .push_chunk(&chunk)
+                    .map_err(|e| damaged(e.to_string()))?;
+                items.write(&chunk)?;
             }
+            verifier.finish().map_err(|e| damaged(e.to_string()))?;
             files.push(items.finish()?);
             snapshots.push(SnapshotEntry {
                 state,

@@ -36,12 +36,16 @@ fn settings() -> ExportSettings {
 /// sled database still holds its lock (sled releases it only when its
 /// background flusher thread notices the last handle is gone).
 fn export(data: &Path, out: &Path) -> archive::Summary {
+    try_export(data, out).expect("export")
+}
+
+fn try_export(data: &Path, out: &Path) -> Result<archive::Summary, archive::ExportError> {
     for _ in 0..250 {
         match archive::export(data, &settings(), out, 1_800_000_000_000) {
             Err(archive::ExportError::InUse { .. }) => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => return other.expect("export"),
+            other => return other,
         }
     }
     panic!("the store was still in use 5 s after the coordinator stopped");
@@ -737,6 +741,44 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
             tmp.path().join("data").display()
         )
     );
+}
+
+/// A store damaged on disk (a flipped byte in a chunk file) gives no export
+/// at all, rather than a backup that only import finds broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporting_a_damaged_store_is_refused_naming_the_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    small_export(tmp.path()).await;
+    let data = tmp.path().join("data");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(data.join("leaf-chunks")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(7).position(|w| w == b"Depot 1") {
+            bytes[at + 6] = b'2';
+            std::fs::write(&path, &bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "the test found no chunk file to damage");
+    let out = tmp.path().join("second");
+    let message = try_export(&data, &out).unwrap_err().to_string();
+    assert!(
+        message.starts_with("stored snapshot ")
+            && message.contains(" is damaged: ")
+            && message.contains("Merkle root")
+            && message.ends_with(
+                "Nothing was exported; restore the store from a backup or an earlier export"
+            ),
+        "{message}"
+    );
+    assert!(!out.exists(), "nothing is left at the target");
+    let scratch: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".tally-export-"))
+        .collect();
+    assert!(scratch.is_empty(), "{scratch:?}");
 }
 
 /// Runs the `tally` binary off the async runtime.
