@@ -405,7 +405,24 @@ fn scratch_next_to(target: &Path, prefix: &str) -> std::io::Result<tempfile::Tem
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent)?;
+    // An existing empty target on another file system (a mount point, such
+    // as a container volume) could not take the rename at the end: say so
+    // now, not after all the work.
+    if target.is_dir() && !same_file_system(target, &parent)? {
+        return Err(std::io::Error::other(format!(
+            "it is on another file system than its parent directory (a mount point, such as \
+             a container volume), and the result is built beside it and renamed into place: \
+             name a new directory inside it instead, e.g. {}",
+            target.join("store").display()
+        )));
+    }
     tempfile::Builder::new().prefix(prefix).tempdir_in(parent)
+}
+
+/// Whether two existing paths are on the same file system (device).
+fn same_file_system(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(a)?.dev() == std::fs::metadata(b)?.dev())
 }
 
 /// Moves a finished scratch directory to `target` (which is absent or an
@@ -1387,4 +1404,20 @@ fn store_snapshot(
     store.put_block_roots(&record.digest, &verifier.block_roots())?;
     store.commit(&record)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mount_point_is_told_from_a_plain_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("store");
+        std::fs::create_dir(&inside).unwrap();
+        assert!(same_file_system(&inside, dir.path()).unwrap());
+        assert!(scratch_next_to(&inside, ".tally-test-").is_ok());
+        // procfs is its own file system on every Linux system.
+        assert!(!same_file_system(Path::new("/proc"), dir.path()).unwrap());
+    }
 }
