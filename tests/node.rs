@@ -439,6 +439,35 @@ async fn cli_node_submit_with_an_empty_outbox_needs_the_chain_head_or_new_chain(
     coord.stop().await;
 }
 
+/// A coordinator for KAZ that accepts at most two items per snapshot.
+async fn two_item_coordinator(dir: &Path) -> TestCoordinator {
+    TestCoordinator::start_with_limits(
+        &dir.join("coord"),
+        &["KAZ"],
+        tally::config::Limits {
+            max_items_per_snapshot: 2,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// `tally node submit` signed its two-item export as KAZ's sequence 1 and
+/// got it accepted.
+#[track_caller]
+fn assert_signed_and_accepted_as_first(submit: &std::process::Output) {
+    let out = String::from_utf8_lossy(&submit.stdout);
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
+    assert!(
+        out.contains("as sequence 1 (2 items)") && out.contains("accepted: state KAZ sequence 1"),
+        "{out}"
+    );
+}
+
 /// A snapshot the coordinator refuses for its content (here: more items than
 /// it accepts) is removed from the outbox, with the reason; the next export
 /// takes its sequence. Left pending, it would be resent, and refused, first
@@ -446,15 +475,7 @@ async fn cli_node_submit_with_an_empty_outbox_needs_the_chain_head_or_new_chain(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_node_submit_frees_the_sequence_of_a_snapshot_refused_for_its_content() {
     let dir = tempfile::tempdir().unwrap();
-    let coord = TestCoordinator::start_with_limits(
-        &dir.path().join("coord"),
-        &["KAZ"],
-        tally::config::Limits {
-            max_items_per_snapshot: 2,
-            ..Default::default()
-        },
-    )
-    .await;
+    let coord = two_item_coordinator(dir.path()).await;
     let cfg = node_config(dir.path(), "KAZ", &coord.url(), "outbox");
     let too_big = cli_node_submit(&cfg, write_export(dir.path(), "three.csv", EXPORT_1)).await;
     assert!(!too_big.status.success());
@@ -465,16 +486,7 @@ async fn cli_node_submit_frees_the_sequence_of_a_snapshot_refused_for_its_conten
         "{err}"
     );
     let fine = cli_node_submit(&cfg, write_export(dir.path(), "two.csv", EXPORT_2)).await;
-    let out = String::from_utf8_lossy(&fine.stdout);
-    assert!(
-        fine.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fine.stderr)
-    );
-    assert!(
-        out.contains("as sequence 1 (2 items)") && out.contains("accepted: state KAZ sequence 1"),
-        "{out}"
-    );
+    assert_signed_and_accepted_as_first(&fine);
     assert!(coord.store.equivocations().unwrap().is_empty());
     coord.stop().await;
 }
@@ -486,15 +498,7 @@ async fn cli_node_submit_frees_the_sequence_of_a_snapshot_refused_for_its_conten
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_pending_snapshot_takes_the_ones_chained_on_it_out_of_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
-    let coord = TestCoordinator::start_with_limits(
-        &dir.path().join("coord"),
-        &["KAZ"],
-        tally::config::Limits {
-            max_items_per_snapshot: 2,
-            ..Default::default()
-        },
-    )
-    .await;
+    let coord = two_item_coordinator(dir.path()).await;
     let cfg = node_config(dir.path(), "KAZ", &coord.url(), "outbox");
     let too_big = write_export(dir.path(), "three.csv", EXPORT_1);
     let fine = write_export(dir.path(), "two.csv", EXPORT_2);
@@ -515,17 +519,7 @@ async fn a_refused_pending_snapshot_takes_the_ones_chained_on_it_out_of_the_outb
         "{err}"
     );
     drop(open_node(&cfg));
-    let again = cli_node_submit(&cfg, fine).await;
-    let out = String::from_utf8_lossy(&again.stdout);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert!(
-        out.contains("as sequence 1 (2 items)") && out.contains("accepted: state KAZ sequence 1"),
-        "{out}"
-    );
+    assert_signed_and_accepted_as_first(&cli_node_submit(&cfg, fine).await);
     let node = open_node(&cfg);
     assert!(node.outbox().pending().unwrap().is_empty());
     assert_eq!(node.outbox().entries().unwrap().len(), 1);
