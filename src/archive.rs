@@ -389,12 +389,26 @@ fn import_io(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError {
     io_err(path, |path, source| ImportError::Io { path, source })
 }
 
-/// Returns true if and only if `dir` is absent or an empty directory.
-fn absent_or_empty(dir: &Path) -> bool {
+/// Whether `dir` is absent or an empty directory; an error if it cannot be
+/// told (not a directory, not readable), for the caller to name.
+fn absent_or_empty(dir: &Path) -> std::io::Result<bool> {
     match std::fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
     }
+}
+
+/// Syncs every directory under `root` (and `root`), so that the entries of
+/// a finished scratch tree survive a power loss once it is renamed.
+fn sync_dirs(root: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_dirs(&entry.path())?;
+        }
+    }
+    File::open(root)?.sync_all()
 }
 
 /// A scratch directory next to `target` (same file system, so the final
@@ -428,6 +442,7 @@ fn same_file_system(a: &Path, b: &Path) -> std::io::Result<bool> {
 /// Moves a finished scratch directory to `target` (which is absent or an
 /// empty directory: `rename` replaces an empty directory).
 fn move_into_place(scratch: tempfile::TempDir, target: &Path) -> std::io::Result<()> {
+    sync_dirs(scratch.path())?;
     std::fs::rename(scratch.path(), target)?;
     let _ = scratch.keep();
     if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -519,7 +534,7 @@ pub fn export(
     out: &Path,
     now_unix_ms: i64,
 ) -> Result<Summary, ExportError> {
-    if !absent_or_empty(out) {
+    if !absent_or_empty(out).map_err(export_io(out))? {
         return Err(ExportError::OutputNotEmpty {
             dir: out.to_path_buf(),
         });
@@ -1102,7 +1117,7 @@ pub fn import(
     data_dir: &Path,
     options: &ImportOptions,
 ) -> Result<Summary, ImportError> {
-    if !absent_or_empty(data_dir) {
+    if !absent_or_empty(data_dir).map_err(import_io(data_dir))? {
         return Err(ImportError::TargetNotEmpty {
             dir: data_dir.to_path_buf(),
         });

@@ -731,6 +731,16 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
         "the export's coordinator public key differs from the configuration's: this export is not from this deployment"
     );
 
+    // A target that is a file is named as such, not as "not empty".
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let err = archive::import(&out, &file, &ImportOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: Not a directory", file.display())),
+        "{err}"
+    );
+
     // A store is never imported over another.
     let err =
         archive::import(&out, &tmp.path().join("data"), &ImportOptions::default()).unwrap_err();
