@@ -445,8 +445,13 @@ fn move_into_place(scratch: tempfile::TempDir, target: &Path) -> std::io::Result
     sync_dirs(scratch.path())?;
     std::fs::rename(scratch.path(), target)?;
     let _ = scratch.keep();
-    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-        File::open(parent)?.sync_all()?;
+    // Done: the result is in place. Failing to sync its parent directory
+    // only leaves the rename less durable, not undone, so an error here
+    // must not report the whole operation as failed (nothing written).
+    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty())
+        && let Err(e) = File::open(parent).and_then(|dir| dir.sync_all())
+    {
+        tracing::warn!(dir = %parent.display(), error = %e, "could not sync the directory after the rename");
     }
     Ok(())
 }
