@@ -144,6 +144,14 @@ pub enum ActionError {
     },
     #[error(transparent)]
     Store(#[from] AlertStoreError),
+    /// Committed, so visible and in effect, but the flush failed: it reaches
+    /// disk with the next successful write, or is lost in a crash before.
+    #[error(
+        "alert {id} was changed, but the change could not be flushed to disk ({source}); it is \
+         in effect now and is lost only if the coordinator stops before its next successful \
+         write: tell the coordinator's administrator"
+    )]
+    NotDurable { id: u64, source: AlertStoreError },
 }
 
 /// A stored alert: one occurrence of a condition.
@@ -638,7 +646,10 @@ impl AlertStore {
             std::slice::from_ref(&event),
         )?;
         next.cursor += 1;
-        crate::store::flush(&self.db).map_err(AlertStoreError::from)?;
+        crate::store::flush(&self.db).map_err(|e| ActionError::NotDurable {
+            id,
+            source: e.into(),
+        })?;
         self.publish(std::slice::from_ref(&event));
         Ok(alert)
     }
@@ -706,8 +717,30 @@ impl AlertStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A critical alert to open in a test store: two snapshots for KAZ 3.
+    pub(crate) fn conflict_opened() -> AlertChange {
+        AlertChange::Opened {
+            key: AlertKey {
+                kind: crate::reconcile::AlertKind::ConflictingSubmission,
+                item: None,
+                state: Some(crate::state::StateCode::parse("KAZ").unwrap()),
+                counterparty: None,
+                sequence: Some(3),
+            },
+            body: AlertBody {
+                severity: crate::reconcile::Severity::High,
+                spellings: Vec::new(),
+                states: Vec::new(),
+                summary: "two snapshots for KAZ 3".into(),
+                evidence: Vec::new(),
+                custody: None,
+                seizures: Vec::new(),
+            },
+        }
+    }
 
     /// `WatchAlerts` reads the newest cursor on the async runtime, so it
     /// must not wait for a writer, which holds the counters across a flush.
@@ -734,24 +767,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let store = std::sync::Arc::new(AlertStore::open(&db).unwrap());
-        let opened = AlertChange::Opened {
-            key: AlertKey {
-                kind: crate::reconcile::AlertKind::ConflictingSubmission,
-                item: None,
-                state: Some(crate::state::StateCode::parse("KAZ").unwrap()),
-                counterparty: None,
-                sequence: Some(3),
-            },
-            body: AlertBody {
-                severity: crate::reconcile::Severity::High,
-                spellings: Vec::new(),
-                states: Vec::new(),
-                summary: "two snapshots for KAZ 3".into(),
-                evidence: Vec::new(),
-                custody: None,
-                seizures: Vec::new(),
-            },
-        };
+        let opened = conflict_opened();
         let indexing = store.by_item.lock().unwrap();
         let writer = {
             let store = store.clone();

@@ -108,14 +108,18 @@ impl AuditLog {
     /// Appends `event` as the next record and flushes it to disk.
     pub fn append(&self, event: Event) -> Result<SealedRecord, AuditLogError> {
         // A panic elsewhere while holding the lock leaves the head as it was
-        // (it is updated only after a successful write), so it stays usable.
+        // (it is updated only after a successful insert), so it stays usable.
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let record = SealedRecord::seal(head.next_sequence, event, &head.hash, &self.key);
         self.tree
             .insert(record.sequence.to_be_bytes(), record.to_bytes())?;
-        crate::store::flush(&self.db)?;
+        // Once inserted, the record is readable (ListAuditRecords does not
+        // take the lock) and may reach disk with a later flush: the head moves
+        // past it even if this flush fails, or the next record would be sealed
+        // under the same sequence and replace one a reader may have copied.
         head.next_sequence = record.sequence + 1;
         head.hash = record.hash_array().unwrap_or(GENESIS_HASH);
+        crate::store::flush(&self.db)?;
         Ok(record)
     }
 

@@ -670,7 +670,7 @@ pub async fn status(target: Target, format: Format) -> Result<()> {
                 );
             }
             println!();
-            println!("{:<28} {:>6}", "OPEN ALERTS", "COUNT");
+            println!("{:<28} {:>6}", "CURRENT ALERTS", "COUNT");
             for c in &st.open_alerts {
                 println!("{:<28} {:>6}", c.kind, c.open);
             }

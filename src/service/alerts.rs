@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::audit::{Caller, audited};
-use super::blocking;
 use super::convert::{check_field_len, text_or_empty};
+use super::{blocking, run_detached, within_page_bytes};
 use crate::alerts::{ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason};
 use crate::audit::Action;
 use crate::audit_log::AuditLog;
@@ -224,7 +224,7 @@ impl From<ActionError> for Status {
             ActionError::NotFound(_) => Status::not_found(e.to_string()),
             ActionError::NoteTooLong { .. } => Status::invalid_argument(e.to_string()),
             ActionError::InvalidTransition { .. } => Status::failed_precondition(e.to_string()),
-            ActionError::Store(_) => {
+            ActionError::Store(_) | ActionError::NotDurable { .. } => {
                 tracing::error!(error = %e, "alert storage failure");
                 Status::internal(e.to_string())
             }
@@ -332,12 +332,13 @@ impl proto::alerts_server::Alerts for AlertsService {
             Ok((found, more))
         })
         .await?;
-        let next_page_token = match (more, found.last()) {
+        let (alerts, cut) = within_page_bytes(found.iter().map(alert_to_proto));
+        let next_page_token = match (more || cut, alerts.last()) {
             (true, Some(last)) => last.id.to_string(),
             _ => String::new(),
         };
         Ok(Response::new(proto::ListAlertsResponse {
-            alerts: found.iter().map(alert_to_proto).collect(),
+            alerts,
             next_page_token,
         }))
     }
@@ -362,10 +363,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         let req = request.into_inner();
         record_alert_id(req.id);
         let action = Action::AcknowledgeAlert { alert_id: req.id };
-        let alerts = self.alerts.clone();
-        let result =
-            blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await;
-        let alert = audited(&self.audit, caller, action, result).await?;
+        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let alert = run_detached(async move {
+            let result =
+                blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await;
+            audited(&audit, caller, action, result).await
+        })
+        .await?;
         tracing::info!("alert acknowledged");
         Ok(Response::new(alert_to_proto(&alert)))
     }
@@ -382,15 +386,20 @@ impl proto::alerts_server::Alerts for AlertsService {
             alert_id: req.id,
             reason: reason.as_ref().map_or("", |r| r.as_str()).to_string(),
         };
-        let alerts = self.alerts.clone();
-        let result = match reason {
-            Ok(reason) => {
-                blocking(move || Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?))
+        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let alert = run_detached(async move {
+            let result = match reason {
+                Ok(reason) => {
+                    blocking(move || {
+                        Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?)
+                    })
                     .await
-            }
-            Err(status) => Err(status),
-        };
-        let alert = audited(&self.audit, caller, action, result).await?;
+                }
+                Err(status) => Err(status),
+            };
+            audited(&audit, caller, action, result).await
+        })
+        .await?;
         tracing::info!("alert resolved");
         Ok(Response::new(alert_to_proto(&alert)))
     }
@@ -403,9 +412,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         let req = request.into_inner();
         record_alert_id(req.id);
         let action = Action::ReopenAlert { alert_id: req.id };
-        let alerts = self.alerts.clone();
-        let result = blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await;
-        let alert = audited(&self.audit, caller, action, result).await?;
+        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let alert = run_detached(async move {
+            let result =
+                blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await;
+            audited(&audit, caller, action, result).await
+        })
+        .await?;
         tracing::info!("alert reopened");
         Ok(Response::new(alert_to_proto(&alert)))
     }
@@ -521,5 +534,66 @@ async fn watch(
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use proto::alerts_server::Alerts;
+
+    use super::*;
+    use crate::audit::Action;
+
+    /// A client that stops waiting (hangs up, or its deadline passes) once
+    /// its acknowledgement is under way: tonic drops the handler there. The
+    /// acknowledgement still takes effect, so it must still be audited.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_action_whose_caller_stops_waiting_is_still_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let alerts = Arc::new(AlertStore::open(&db).unwrap());
+        let opened = crate::alerts::tests::conflict_opened();
+        let id = alerts.apply(&[opened], 1_000).unwrap()[0].alert_id;
+        let audit =
+            Arc::new(AuditLog::open(&db, ed25519_dalek::SigningKey::from_bytes(&[9; 32])).unwrap());
+        let service = AlertsService::new(
+            alerts.clone(),
+            CanonicalRule::default(),
+            Lifecycle::new(),
+            Arc::new(Metrics::new()),
+            audit.clone(),
+        );
+
+        // Polled once, up to its first wait for storage, then dropped (what
+        // tonic does when the client goes away).
+        let mut handler = Box::pin(service.acknowledge_alert(Request::new(
+            proto::AcknowledgeAlertRequest {
+                id,
+                note: "seen".into(),
+            },
+        )));
+        let _ = futures::poll!(handler.as_mut());
+        drop(handler);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while audit.last_sequence() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let status = alerts.get(id).unwrap().map(|a| a.status);
+        let records: Vec<Action> = audit
+            .list(1, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.decode().unwrap().event.action)
+            .collect();
+        assert_eq!(
+            (status, records),
+            (
+                Some(AlertStatus::Acknowledged),
+                vec![Action::AcknowledgeAlert { alert_id: id }]
+            )
+        );
     }
 }

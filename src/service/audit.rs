@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::blocking;
+use super::{blocking, within_page_bytes};
 use crate::access::Principal;
 use crate::audit::{Action, Actor, Event, Outcome, SealedRecord};
 use crate::audit_log::{AuditLog, AuditLogError};
@@ -149,8 +149,9 @@ impl proto::audit_server::Audit for AuditService {
             Ok((records, log.last_sequence()))
         })
         .await?;
+        let (records, _) = within_page_bytes(records.iter().map(record_to_proto));
         Ok(Response::new(proto::ListAuditRecordsResponse {
-            records: records.iter().map(record_to_proto).collect(),
+            records,
             last_sequence,
         }))
     }

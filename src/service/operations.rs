@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::alerts::custody_to_proto;
 use super::audit::{Caller, audited};
-use super::blocking;
+use super::{blocking, run_detached};
 use crate::audit::Action;
 use crate::audit_log::AuditLog;
 use crate::ingest::{Ingestor, now_unix_ms};
@@ -25,6 +25,7 @@ const MAX_REPORTS_PER_PAGE: usize = 100;
 /// client's default 4 MiB message limit.
 const PAGE_BYTES: usize = 1 << 20;
 
+#[derive(Clone)]
 pub struct SeizuresService {
     reconciler: Arc<Reconciler>,
     rule: CanonicalRule,
@@ -117,63 +118,93 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl SeizuresService {
+    /// Records a seizure report and matches its items. Returns the report's
+    /// id whenever it was stored, also when matching failed afterwards, so
+    /// that the audit record names it.
     async fn report(
         &self,
         req: proto::ReportSeizuresRequest,
-    ) -> Result<proto::ReportSeizuresResponse, Status> {
+    ) -> (Option<u64>, Result<proto::ReportSeizuresResponse, Status>) {
         tracing::Span::current().record("items", req.items.len());
         if req.items.is_empty() {
-            return Err(Status::invalid_argument(
-                "a seizure report needs at least one item",
-            ));
+            let status = Status::invalid_argument("a seizure report needs at least one item");
+            return (None, Err(status));
         }
         if req.items.len() > MAX_SEIZED_ITEMS {
-            return Err(Status::resource_exhausted(format!(
+            let status = Status::resource_exhausted(format!(
                 "{} items in one report; at most {MAX_SEIZED_ITEMS} are accepted",
                 req.items.len()
-            )));
+            ));
+            return (None, Err(status));
         }
         let now = now_unix_ms();
-        let items = req
+        let items = match req
             .items
             .iter()
             .enumerate()
             .map(|(i, item)| seizure_from_proto(i, item, &self.rule, now))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(items) => items,
+            Err(status) => return (None, Err(status)),
+        };
         let reconciler = self.reconciler.clone();
-        let response = blocking(move || {
+        let stored = blocking(move || {
             let report = reconciler
                 .report_seizures(items, now_unix_ms())
                 .map_err(internal)?;
-            let mut matches = Vec::with_capacity(report.items.len());
-            for item in &report.items {
-                let key = AlertKey {
-                    kind: AlertKind::SeizedItem,
-                    item: Some(item.key.clone()),
-                    state: None,
-                    counterparty: None,
-                    sequence: None,
-                };
-                let alert = reconciler.alerts().current(&key).map_err(internal)?;
-                let custody = reconciler
-                    .with_engine(|e| e.custody(&item.key))
-                    .map_err(internal)?;
-                matches.push(proto::SeizureMatch {
-                    model: item.key.model.to_string(),
-                    serial: item.key.serial.to_string(),
-                    alert_id: alert.map_or(0, |a| a.id),
-                    custody: Some(custody_to_proto(&custody)),
-                });
-            }
-            Ok(proto::ReportSeizuresResponse {
-                report_id: report.id,
-                matches,
-            })
+            let matches = match_seizures(&reconciler, &report.items).map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!(
+                        "seizure report {} is recorded, but matching its items failed ({}); \
+                         ListSeizureReports shows it",
+                        report.id,
+                        status.message()
+                    ),
+                )
+            });
+            Ok((report.id, matches))
         })
-        .await?;
-        tracing::info!(report_id = response.report_id, "seizure report recorded");
-        Ok(response)
+        .await;
+        match stored {
+            Ok((report_id, matches)) => {
+                tracing::info!(report_id, "seizure report recorded");
+                let response =
+                    matches.map(|matches| proto::ReportSeizuresResponse { report_id, matches });
+                (Some(report_id), response)
+            }
+            Err(status) => (None, Err(status)),
+        }
     }
+}
+
+/// Each seized item's alert and custody, as they stand now.
+fn match_seizures(
+    reconciler: &Reconciler,
+    items: &[Seizure],
+) -> Result<Vec<proto::SeizureMatch>, Status> {
+    let mut matches = Vec::with_capacity(items.len());
+    for item in items {
+        let key = AlertKey {
+            kind: AlertKind::SeizedItem,
+            item: Some(item.key.clone()),
+            state: None,
+            counterparty: None,
+            sequence: None,
+        };
+        let alert = reconciler.alerts().current(&key).map_err(internal)?;
+        let custody = reconciler
+            .with_engine(|e| e.custody(&item.key))
+            .map_err(internal)?;
+        matches.push(proto::SeizureMatch {
+            model: item.key.model.to_string(),
+            serial: item.key.serial.to_string(),
+            alert_id: alert.map_or(0, |a| a.id),
+            custody: Some(custody_to_proto(&custody)),
+        });
+    }
+    Ok(matches)
 }
 
 #[tonic::async_trait]
@@ -185,14 +216,14 @@ impl proto::seizures_server::Seizures for SeizuresService {
         let caller = Caller::of(&request);
         let req = request.into_inner();
         let items = req.items.len() as u64;
-        let result = self.report(req).await;
-        let action = Action::ReportSeizures {
-            items,
-            report_id: result.as_ref().ok().map(|r| r.report_id),
-        };
-        audited(&self.audit, caller, action, result)
-            .await
-            .map(Response::new)
+        let service = self.clone();
+        run_detached(async move {
+            let (report_id, result) = service.report(req).await;
+            let action = Action::ReportSeizures { items, report_id };
+            audited(&service.audit, caller, action, result).await
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn list_seizure_reports(
