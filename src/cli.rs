@@ -752,6 +752,11 @@ async fn node_submit(
         // Left pending, it would be resent first by every later submit and
         // refused again: the node could never move on.
         Err(e) => match node.discard_refused(&e)? {
+            Some(_) if e.is_refused_for_credentials() => bail!(
+                "{e}\nThe coordinator stored nothing. What this node signed was removed from \
+                 the outbox (it could never be accepted): fix the node's key_file, state or \
+                 credentials as the message says, then submit the export again"
+            ),
             Some(removed) if removed.start() == removed.end() => bail!(
                 "{e}\nThe coordinator stored nothing for sequence {first}; it was removed \
                  from the outbox, so the next export submitted takes sequence {first}. \

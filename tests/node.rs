@@ -130,6 +130,127 @@ async fn a_node_that_dies_after_signing_resubmits_the_same_snapshot() {
     coord.stop().await;
 }
 
+/// An export equal to the newest snapshot is nothing new; one equal to an
+/// older snapshot is: the inventory went back to what it was (an item
+/// returned to its old site), and the coordinator must hear of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_that_goes_back_to_an_earlier_export_is_signed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
+    let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
+    let first = write_export(dir.path(), "arm-1.csv", EXPORT_1);
+    let second = write_export(dir.path(), "arm-2.csv", EXPORT_2);
+    let node = open_node(&cfg);
+    let mut outcomes = Vec::new();
+    for export in [&first, &second, &second, &first] {
+        outcomes.push(node.prepare(export, None, None).unwrap());
+        node.submit_pending().await.unwrap();
+    }
+    assert_eq!(
+        outcomes,
+        [
+            Prepared::Signed {
+                sequence: 1,
+                items: 3
+            },
+            Prepared::Signed {
+                sequence: 2,
+                items: 2
+            },
+            Prepared::AlreadySigned { sequence: 2 },
+            Prepared::Signed {
+                sequence: 3,
+                items: 3
+            },
+        ]
+    );
+    let (newest, _) = fetch_and_verify(&mut coord.client().await, "ARM", 3).await;
+    assert_eq!(newest.header.item_count, 3);
+    coord.stop().await;
+}
+
+/// A chunk the node's own outbox cannot give back ends the upload short;
+/// the coordinator refuses that, but the fault is the outbox's, not the
+/// export's: the snapshot stays pending instead of being discarded as
+/// refused for its content (which would send its export to rejected/).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_outbox_chunk_is_an_outbox_error_not_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
+    let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
+    let export = write_export(dir.path(), "arm-1.csv", EXPORT_1);
+    open_node(&cfg).prepare(&export, None, None).unwrap();
+    {
+        // The node just dropped may hold the lock a moment longer.
+        let db = (0..100)
+            .find_map(|_| {
+                let opened = sled::open(dir.path().join("outbox")).ok();
+                if opened.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened
+            })
+            .expect("outbox opens");
+        let chunks = db.open_tree("chunks").unwrap();
+        let mut first_chunk = 1u64.to_be_bytes().to_vec();
+        first_chunk.extend_from_slice(&0u32.to_be_bytes());
+        assert!(chunks.remove(first_chunk).unwrap().is_some());
+        tally::store::flush(&chunks).unwrap();
+    }
+    let node = open_node(&cfg);
+    let error = node.submit_pending().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            NodeError::Outbox(tally::node::OutboxError::MissingChunk {
+                sequence: 1,
+                index: 0
+            })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(node.discard_refused(&error).unwrap(), None);
+    assert_eq!(node.outbox().pending().unwrap().len(), 1);
+    assert!(coord.store.latest(state("ARM")).unwrap().is_none());
+    coord.stop().await;
+}
+
+/// A node configured with the wrong key signs a snapshot the coordinator
+/// refuses (UNAUTHENTICATED). Kept pending, it would be resent first, and
+/// refused, by every run after the key is fixed: it leaves the outbox, and
+/// the same export signed with the right key is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_signed_with_the_wrong_key_does_not_block_the_right_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
+    let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
+    tally::keys::write_key_pair(&dir.path().join("keys"), "KAZ", &state_key("KAZ")).unwrap();
+    let right = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, right.replace("keys/ARM.key", "keys/KAZ.key")).unwrap();
+    let export = write_export(dir.path(), "arm-1.csv", EXPORT_1);
+    {
+        let node = open_node(&cfg);
+        node.prepare(&export, None, None).unwrap();
+        let error = node.submit_pending().await.unwrap_err();
+        assert!(error.is_refused_for_credentials(), "{error:?}");
+        assert_eq!(node.discard_refused(&error).unwrap(), Some(1..=1));
+        assert!(node.outbox().entries().unwrap().is_empty());
+    }
+    std::fs::write(&cfg, right).unwrap();
+    let node = open_node(&cfg);
+    assert_eq!(
+        node.prepare(&export, None, None).unwrap(),
+        Prepared::Signed {
+            sequence: 1,
+            items: 3
+        }
+    );
+    let receipts = node.submit_pending().await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].sequence, 1);
+    coord.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_retries_until_the_coordinator_comes_up() {
     let dir = tempfile::tempdir().unwrap();

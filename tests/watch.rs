@@ -193,6 +193,111 @@ async fn files_dropped_while_the_coordinator_is_down_are_accepted_in_arrival_ord
     coord.stop().await;
 }
 
+/// KGZ's upload takes a coordinator's only upload slot (`max_concurrent_uploads`
+/// 1): header sent, stream kept open. Sending the snapshot's chunks, then
+/// dropping the sender, completes it; the handle gives its answer. If the
+/// coordinator did not take the slot for KGZ first, KGZ is the one shed and
+/// the caller's check of that answer fails the test.
+async fn hold_the_only_upload_slot(
+    coord: &TestCoordinator,
+) -> (
+    TestSnapshot,
+    mpsc::Sender<tally::proto::SubmitRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<tally::proto::Receipt>, tonic::Status>>,
+) {
+    let kgz = snapshot("KGZ", 1, SnapshotDigest::GENESIS, &many_items(10));
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(header_msg(&kgz.signed)).await.unwrap();
+    let mut kgz_client = coord.client().await;
+    let held = tokio::spawn(async move { kgz_client.submit(ReceiverStream::new(rx)).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (kgz, tx, held)
+}
+
+/// The ministry's exporter renames today's export over yesterday's name
+/// while yesterday's snapshot still waits for the coordinator (busy here:
+/// its one upload slot is held). Yesterday's is delivered (it was signed);
+/// today's must then be signed too, not filed under `submitted/` unsigned
+/// because it has the name of a delivered file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_replaced_while_its_snapshot_waits_is_signed_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start_with_limits(
+        &dir.path().join("coord"),
+        &["KAZ", "KGZ"],
+        Limits {
+            max_concurrent_uploads: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let (kgz, tx, held) = hold_the_only_upload_slot(&coord).await;
+
+    let cfg = write_node_config(dir.path(), "KAZ", &coord.url());
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let t0 = SystemTime::now() - Duration::from_secs(60);
+    drop_export(&drop_dir, "daily.csv", &export_with(1, "MON"), t0);
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let submitted = drop_dir.join(SUBMITTED_DIR);
+    let shed = ("submit snapshot".to_string(), "UNAVAILABLE".to_string());
+    let outcomes = watch(&node, &drop_dir, async {
+        for _ in 0..1500 {
+            if crate::audit::trail(&coord).await.contains(&shed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            crate::audit::trail(&coord).await.contains(&shed),
+            "Monday's upload was never shed"
+        );
+        drop_export(
+            &drop_dir,
+            "daily.csv",
+            &export_with(2, "TUE"),
+            t0 + Duration::from_secs(1),
+        );
+        for c in &kgz.chunks {
+            tx.send(chunk_msg(c)).await.unwrap();
+        }
+        drop(tx);
+        wait_for("Tuesday's export accepted and filed", || {
+            let newest = coord.store.latest(state("KAZ")).unwrap();
+            newest.is_some_and(|s| s.signed.header.sequence == 2)
+                && submitted.join("daily.csv").exists()
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+
+    held.await
+        .unwrap()
+        .expect("KGZ held the slot and was accepted");
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Submitted {
+            sequence: 2,
+            moved_to: submitted.join("daily.csv")
+        }]
+    );
+    let counts: Vec<u64> = (1..=2)
+        .map(|sequence| {
+            let stored = coord.store.get(state("KAZ"), sequence).unwrap().unwrap();
+            stored.signed.header.item_count
+        })
+        .collect();
+    assert_eq!(counts, [1, 2], "Monday's snapshot, then Tuesday's");
+    assert_eq!(
+        std::fs::read_to_string(submitted.join("daily.csv")).unwrap(),
+        export_with(2, "TUE")
+    );
+    assert_eq!(names_in(&drop_dir), [SUBMITTED_DIR]);
+    drop(node);
+    coord.stop().await;
+}
+
 /// A drop folder under `dir` holding `too-big.csv` (3 items), then
 /// `fine.csv` (2 items).
 fn too_big_then_fine(dir: &Path) -> PathBuf {
@@ -360,15 +465,7 @@ async fn an_upload_shed_by_a_busy_coordinator_waits_and_is_delivered() {
         },
     )
     .await;
-    // KGZ's upload holds the only slot: header sent, stream kept open.
-    let kgz = snapshot("KGZ", 1, SnapshotDigest::GENESIS, &many_items(10));
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(header_msg(&kgz.signed)).await.unwrap();
-    let mut kgz_client = coord.client().await;
-    let held = tokio::spawn(async move { kgz_client.submit(ReceiverStream::new(rx)).await });
-    // Let the coordinator take the slot for KGZ first; if it did not, KGZ is
-    // the one shed and the `held` check below fails the test.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (kgz, tx, held) = hold_the_only_upload_slot(&coord).await;
 
     let cfg = write_node_config(dir.path(), "ARM", &coord.url());
     let drop_dir = dir.path().join("drop");

@@ -100,6 +100,21 @@ impl NodeError {
     }
 
     /// Returns true if and only if the coordinator refused the snapshot for
+    /// who sent it: its signature is not the state's registered key, or the
+    /// caller may not submit for that state. It stored nothing; the same
+    /// export signed again once the node's key, state or credentials are
+    /// fixed can succeed, but this signed snapshot never will.
+    pub fn is_refused_for_credentials(&self) -> bool {
+        matches!(
+            self,
+            NodeError::Rejected {
+                code: Code::Unauthenticated | Code::PermissionDenied,
+                ..
+            }
+        )
+    }
+
+    /// Returns true if and only if the coordinator refused the snapshot for
     /// its content (malformed, too big), so that it stored nothing and a
     /// different export may succeed where this one failed.
     pub fn is_refused_for_content(&self) -> bool {
@@ -331,12 +346,14 @@ impl Node {
     }
 
     /// After [`Node::submit_pending`] failed with `error`: if the coordinator
-    /// refused a pending snapshot for its content, removes it from the outbox
-    /// with every later pending one (they chain on it, so they could never be
-    /// accepted) and returns the sequences removed; the next export then
-    /// takes the first of them. The coordinator stored nothing for any of
-    /// them, so this is not an equivocation. `None` (nothing removed) for any
-    /// other error.
+    /// refused a pending snapshot for its content or its credentials, removes
+    /// it from the outbox with every later pending one (they chain on it, so
+    /// they could never be accepted) and returns the sequences removed; the
+    /// next export then takes the first of them. The coordinator stored
+    /// nothing for any of them, so this is not an equivocation. Left pending,
+    /// a snapshot signed with a wrong key would be resent first, and refused,
+    /// by every later run, even after the key is fixed. `None` (nothing
+    /// removed) for any other error.
     pub fn discard_refused(
         &self,
         error: &NodeError,
@@ -344,7 +361,7 @@ impl Node {
         let NodeError::Rejected { sequence, .. } = error else {
             return Ok(None);
         };
-        if !error.is_refused_for_content() {
+        if !(error.is_refused_for_content() || error.is_refused_for_credentials()) {
             return Ok(None);
         }
         let removed = self.outbox.discard_refused(*sequence)?;
@@ -428,16 +445,26 @@ impl Node {
             ),
         );
         let sent = uploading.clone();
+        // Set before the stream ends short, so before the coordinator's answer.
+        let unreadable = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let unreadable_in_sender = unreadable.clone();
         tokio::task::spawn_blocking(move || {
             if tx.blocking_send(header).is_err() {
                 return;
             }
             for i in 0..chunk_count {
-                let Ok(leaves) = outbox_db.chunk(sequence, i) else {
-                    // A missing chunk would make the root mismatch: the
-                    // coordinator rejects it, nothing is stored. Stop here.
-                    tracing::error!(sequence, chunk = i, "outbox chunk missing");
-                    return;
+                let leaves = match outbox_db.chunk(sequence, i) {
+                    Ok(leaves) => leaves,
+                    Err(e) => {
+                        // Ending the stream short makes the coordinator refuse
+                        // the snapshot (nothing stored); that refusal is about
+                        // this outbox, not about the snapshot's content.
+                        tracing::error!(sequence, chunk = i, error = %e, "reading the outbox failed");
+                        if let Ok(mut slot) = unreadable_in_sender.lock() {
+                            *slot = Some(e);
+                        }
+                        return;
+                    }
                 };
                 let msg = proto::SubmitRequest {
                     part: Some(submit_request::Part::Chunk(proto::ItemChunk {
@@ -450,10 +477,13 @@ impl Node {
                 sent.inc(1);
             }
         });
-        let response = client
-            .submit(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| self.status_error(sequence, s))?;
+        let response =
+            client.submit(ReceiverStream::new(rx)).await.map_err(|s| {
+                match unreadable.lock().ok().and_then(|mut slot| slot.take()) {
+                    Some(e) => NodeError::Outbox(e),
+                    None => self.status_error(sequence, s),
+                }
+            })?;
         uploading.finish();
         let receipt =
             receipt_from_proto(response.get_ref()).map_err(|e| NodeError::BadReceipt {

@@ -7,9 +7,9 @@
 //! a second snapshot for one sequence number that the coordinator may hold.
 //! (Only a snapshot the coordinator refused for its content, and those chained
 //! on it, leave the outbox unaccepted: see [`Outbox::discard_refused`].) Each
-//! record also keeps the
-//! SHA-256 of the export file it came from, so submitting the same export twice
-//! does not sign it twice.
+//! record also keeps the SHA-256 of the export file it came from, so that an
+//! export submitted again after a crash is not signed twice (see
+//! [`Outbox::find_export`]).
 
 use std::path::Path;
 
@@ -29,6 +29,11 @@ pub enum OutboxError {
     Backend(#[from] sled::Error),
     #[error("outbox record for sequence {0} is corrupt")]
     Corrupt(u64),
+    #[error(
+        "chunk {index} of sequence {sequence} is missing from the outbox (damaged outbox \
+         storage): the snapshot cannot be sent as signed"
+    )]
+    MissingChunk { sequence: u64, index: u32 },
 }
 
 /// One signed snapshot in the outbox.
@@ -174,12 +179,24 @@ impl Outbox {
             .collect())
     }
 
-    /// The entry signed from an export with this SHA-256, if any.
+    /// The entry an export with this SHA-256 was signed as, if signing it
+    /// again would only repeat that entry: one still pending, or the newest.
+    /// An export identical to an older, accepted one is new evidence (the
+    /// inventory went back to an earlier state) and is signed again.
     pub fn find_export(&self, sha256: &[u8; 32]) -> Result<Option<OutboxEntry>, OutboxError> {
-        Ok(self
-            .entries()?
-            .into_iter()
-            .find(|e| &e.export_sha256 == sha256))
+        let entries = self.entries()?;
+        let newest = entries.last().map(OutboxEntry::sequence);
+        Ok(entries.into_iter().find(|e| {
+            &e.export_sha256 == sha256 && (e.receipt.is_none() || Some(e.sequence()) == newest)
+        }))
+    }
+
+    /// The entry with this sequence, if the outbox holds it.
+    pub fn entry(&self, sequence: u64) -> Result<Option<OutboxEntry>, OutboxError> {
+        match self.snapshots.get(sequence.to_be_bytes())? {
+            Some(v) => Ok(Some(self.decode_entry(&sequence.to_be_bytes(), &v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Stores a freshly signed snapshot durably: chunks, a flush, then the
@@ -275,7 +292,7 @@ impl ChunkReader {
         self.0
             .get(chunk_key(sequence, index))?
             .map(|v| v.to_vec())
-            .ok_or(OutboxError::Corrupt(sequence))
+            .ok_or(OutboxError::MissingChunk { sequence, index })
     }
 }
 
@@ -326,7 +343,7 @@ mod tests {
         assert_eq!(outbox.pending().unwrap().len(), 1);
         assert_eq!(
             outbox
-                .find_export(&[1; 32])
+                .entry(1)
                 .unwrap()
                 .unwrap()
                 .receipt
@@ -335,6 +352,10 @@ mod tests {
             5
         );
         assert_eq!(outbox.chunk(1, 0).unwrap(), b"abc");
+        // Signing export 2 again would repeat a pending entry; export 1,
+        // accepted and older than the newest, is new evidence if it comes back.
+        assert_eq!(outbox.find_export(&[2; 32]).unwrap().unwrap().sequence(), 2);
+        assert!(outbox.find_export(&[1; 32]).unwrap().is_none());
         assert!(outbox.find_export(&[3; 32]).unwrap().is_none());
     }
 
@@ -366,7 +387,19 @@ mod tests {
             .collect();
         assert_eq!(left, vec![1]);
         assert_eq!(outbox.chunk(1, 0).unwrap(), b"one");
-        assert!(matches!(outbox.chunk(2, 0), Err(OutboxError::Corrupt(2))));
-        assert!(matches!(outbox.chunk(3, 0), Err(OutboxError::Corrupt(3))));
+        assert!(matches!(
+            outbox.chunk(2, 0),
+            Err(OutboxError::MissingChunk {
+                sequence: 2,
+                index: 0
+            })
+        ));
+        assert!(matches!(
+            outbox.chunk(3, 0),
+            Err(OutboxError::MissingChunk {
+                sequence: 3,
+                index: 0
+            })
+        ));
     }
 }

@@ -17,18 +17,28 @@
 //!   moves to `DIR/rejected/` beside `NAME.reason.txt`, and the watcher goes
 //!   on with the next file. A name already taken there gets `-2`, `-3`, …
 //!   before its extension.
-//! - A file identical to one signed before (same SHA-256) is not signed
-//!   again; it is moved to `submitted/` once that snapshot is accepted.
+//! - A file identical (same SHA-256) to the newest snapshot signed, or to one
+//!   still waiting for delivery, is not signed again; it is moved to
+//!   `submitted/` once that snapshot is accepted. A file identical to an
+//!   older, accepted snapshot is signed: the inventory went back to what it was.
+//! - A file replaced (a new export renamed over its name) while its snapshot
+//!   was being delivered is left where it is and signed at the next scan;
+//!   only the export that was signed is filed under `submitted/` or `rejected/`.
 //! - While the coordinator cannot be reached, the node retries with the
 //!   backoff of `[retry]`, and later files wait: nothing is lost or reordered,
 //!   and the outbox makes sure a restart resends the same signed snapshot.
 //! - Problems with the node itself (key unknown to the coordinator, chain
 //!   out of step, corrupt outbox) stop the watcher with an error: they need
-//!   a person, and refusing every file would hide them.
+//!   a person, and refusing every file would hide them. A snapshot refused
+//!   for its signer (wrong key, wrong state, credentials) leaves the outbox
+//!   first, its file staying in the folder: a restart with the right key
+//!   signs it again rather than resending what can never be accepted.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
 
 use super::{Node, NodeError, Prepared};
 
@@ -179,6 +189,13 @@ pub async fn watch(
                 head_known = false;
                 continue;
             }
+            // Signed with a key (or for a state, or with credentials) the
+            // coordinator refuses: out of the outbox, so that a restart with
+            // the right ones signs the exports, still here, again.
+            Err(e) if e.is_refused_for_credentials() => {
+                node.discard_refused(&e)?;
+                return Err(e.into());
+            }
             Err(e) if e.is_retryable() || matches!(e, NodeError::GaveUp { .. }) => {
                 tracing::warn!(error = %e, "pending snapshots not delivered yet");
                 tokio::select! {
@@ -260,14 +277,27 @@ async fn submit_file(
         }
         Err(e) => return Err(e.into()),
     };
+    // What was signed; the file is compared with it before it is moved.
+    let signed_export = node
+        .outbox()
+        .entry(sequence)
+        .map_err(NodeError::from)?
+        .map(|e| e.export_sha256);
     match node.submit_pending().await {
         Ok(_) => {
+            if !still_holds(file, signed_export)? {
+                return Ok(None);
+            }
             let moved_to = move_into(file, &dir.join(SUBMITTED_DIR))?;
             tracing::info!(file = %file.display(), sequence, moved_to = %moved_to.display(), "accepted");
             Ok(Some(Outcome::Submitted { sequence, moved_to }))
         }
         Err(e) if e.is_refused_for_content() => match node.discard_refused(&e)? {
             Some(removed) if *removed.start() == sequence => {
+                if !still_holds(file, signed_export)? {
+                    tracing::warn!(file = %file.display(), sequence, reason = %e, "the export signed from this file was refused");
+                    return Ok(None);
+                }
                 let moved_to = reject(dir, file, &e.to_string())?;
                 Ok(Some(Outcome::Rejected { moved_to }))
             }
@@ -276,12 +306,39 @@ async fn submit_file(
             Some(_) => Ok(None),
             None => Err(e.into()),
         },
+        Err(e) if e.is_refused_for_credentials() => {
+            node.discard_refused(&e)?;
+            Err(e.into())
+        }
         Err(e) if e.is_retryable() || matches!(e, NodeError::GaveUp { .. }) => {
             tracing::warn!(error = %e, file = %file.display(), "not delivered yet; will try again");
             Ok(None)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether `file` still holds the export that was signed (SHA-256
+/// `signed_export`). Writers replace a file by renaming a new one over its
+/// name, and delivery can take hours while the coordinator is away: a newer
+/// export in its place must stay for the next scan, to be signed, rather than
+/// be filed with the verdict on the older one. A file taken away meanwhile
+/// holds nothing either.
+fn still_holds(file: &Path, signed_export: Option<[u8; 32]>) -> Result<bool, WatchError> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(file = %file.display(), "taken away before it could be filed");
+            return Ok(false);
+        }
+        Err(e) => return Err(folder_err(file)(e)),
+    };
+    let now: [u8; 32] = Sha256::digest(&bytes).into();
+    let same = signed_export == Some(now);
+    if !same {
+        tracing::info!(file = %file.display(), "replaced by a different export since it was signed; the new one is signed next");
+    }
+    Ok(same)
 }
 
 #[cfg(test)]
