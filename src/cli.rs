@@ -71,7 +71,7 @@ pub enum Command {
         #[command(subcommand)]
         command: operator::AuditCommand,
     },
-    /// Member states' last snapshots, who is overdue, open alerts by kind.
+    /// Member states' last snapshots, who is overdue, current alerts by kind.
     Status {
         #[command(flatten)]
         target: operator::Target,
@@ -751,12 +751,18 @@ async fn node_submit(
         Ok(receipts) => receipts,
         // Left pending, it would be resent first by every later submit and
         // refused again: the node could never move on.
-        Err(e) => match node.discard_refused(&e)? {
-            Some(_) if e.is_refused_for_credentials() => bail!(
-                "{e}\nThe coordinator stored nothing. What this node signed was removed from \
-                 the outbox (it could never be accepted): fix the node's key_file, state or \
-                 credentials as the message says, then submit the export again"
+        Err(e) if e.is_refused_for_credentials() => match node.discard_refused_signer(&e).await? {
+            Some(removed) => bail!(
+                "{e}\nThe coordinator's chain ends before sequence {first}: sequences {first} to \
+                 {last}, signed by this node and never acceptable, were removed from the outbox. \
+                 Fix the node's key_file, state or credentials as the message says, then submit \
+                 the export again",
+                first = removed.start(),
+                last = removed.end()
             ),
+            None => return Err(e.into()),
+        },
+        Err(e) => match node.discard_refused(&e)? {
             Some(removed) if removed.start() == removed.end() => bail!(
                 "{e}\nThe coordinator stored nothing for sequence {first}; it was removed \
                  from the outbox, so the next export submitted takes sequence {first}. \

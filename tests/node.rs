@@ -233,7 +233,15 @@ async fn a_snapshot_signed_with_the_wrong_key_does_not_block_the_right_one() {
         node.prepare(&export, None, None).unwrap();
         let error = node.submit_pending().await.unwrap_err();
         assert!(error.is_refused_for_credentials(), "{error:?}");
-        assert_eq!(node.discard_refused(&error).unwrap(), Some(1..=1));
+        assert_eq!(
+            node.discard_refused(&error).unwrap(),
+            None,
+            "not for content"
+        );
+        assert_eq!(
+            node.discard_refused_signer(&error).await.unwrap(),
+            Some(1..=1)
+        );
         assert!(node.outbox().entries().unwrap().is_empty());
     }
     std::fs::write(&cfg, right).unwrap();
@@ -248,6 +256,34 @@ async fn a_snapshot_signed_with_the_wrong_key_does_not_block_the_right_one() {
     let receipts = node.submit_pending().await.unwrap();
     assert_eq!(receipts.len(), 1);
     assert_eq!(receipts[0].sequence, 1);
+    coord.stop().await;
+}
+
+/// The same refusal for a sequence the coordinator already holds (a
+/// snapshot whose receipt was lost, say) keeps the snapshot: signing that
+/// sequence again with another key would be an equivocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrongly_signed_snapshot_is_kept_if_its_sequence_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
+    let right = node_config(dir.path(), "ARM", &coord.url(), "outbox-right");
+    {
+        let node = open_node(&right);
+        let export = write_export(dir.path(), "arm-2.csv", EXPORT_2);
+        node.prepare(&export, None, None).unwrap();
+        node.submit_pending().await.unwrap();
+    }
+    let wrong = node_config(dir.path(), "ARM", &coord.url(), "outbox");
+    tally::keys::write_key_pair(&dir.path().join("keys"), "KAZ", &state_key("KAZ")).unwrap();
+    let text = std::fs::read_to_string(&wrong).unwrap();
+    std::fs::write(&wrong, text.replace("keys/ARM.key", "keys/KAZ.key")).unwrap();
+    let node = open_node(&wrong);
+    let export = write_export(dir.path(), "arm-1.csv", EXPORT_1);
+    node.prepare(&export, None, None).unwrap();
+    let error = node.submit_pending().await.unwrap_err();
+    assert!(error.is_refused_for_credentials(), "{error:?}");
+    assert_eq!(node.discard_refused_signer(&error).await.unwrap(), None);
+    assert_eq!(node.outbox().pending().unwrap().len(), 1);
     coord.stop().await;
 }
 

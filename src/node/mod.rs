@@ -165,7 +165,8 @@ fn classify_status(address: &str, sequence: u64, status: &tonic::Status) -> Node
 pub enum Prepared {
     /// Signed a new snapshot with this sequence number.
     Signed { sequence: u64, items: u64 },
-    /// This exact export file was signed before (as this sequence); nothing new signed.
+    /// This exact export is the newest snapshot signed, or one still pending
+    /// (as this sequence); nothing new signed.
     AlreadySigned { sequence: u64 },
 }
 
@@ -346,30 +347,89 @@ impl Node {
     }
 
     /// After [`Node::submit_pending`] failed with `error`: if the coordinator
-    /// refused a pending snapshot for its content or its credentials, removes
-    /// it from the outbox with every later pending one (they chain on it, so
-    /// they could never be accepted) and returns the sequences removed; the
-    /// next export then takes the first of them. The coordinator stored
-    /// nothing for any of them, so this is not an equivocation. Left pending,
-    /// a snapshot signed with a wrong key would be resent first, and refused,
-    /// by every later run, even after the key is fixed. `None` (nothing
-    /// removed) for any other error.
+    /// refused a pending snapshot for its content, removes it from the outbox
+    /// with every later pending one (they chain on it, so they could never be
+    /// accepted) and returns the sequences removed; the next export then
+    /// takes the first of them. The coordinator stored nothing for any of
+    /// them, so this is not an equivocation. `None` (nothing removed) for any
+    /// other error.
     pub fn discard_refused(
+        &self,
+        error: &NodeError,
+    ) -> Result<Option<RangeInclusive<u64>>, NodeError> {
+        match error {
+            NodeError::Rejected { sequence, .. } if error.is_refused_for_content() => {
+                self.discard_from(*sequence, error)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// After [`Node::submit_pending`] failed with `error`: if the coordinator
+    /// refused a pending snapshot for its signer (wrong key, state or
+    /// credentials), removes it and every later pending one as
+    /// [`Node::discard_refused`] does, so that a node whose key is fixed signs
+    /// its exports again instead of resending, forever, what can never be
+    /// accepted. Only once the coordinator confirms that its chain ends
+    /// before that sequence: those refusals come before its check for a
+    /// resubmission, so a snapshot whose receipt was lost may be stored
+    /// although still pending here, and signing its sequence again would be an
+    /// equivocation. `None` (nothing removed) otherwise, also when the
+    /// coordinator cannot be asked.
+    pub async fn discard_refused_signer(
         &self,
         error: &NodeError,
     ) -> Result<Option<RangeInclusive<u64>>, NodeError> {
         let NodeError::Rejected { sequence, .. } = error else {
             return Ok(None);
         };
-        if !(error.is_refused_for_content() || error.is_refused_for_credentials()) {
+        if !error.is_refused_for_credentials() {
             return Ok(None);
         }
-        let removed = self.outbox.discard_refused(*sequence)?;
+        match self.coordinator_latest_sequence().await {
+            Ok(latest) if latest < *sequence => self.discard_from(*sequence, error),
+            Ok(latest) => {
+                tracing::warn!(
+                    sequence,
+                    latest,
+                    "the coordinator's chain already reaches this sequence: kept in the outbox"
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the coordinator where its chain ends: kept in the outbox");
+                Ok(None)
+            }
+        }
+    }
+
+    fn discard_from(
+        &self,
+        sequence: u64,
+        error: &NodeError,
+    ) -> Result<Option<RangeInclusive<u64>>, NodeError> {
+        let removed = self.outbox.discard_refused(sequence)?;
         let (Some(&first), Some(&last)) = (removed.first(), removed.last()) else {
             return Ok(None);
         };
         tracing::warn!(first, last, %error, "refused snapshot removed from the outbox, with the ones chained on it");
         Ok(Some(first..=last))
+    }
+
+    /// The sequence of this state's newest snapshot at the coordinator (0:
+    /// none), unverified: enough to know whether a sequence is taken.
+    async fn coordinator_latest_sequence(&self) -> Result<u64, NodeError> {
+        let mut client = self.connect().await?;
+        let list = client
+            .list_snapshots(proto::ListSnapshotsRequest {
+                state: self.config.state.to_string(),
+                from_sequence: 0,
+                limit: 1,
+            })
+            .await
+            .map_err(|s| self.status_error(0, s))?
+            .into_inner();
+        Ok(list.latest_sequence)
     }
 
     /// Runs `op` until it succeeds, a non-retryable error occurs, or the

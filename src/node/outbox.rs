@@ -5,9 +5,9 @@
 //! and flushed, before anything is sent; a node that dies after signing finds
 //! the same signed snapshot on its next run and resubmits it, so it never signs
 //! a second snapshot for one sequence number that the coordinator may hold.
-//! (Only a snapshot the coordinator refused for its content, and those chained
-//! on it, leave the outbox unaccepted: see [`Outbox::discard_refused`].) Each
-//! record also keeps the SHA-256 of the export file it came from, so that an
+//! (Only a snapshot the coordinator refused for its content or its signer,
+//! and those chained on it, leave the outbox unaccepted: see
+//! [`Outbox::discard_refused`].) Each record also keeps the SHA-256 of the export file it came from, so that an
 //! export submitted again after a crash is not signed twice (see
 //! [`Outbox::find_export`]).
 

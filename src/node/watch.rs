@@ -30,9 +30,10 @@
 //! - Problems with the node itself (key unknown to the coordinator, chain
 //!   out of step, corrupt outbox) stop the watcher with an error: they need
 //!   a person, and refusing every file would hide them. A snapshot refused
-//!   for its signer (wrong key, wrong state, credentials) leaves the outbox
-//!   first, its file staying in the folder: a restart with the right key
-//!   signs it again rather than resending what can never be accepted.
+//!   for its signer (wrong key, wrong state, credentials) first leaves the
+//!   outbox if the coordinator's chain ends before it, its file staying in
+//!   the folder: a restart with the right key signs it again rather than
+//!   resending what can never be accepted.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -193,7 +194,7 @@ pub async fn watch(
             // coordinator refuses: out of the outbox, so that a restart with
             // the right ones signs the exports, still here, again.
             Err(e) if e.is_refused_for_credentials() => {
-                node.discard_refused(&e)?;
+                node.discard_refused_signer(&e).await?;
                 return Err(e.into());
             }
             Err(e) if e.is_retryable() || matches!(e, NodeError::GaveUp { .. }) => {
@@ -307,7 +308,7 @@ async fn submit_file(
             None => Err(e.into()),
         },
         Err(e) if e.is_refused_for_credentials() => {
-            node.discard_refused(&e)?;
+            node.discard_refused_signer(&e).await?;
             Err(e.into())
         }
         Err(e) if e.is_retryable() || matches!(e, NodeError::GaveUp { .. }) => {
