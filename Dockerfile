@@ -1,13 +1,16 @@
 # Tally in a container: one image with the `tally` binary for the
 # coordinator, the member nodes and the one-shot key set-up of
-# docker-compose.yml. See README.md, "Deployment".
+# docker-compose.yml. See docs/deployment.md.
 
 # Build stage: the Rust toolchain. protox compiles the .proto files, so no
 # protoc is needed; mimalloc needs the C compiler the image already has.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock build.rs ./
+COPY Cargo.toml Cargo.lock ./
 COPY proto proto
+# Every workspace member: the domain core and the wire crate (which compiles
+# ../../proto in its build script), then the binary.
+COPY crates crates
 COPY src src
 # Cargo.toml names these targets; cargo wants their files present.
 COPY benches benches

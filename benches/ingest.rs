@@ -7,13 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use tally::export::{ExportOptions, read_export};
+use tally::coordinator::storage::SledStore;
+use tally::inventory_csv::{ExportOptions, read_export};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use tally::serial::CanonicalRule;
-use tally::service::convert::signed_header_to_proto;
 use tally::snapshot::{ItemStreamVerifier, SnapshotDigest, build_snapshot, sort_items};
 use tally::state::{StateCode, StateSet};
-use tally::store::SledStore;
+use tally_wire::convert::signed_header_to_proto;
 
 /// The same allocator as the `tally` binary, so the numbers are the binary's.
 #[global_allocator]
@@ -42,7 +42,7 @@ fn main() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
     let rule = CanonicalRule::default();
     let known = StateSet::members();
-    let csv = tally::generate::inventory_csv(state, n, 7);
+    let csv = tally::dev::generate::inventory_csv(state, n, 7);
     println!(
         "tally ingest benchmark: {n} items, {} MB CSV, median of {runs} runs",
         csv.len() / 1_000_000
@@ -118,7 +118,7 @@ fn main() {
     for _ in 0..runs {
         let dir = tempfile::tempdir().expect("tempdir");
         let elapsed = runtime.block_on(async {
-            let coordinator = tally::server::assemble(
+            let coordinator = tally::coordinator::server::assemble(
                 SledStore::open(dir.path()).expect("store"),
                 [(state, key.verifying_key())],
                 ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
@@ -133,9 +133,13 @@ fn main() {
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(tally::server::serve(coordinator, listener, async {
-                let _ = stopped.await;
-            }));
+            let server = tokio::spawn(tally::coordinator::server::serve(
+                coordinator,
+                listener,
+                async {
+                    let _ = stopped.await;
+                },
+            ));
             let mut client = SnapshotsClient::connect(format!("http://{addr}"))
                 .await
                 .expect("connect");

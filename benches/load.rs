@@ -5,7 +5,7 @@
 //! process and, per round, six `tally node submit` processes (the binaries of
 //! this package), TLS with a node certificate per state, and an operator
 //! token for the watchers and the tracer, which run in this process. The data
-//! is `tally::generate::reconcile_scenario` (the reconciliation benchmark's
+//! is `tally::dev::generate::reconcile_scenario` (the reconciliation benchmark's
 //! planted discrepancies): round 1 loads six full inventories, round 2 sends
 //! six new snapshots that differ by about 1 %.
 //!
@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use tally::access::TokenDigest;
-use tally::cli::operator::{Connection, Target, connect};
-use tally::demo::thousands;
-use tally::generate::{ScenarioConfig, reconcile_scenario};
+use tally::dev::demo::thousands;
+use tally::dev::generate::{ScenarioConfig, reconcile_scenario};
+use tally::operator::{Connection, Target, connect};
 use tally::proto::trace_client::TraceClient;
 use tally::proto::{self, alerts_client::AlertsClient, coordinator_client::CoordinatorClient};
 use tally::state::{MEMBER_STATES, StateCode};
@@ -57,7 +57,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 fn now_unix_ms() -> i64 {
-    tally::ingest::now_unix_ms()
+    tally::coordinator::admission::now_unix_ms()
 }
 
 /// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`), if the process lives.
@@ -103,11 +103,19 @@ impl Deployment {
             .map_err(|e| anyhow!("member states: {e}"))?;
         let keys = dir.join("keys");
         for state in &states {
-            tally::keys::write_key_pair(&keys, state.as_str(), &tally::keys::generate()?)?;
+            tally::support::keys::write_key_pair(
+                &keys,
+                state.as_str(),
+                &tally::support::keys::generate()?,
+            )?;
         }
-        tally::keys::write_key_pair(&keys, "coordinator", &tally::keys::generate()?)?;
-        let pki = tally::certs::init(&dir.join("certs"), &states, &[])?;
-        let token = tally::access::new_token()?;
+        tally::support::keys::write_key_pair(
+            &keys,
+            "coordinator",
+            &tally::support::keys::generate()?,
+        )?;
+        let pki = tally::support::certs::init(&dir.join("certs"), &states, &[])?;
+        let token = tally::support::keys::new_token()?;
 
         let mut coordinator = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"store\"\nkey_file = \"keys/coordinator.key\"\n\n\

@@ -14,12 +14,12 @@
 //!
 //! What it does:
 //! 1. Generates a seeded two-round scenario with a known number of planted
-//!    discrepancies of every kind (`tally::generate::reconcile_scenario`) and
+//!    discrepancies of every kind (`tally::dev::generate::reconcile_scenario`) and
 //!    writes the exports as CSV files.
 //! 2. Node side, in this process: parses, sorts, builds and signs all
 //!    snapshots (timed, for the end-to-end comparison).
 //! 3. Coordinator side, in a **child process** (this binary again, so its
-//!    memory is the coordinator's alone): `tally::server::assemble` on a sled
+//!    memory is the coordinator's alone): `tally::coordinator::server::assemble` on a sled
 //!    store, transfer grace 0, served on 127.0.0.1. This process submits round
 //!    1 of every state, then round 2, over loopback gRPC and times each submit
 //!    call. The coordinator reconciles before it answers, so the submit time
@@ -48,16 +48,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
-use tally::export::{ExportOptions, read_export};
-use tally::generate::{PLANTED_KINDS, ScenarioConfig, reconcile_scenario};
+use tally::coordinator::storage::SledStore;
+use tally::dev::generate::{PLANTED_KINDS, ScenarioConfig, reconcile_scenario};
+use tally::inventory_csv::{ExportOptions, read_export};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use tally::reconcile::{AlertKind, Engine, EngineConfig, ItemView, NoLines, SnapshotRef};
 use tally::serial::CanonicalRule;
-use tally::service::convert::signed_header_to_proto;
 use tally::snapshot::leaf::leaves;
 use tally::snapshot::{SignedHeader, SnapshotDigest, build_snapshot, sort_items};
 use tally::state::{MEMBER_STATES, StateCode, StateSet};
-use tally::store::SledStore;
+use tally_wire::convert::signed_header_to_proto;
 
 /// The same allocator as the `tally` binary, so the numbers are the binary's.
 #[global_allocator]
@@ -256,7 +256,7 @@ fn coordinator_child(dir: &Path) {
         .map(|s| StateCode::parse(s).expect("member"))
         .map(|s| (s, state_key(s).verifying_key()))
         .collect();
-    let coordinator = tally::server::assemble(
+    let coordinator = tally::coordinator::server::assemble(
         store,
         members,
         coordinator_key(),
@@ -289,7 +289,7 @@ fn coordinator_child(dir: &Path) {
             proc_status_kb(None, "VmRSS").unwrap_or(0),
             proc_status_kb(None, "VmHWM").unwrap_or(0),
         );
-        tally::server::serve(coordinator, listener, async {
+        tally::coordinator::server::serve(coordinator, listener, async {
             let _ = stop_rx.await;
         })
         .await
@@ -463,7 +463,7 @@ fn prepare(paths: &[(StateCode, usize, PathBuf)], times: &mut NodeTimes) -> Vec<
     let opts = ExportOptions::new(&rule, &known);
     // As-of times in the past, so grace 0 has passed when round 2 is reconciled.
     let hour = 3_600_000;
-    let start = tally::ingest::now_unix_ms() - 3 * hour;
+    let start = tally::coordinator::admission::now_unix_ms() - 3 * hour;
     let mut previous: BTreeMap<StateCode, SnapshotDigest> = BTreeMap::new();
     let mut out = Vec::new();
     for (state, round, path) in paths {
@@ -643,7 +643,7 @@ fn coordinator_run(store_dir: &Path, snapshots: &[Prepared]) -> RunResult {
     let restart_report = child.stop();
 
     // And without the checkpoint, as after a crash: every snapshot replayed.
-    let _ = std::fs::remove_file(store_dir.join(tally::reconciler::CHECKPOINT_FILE));
+    let _ = std::fs::remove_file(store_dir.join(tally::coordinator::reconciler::CHECKPOINT_FILE));
     let t = Instant::now();
     let child = ChildCoordinator::spawn(store_dir);
     let (rebuild_line, rebuild_rebuilt) =
@@ -725,7 +725,12 @@ fn engine_alone(snapshots: &[Prepared]) -> EngineAlone {
             as_of_unix_ms: h.as_of_unix_ms,
         };
         let t = Instant::now();
-        engine.apply_snapshot(reference, views, &NoLines, tally::ingest::now_unix_ms());
+        engine.apply_snapshot(
+            reference,
+            views,
+            &NoLines,
+            tally::coordinator::admission::now_unix_ms(),
+        );
         times.push((p.round, ms(parsed), ms(t.elapsed())));
     }
     let after = proc_status_kb(None, "VmRSS");

@@ -1,53 +1,31 @@
 //! Tally: cross-ministry inventory reconciliation.
 //!
 //! Member-state nodes turn inventory exports into signed snapshots and submit
-//! them over gRPC; the coordinator verifies them and stores them as evidence.
+//! them over gRPC; the coordinator verifies them, stores them as evidence and
+//! reconciles them into discrepancy alerts. The domain itself lives in
+//! `tally_core` (pure, no I/O) and the wire format in `tally_wire`; this crate
+//! is the one binary's roles, a folder each (docs/architecture.md):
 //!
-//! Domain logic (`serial`, `item`, `export`, `merkle`, `snapshot`) is plain
-//! synchronous Rust without I/O; `store`, `service`, `server` and `node` sit
-//! at the edges.
+//! - [`coordinator`]: admission of uploads, the reconciler driver, gRPC
+//!   services, storage behind traits, trace, metrics, archive.
+//! - [`node`]: a member state's exports → signed snapshots → outbox → upload.
+//! - [`operator`]: the operator's and auditor's commands (alerts, trace,
+//!   seizures, audit, status, health).
+//! - [`cli`]: the command-line tree, and nothing else.
+//! - [`support`]: configuration, keys, TLS and certificates, progress.
+//! - [`dev`]: the data generator and the demo.
 
-pub mod access;
-pub mod alerts;
-pub mod archive;
-pub mod audit;
-pub mod audit_log;
-pub mod certs;
 pub mod cli;
-pub mod config;
-pub mod demo;
-pub mod evidence;
-pub mod export;
-pub mod generate;
-pub mod health;
-pub mod ingest;
-pub mod item;
-pub mod keys;
-pub mod lifecycle;
-pub mod lookup;
-pub mod merkle;
-pub mod metrics;
+pub mod coordinator;
+pub mod dev;
 pub mod node;
-pub mod progress;
-pub mod quote;
-pub mod reconcile;
-pub mod reconciler;
-pub mod seizures;
-pub mod serial;
-pub mod server;
-pub mod service;
-pub mod snapshot;
-pub mod state;
-pub mod store;
-pub mod tls;
-pub mod trace;
-pub mod trace_view;
+pub mod operator;
+pub mod support;
 
-/// Generated protobuf and gRPC types (`proto/tally/v1`). They stop at the service edge.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("tally.v1");
-
-    /// Encoded descriptor set of `proto/`, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tally_descriptor");
-}
+// The domain core and the wire format, under the names the rest of this
+// crate uses.
+pub use tally_core::{
+    access, alert, audit, evidence, inventory_csv, item, merkle, quote, reconcile, serial,
+    snapshot, state,
+};
+pub use tally_wire::proto;

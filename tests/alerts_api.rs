@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tally::alerts::AlertStore;
+use tally::coordinator::storage::alerts::AlertStore;
 use tally::item::Status::*;
 use tally::proto::{self, alerts_client::AlertsClient};
 use tally::reconcile::{AlertBody, AlertChange, AlertKey, AlertKind, Severity};

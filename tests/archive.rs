@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tally::archive::{self, ExportSettings, ImportOptions, Manifest, SnapshotFiles};
+use tally::coordinator::archive::{self, ExportSettings, ImportOptions, Manifest, SnapshotFiles};
 use tally::item::Status::*;
 use tally::merkle::MerkleBuilder;
 use tally::proto::{
@@ -707,7 +707,7 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
     for st in ["RUS", "KAZ"] {
         known.insert(state(st), state_key(st).verifying_key());
     }
-    let partial = tally::archive::ImportOptions {
+    let partial = tally::coordinator::archive::ImportOptions {
         coordinator_key: Some(coordinator_key().verifying_key()),
         members: known,
         engine: None,
@@ -720,7 +720,7 @@ async fn a_tampered_export_is_refused_naming_the_file_and_the_reason() {
     );
 
     // The keys of another deployment.
-    let other = tally::archive::ImportOptions {
+    let other = tally::coordinator::archive::ImportOptions {
         coordinator_key: Some(state_key("RUS").verifying_key()),
         members: BTreeMap::new(),
         engine: None,
@@ -814,9 +814,9 @@ async fn the_commands_export_and_import_through_a_coordinator_config() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let keys = dir.join("keys");
-    tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).expect("key");
+    tally::support::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).expect("key");
     for st in MEMBERS {
-        tally::keys::write_key_pair(&keys, st, &state_key(st)).expect("key");
+        tally::support::keys::write_key_pair(&keys, st, &state_key(st)).expect("key");
     }
     let mut toml = "listen = \"127.0.0.1:0\"\ninsecure = true\ndata_dir = \"data\"\n\
                     key_file = \"keys/coordinator.key\"\n"

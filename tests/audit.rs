@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tally::audit::{Actor, SealedRecord, chain_hash, verify};
+use tally::coordinator::grpc::audit::record_from_proto;
 use tally::proto::{
     self, alerts_client::AlertsClient, audit_client::AuditClient, seizures_client::SeizuresClient,
     snapshots_client::SnapshotsClient,
 };
-use tally::service::audit::record_from_proto;
 use tally::snapshot::SnapshotDigest;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -275,7 +275,7 @@ fn tamper(data: &Path, alter: impl FnOnce(&sled::Tree)) {
     let store = common::open_store(data);
     let tree = store.db().open_tree("audit").unwrap();
     alter(&tree);
-    tally::store::flush(store.db()).unwrap();
+    tally::coordinator::storage::flush(store.db()).unwrap();
 }
 
 fn stored(tree: &sled::Tree, sequence: u64) -> SealedRecord {

@@ -7,17 +7,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use tally::config::Limits;
+use tally::coordinator::reconciler::Reconciler;
+use tally::coordinator::server::Coordinator;
+use tally::coordinator::storage::{SledStore, SnapshotStore};
 use tally::item::{Item, Status};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use tally::reconcile::EngineConfig;
-use tally::reconciler::Reconciler;
 use tally::serial::CanonicalRule;
-use tally::server::Coordinator;
-use tally::service::convert::{receipt_from_proto, signed_header_to_proto};
 use tally::snapshot::{Receipt, SignedHeader, SnapshotDigest, build_snapshot, sort_items};
 use tally::state::StateCode;
-use tally::store::{SledStore, SnapshotStore};
+use tally::support::config::Limits;
+use tally_wire::convert::{receipt_from_proto, signed_header_to_proto};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -60,13 +60,17 @@ impl TestCoordinator {
     }
 
     pub async fn serve(coordinator: Coordinator) -> TestCoordinator {
-        Self::serve_with(coordinator, tally::server::ServeOptions::default()).await
+        Self::serve_with(
+            coordinator,
+            tally::coordinator::server::ServeOptions::default(),
+        )
+        .await
     }
 
     /// Serves with TLS and access rules.
     pub async fn serve_with(
         coordinator: Coordinator,
-        options: tally::server::ServeOptions,
+        options: tally::coordinator::server::ServeOptions,
     ) -> TestCoordinator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -83,7 +87,7 @@ impl TestCoordinator {
         Self::serve_on_with(
             coordinator,
             listener,
-            tally::server::ServeOptions::default(),
+            tally::coordinator::server::ServeOptions::default(),
         )
         .await
     }
@@ -91,14 +95,14 @@ impl TestCoordinator {
     async fn serve_on_with(
         coordinator: Coordinator,
         listener: tokio::net::TcpListener,
-        options: tally::server::ServeOptions,
+        options: tally::coordinator::server::ServeOptions,
     ) -> TestCoordinator {
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let store = coordinator.ingestor.store().clone();
         let reconciler = coordinator.reconciler.clone();
         let task = tokio::spawn(async move {
-            tally::server::serve_with(
+            tally::coordinator::server::serve_with(
                 coordinator,
                 listener,
                 async {
@@ -167,7 +171,7 @@ pub fn assemble(
     limits: Limits,
     engine: EngineConfig,
 ) -> Coordinator {
-    tally::server::assemble(
+    tally::coordinator::server::assemble(
         open_store(data_dir),
         members
             .iter()
@@ -315,8 +319,7 @@ pub async fn fetch_and_verify(
         }
     }
     let (signed, receipt) =
-        tally::service::convert::snapshot_info_from_proto(&info.expect("info first"))
-            .expect("info");
+        tally_wire::convert::snapshot_info_from_proto(&info.expect("info first")).expect("info");
     signed
         .verify(&state_key(st).verifying_key())
         .expect("header signature");

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde_yaml_ng::Value;
 use tally::cli::{Cli, Command, NodeCommand};
-use tally::config::{CoordinatorConfig, NodeConfig};
 use tally::state::MEMBER_STATES;
+use tally::support::config::{CoordinatorConfig, NodeConfig};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -297,7 +297,7 @@ async fn compose_file_matches_the_configuration() {
         "published port"
     );
     assert_eq!(health_port(coordinator, "localhost"), port);
-    let coordinator_key = tally::keys::read_signing_key(&coord_cfg.key_file).unwrap();
+    let coordinator_key = tally::support::keys::read_signing_key(&coord_cfg.key_file).unwrap();
     assert_eq!(
         coord_box.private_keys(),
         BTreeSet::from(["coordinator.key".to_string()]),
@@ -347,7 +347,7 @@ async fn compose_file_matches_the_configuration() {
             BTreeSet::from([format!("{st}.key")]),
             "{name} sees its own private key and no other"
         );
-        let key = tally::keys::read_signing_key(&cfg.key_file).unwrap();
+        let key = tally::support::keys::read_signing_key(&cfg.key_file).unwrap();
         let member = coord_cfg
             .members
             .iter()
@@ -385,6 +385,34 @@ fn dockerfile_builds_tally_in_a_rust_stage_and_runs_it_on_debian_slim() {
     assert!(froms[1].starts_with("FROM debian:") && froms[1].contains("-slim"));
     assert!(text.contains("cargo build --release --locked --bin tally"));
     assert!(text.contains("COPY --from=build /usr/local/bin/tally /usr/local/bin/tally"));
+    // Every workspace member (and the protos the wire crate compiles) is
+    // copied into the build stage, or the image does not build.
+    let copied: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| l.split_whitespace().rev().skip(1))
+        .collect();
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("Cargo.toml")).unwrap()).unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    assert!(members.len() >= 3, "{members:?}");
+    let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into(), "proto".into()];
+    needed.extend(["src", "benches", "tests"].map(String::from));
+    for m in members {
+        let m = m.as_str().unwrap();
+        if m != "." {
+            needed.push(m.to_string());
+        }
+    }
+    for path in &needed {
+        assert!(
+            copied
+                .iter()
+                .any(|c| path == c || path.starts_with(&format!("{}/", c.trim_end_matches('/')))),
+            "the Dockerfile's build stage does not copy {path} (copied: {copied:?})"
+        );
+    }
     // Every key volume mount point of the key service exists in the image, so
     // that Docker gives the volume to the unprivileged user.
     let (services, _) = parse_compose();

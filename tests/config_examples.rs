@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use tally::config::{CoordinatorConfig, NodeConfig, Transport};
 use tally::state::MEMBER_STATES;
+use tally::support::config::{CoordinatorConfig, NodeConfig, Transport};
 
 #[test]
 fn example_configs_load_with_generated_keys() {
@@ -13,16 +13,22 @@ fn example_configs_load_with_generated_keys() {
         &root.path().join("config"),
     );
     let keys = root.path().join("keys");
-    tally::keys::write_key_pair(&keys, "coordinator", &tally::keys::generate().unwrap()).unwrap();
+    tally::support::keys::write_key_pair(
+        &keys,
+        "coordinator",
+        &tally::support::keys::generate().unwrap(),
+    )
+    .unwrap();
     for st in MEMBER_STATES {
-        tally::keys::write_key_pair(&keys, st, &tally::keys::generate().unwrap()).unwrap();
+        tally::support::keys::write_key_pair(&keys, st, &tally::support::keys::generate().unwrap())
+            .unwrap();
     }
 
     let states: Vec<_> = MEMBER_STATES
         .iter()
         .map(|s| tally::state::StateCode::parse(s).unwrap())
         .collect();
-    tally::certs::init(&root.path().join("certs"), &states, &[]).unwrap();
+    tally::support::certs::init(&root.path().join("certs"), &states, &[]).unwrap();
 
     let coord = CoordinatorConfig::load(&root.path().join("config/coordinator.toml")).unwrap();
     assert_eq!(coord.members.len(), 6);
@@ -46,7 +52,7 @@ fn example_configs_load_with_generated_keys() {
             .iter()
             .find(|m| m.state == node.state)
             .unwrap();
-        let node_key = tally::keys::read_signing_key(&node.key_file).unwrap();
+        let node_key = tally::support::keys::read_signing_key(&node.key_file).unwrap();
         assert_eq!(
             member.public_key,
             node_key.verifying_key(),
@@ -252,12 +258,14 @@ fn validation_names_the_file_the_key_and_the_variable() {
 }
 
 /// Every key has an environment variable; every key is in the commented
-/// example files, and every variable in README.md's configuration reference.
+/// example files, and every key with its variable in a row of the tables of
+/// docs/configuration.md (the configuration reference).
 #[test]
 fn every_key_is_documented_with_its_environment_variable() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let (coordinator, node) = tally::config::env_keys();
+    let reference = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let rows: Vec<&str> = reference.lines().filter(|l| l.starts_with("| `")).collect();
+    let (coordinator, node) = tally::support::config::env_keys();
     let examples = [
         (coordinator, root.join("config/coordinator.toml")),
         (node, root.join("config/nodes/RUS.toml")),
@@ -280,7 +288,12 @@ fn every_key_is_documented_with_its_environment_variable() {
                     .starts_with(&format!("{name} ="))
             });
             assert!(documented, "{}: {key} is not documented", example.display());
-            assert!(readme.contains(&var), "README.md does not mention {var}");
+            assert!(
+                rows.iter()
+                    .any(|row| row.contains(&format!("`{key}`"))
+                        && row.contains(&format!("`{var}`"))),
+                "docs/configuration.md has no table row with `{key}` and `{var}`"
+            );
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tally::cli::operator::{Connection, Target, connect};
+use tally::operator::{Connection, Target, connect};
 use tally::proto::{
     self, alerts_client::AlertsClient, coordinator_client::CoordinatorClient,
     snapshots_client::SnapshotsClient,

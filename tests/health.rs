@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tally::health::{HealthError, check};
+use tally::operator::health::{HealthError, check};
 use tonic_health::ServingStatus;
 
 use crate::common::*;

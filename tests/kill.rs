@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
-use tally::config::CoordinatorConfig;
+use tally::coordinator::storage::SnapshotStore;
 use tally::item::{Item, Status};
 use tally::node::Outbox;
 use tally::proto::{
@@ -29,10 +29,10 @@ use tally::proto::{
     snapshots_client::SnapshotsClient,
 };
 use tally::serial::CanonicalRule;
-use tally::service::convert::{receipt_from_proto, snapshot_info_from_proto};
 use tally::snapshot::leaf::leaves;
 use tally::snapshot::{Receipt, SnapshotDigest, build_snapshot, sort_items};
-use tally::store::SnapshotStore;
+use tally::support::config::CoordinatorConfig;
+use tally_wire::convert::{receipt_from_proto, snapshot_info_from_proto};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -77,7 +77,7 @@ fn millis(rng: &mut TestRng, range: std::ops::Range<u64>) -> Duration {
 }
 
 fn now_unix_ms() -> i64 {
-    tally::ingest::now_unix_ms()
+    tally::coordinator::admission::now_unix_ms()
 }
 
 // ---------------------------------------------------------------------------
@@ -206,10 +206,10 @@ fn split_at_leaves(chunk: &[u8], pieces: usize) -> Vec<Vec<u8>> {
 /// Keys and a coordinator configuration (insecure, loopback, free port) in `dir`.
 fn write_coordinator_config(dir: &Path) -> PathBuf {
     let keys = dir.join("keys");
-    tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).expect("key");
+    tally::support::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).expect("key");
     let mut members = String::new();
     for st in STATES {
-        tally::keys::write_key_pair(&keys, st, &state_key(st)).expect("key");
+        tally::support::keys::write_key_pair(&keys, st, &state_key(st)).expect("key");
         members.push_str(&format!(
             "\n[[members]]\nstate = \"{st}\"\npublic_key_file = \"keys/{st}.pub\"\n"
         ));
@@ -701,13 +701,13 @@ fn clean_rebuild_alerts(config_path: &Path, data: &Path, scratch: &Path) -> Vec<
     let _ = std::fs::remove_dir_all(scratch);
     common::copy_dir(data, scratch);
     // Not from the engine checkpoint: from the snapshots alone.
-    let _ = std::fs::remove_file(scratch.join(tally::reconciler::CHECKPOINT_FILE));
+    let _ = std::fs::remove_file(scratch.join(tally::coordinator::reconciler::CHECKPOINT_FILE));
     let config = CoordinatorConfig::load(config_path).expect("config");
     let store = common::open_store(scratch);
-    for tree in tally::alerts::ALERT_TREES {
+    for tree in tally::coordinator::storage::alerts::ALERT_TREES {
         store.db().drop_tree(tree).expect("drop alert tree");
     }
-    let coordinator = tally::server::assemble(
+    let coordinator = tally::coordinator::server::assemble(
         store,
         config.members.iter().map(|m| (m.state, m.public_key)),
         coordinator_key(),
@@ -725,7 +725,7 @@ fn clean_rebuild_alerts(config_path: &Path, data: &Path, scratch: &Path) -> Vec<
     comparable(
         alerts
             .iter()
-            .map(tally::service::alerts::alert_to_proto)
+            .map(tally::coordinator::grpc::alerts::alert_to_proto)
             .collect(),
     )
 }
@@ -1005,8 +1005,10 @@ const NODE_STATE: &str = "KGZ";
 fn write_node_config(dir: &Path, name: &str, url: &str) -> PathBuf {
     let keys = dir.join("keys");
     if !keys.join(format!("{NODE_STATE}.key")).exists() {
-        tally::keys::write_key_pair(&keys, NODE_STATE, &state_key(NODE_STATE)).expect("key");
-        tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).expect("key");
+        tally::support::keys::write_key_pair(&keys, NODE_STATE, &state_key(NODE_STATE))
+            .expect("key");
+        tally::support::keys::write_key_pair(&keys, "coordinator", &coordinator_key())
+            .expect("key");
     }
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -1365,7 +1367,7 @@ fn current_alerts(coord: &common::TestCoordinator) -> Vec<String> {
     comparable(
         alerts
             .iter()
-            .map(tally::service::alerts::alert_to_proto)
+            .map(tally::coordinator::grpc::alerts::alert_to_proto)
             .collect(),
     )
 }
@@ -1403,7 +1405,7 @@ async fn unreadable_alerts_are_moved_aside_and_rebuilt_from_the_stored_snapshots
         let alerts = store.db().open_tree("alerts").expect("tree");
         let (key, _) = alerts.first().expect("read").expect("an alert");
         alerts.insert(key, &b"{not json"[..]).expect("insert");
-        tally::store::flush(store.db()).expect("flush");
+        tally::coordinator::storage::flush(store.db()).expect("flush");
     }
     let coord = common::TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
     assert_eq!(current_alerts(&coord), before, "rebuilt from the snapshots");

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use tally::config::Limits;
 use tally::snapshot::SnapshotDigest;
+use tally::support::config::Limits;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;

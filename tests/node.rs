@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tally::config::NodeConfig;
 use tally::node::{Node, NodeError, Prepared};
 use tally::snapshot::SnapshotDigest;
+use tally::support::config::NodeConfig;
 
 use crate::common::*;
 
@@ -23,10 +23,10 @@ const EXPORT_2: &str = "model,serial,status,site,counterparty\n\
 fn node_config(dir: &Path, st: &str, coordinator_url: &str, outbox: &str) -> PathBuf {
     let keys = dir.join("keys");
     if !keys.join(format!("{st}.key")).exists() {
-        tally::keys::write_key_pair(&keys, st, &state_key(st)).unwrap();
+        tally::support::keys::write_key_pair(&keys, st, &state_key(st)).unwrap();
     }
     if !keys.join("coordinator.pub").exists() {
-        tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).unwrap();
+        tally::support::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).unwrap();
     }
     let path = dir.join(format!("{st}-{outbox}.toml"));
     std::fs::write(
@@ -195,7 +195,7 @@ async fn an_unreadable_outbox_chunk_is_an_outbox_error_not_a_refusal() {
         let mut first_chunk = 1u64.to_be_bytes().to_vec();
         first_chunk.extend_from_slice(&0u32.to_be_bytes());
         assert!(chunks.remove(first_chunk).unwrap().is_some());
-        tally::store::flush(&chunks).unwrap();
+        tally::coordinator::storage::flush(&chunks).unwrap();
     }
     let node = open_node(&cfg);
     let error = node.submit_pending().await.unwrap_err();
@@ -224,7 +224,8 @@ async fn a_snapshot_signed_with_the_wrong_key_does_not_block_the_right_one() {
     let dir = tempfile::tempdir().unwrap();
     let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
     let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
-    tally::keys::write_key_pair(&dir.path().join("keys"), "KAZ", &state_key("KAZ")).unwrap();
+    tally::support::keys::write_key_pair(&dir.path().join("keys"), "KAZ", &state_key("KAZ"))
+        .unwrap();
     let right = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, right.replace("keys/ARM.key", "keys/KAZ.key")).unwrap();
     let export = write_export(dir.path(), "arm-1.csv", EXPORT_1);
@@ -274,7 +275,8 @@ async fn a_wrongly_signed_snapshot_is_kept_if_its_sequence_is_taken() {
         node.submit_pending().await.unwrap();
     }
     let wrong = node_config(dir.path(), "ARM", &coord.url(), "outbox");
-    tally::keys::write_key_pair(&dir.path().join("keys"), "KAZ", &state_key("KAZ")).unwrap();
+    tally::support::keys::write_key_pair(&dir.path().join("keys"), "KAZ", &state_key("KAZ"))
+        .unwrap();
     let text = std::fs::read_to_string(&wrong).unwrap();
     std::fs::write(&wrong, text.replace("keys/ARM.key", "keys/KAZ.key")).unwrap();
     let node = open_node(&wrong);
@@ -313,7 +315,7 @@ async fn the_node_retries_until_the_coordinator_comes_up() {
     );
     let store = coordinator.ingestor.store().clone();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let server = tokio::spawn(tally::server::serve(
+    let server = tokio::spawn(tally::coordinator::server::serve(
         coordinator,
         listener,
         std::future::pending(),
@@ -424,9 +426,9 @@ async fn cli_keygen_node_submit_and_status() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
 
-    let key = tally::keys::read_signing_key(&keys.join("KAZ.key")).unwrap();
-    let coordinator = tally::server::assemble(
-        tally::store::SledStore::open(&dir.path().join("coord")).unwrap(),
+    let key = tally::support::keys::read_signing_key(&keys.join("KAZ.key")).unwrap();
+    let coordinator = tally::coordinator::server::assemble(
+        tally::coordinator::storage::SledStore::open(&dir.path().join("coord")).unwrap(),
         [(state("KAZ"), key.verifying_key())],
         coordinator_key(),
         Default::default(),
@@ -438,7 +440,7 @@ async fn cli_keygen_node_submit_and_status() {
     let store = coordinator.ingestor.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(tally::server::serve(
+    let server = tokio::spawn(tally::coordinator::server::serve(
         coordinator,
         listener,
         std::future::pending(),
@@ -601,7 +603,7 @@ async fn two_item_coordinator(dir: &Path) -> TestCoordinator {
     TestCoordinator::start_with_limits(
         &dir.join("coord"),
         &["KAZ"],
-        tally::config::Limits {
+        tally::support::config::Limits {
             max_items_per_snapshot: 2,
             ..Default::default()
         },

@@ -7,11 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use tally::config::Limits;
 use tally::item::Status;
 use tally::proto::{self, alerts_client::AlertsClient, snapshots_client::SnapshotsClient};
 use tally::reconcile::EngineConfig;
 use tally::snapshot::SnapshotDigest;
+use tally::support::config::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -92,7 +92,7 @@ async fn serve_with_metrics(dir: &Path) -> Served {
     let metrics = metrics_listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        tally::server::run(
+        tally::coordinator::server::run(
             coordinator,
             listener,
             Some(metrics_listener),
@@ -220,9 +220,10 @@ const GRACE_SECONDS: u64 = 3;
 /// ports, a short shutdown grace) into `dir`.
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let keys = dir.join("keys");
-    tally::keys::write_key_pair(&keys, "coordinator", &common::coordinator_key()).expect("key");
+    tally::support::keys::write_key_pair(&keys, "coordinator", &common::coordinator_key())
+        .expect("key");
     for st in ["RUS", "KAZ"] {
-        tally::keys::write_key_pair(&keys, st, &common::state_key(st)).expect("key");
+        tally::support::keys::write_key_pair(&keys, st, &common::state_key(st)).expect("key");
     }
     let config = dir.join("coordinator.toml");
     std::fs::write(

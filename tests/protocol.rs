@@ -140,13 +140,16 @@ fn check_key_files(block: &Block) {
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
     std::fs::write(&public, format!("{}\n", block.one("state_public_key"))).expect("write");
-    let key = tally::keys::read_signing_key(&private).expect("documented private key file");
-    let pubkey = tally::keys::read_verifying_key(&public).expect("documented public key file");
+    let key =
+        tally::support::keys::read_signing_key(&private).expect("documented private key file");
+    let pubkey =
+        tally::support::keys::read_verifying_key(&public).expect("documented public key file");
     assert_eq!(key.to_bytes(), block.hex32("state_seed"));
     assert_eq!(pubkey, key.verifying_key());
     // Written by keygen exactly as documented: lowercase hex and a newline.
     let written = tempfile::tempdir().expect("tempdir");
-    let (p, q) = tally::keys::write_key_pair(written.path(), "KAZ", &key).expect("write pair");
+    let (p, q) =
+        tally::support::keys::write_key_pair(written.path(), "KAZ", &key).expect("write pair");
     assert_eq!(
         std::fs::read_to_string(p).expect("read"),
         format!("{}\n", block.one("state_seed"))

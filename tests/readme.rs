@@ -1,8 +1,10 @@
-//! The README cannot rot: its hand-run session is run as written (with the
-//! freshly built binary and free ports), and every `tally` command line in
-//! its code blocks parses with the real command-line parser.
+//! The README and the docs cannot rot: the README's hand-run session is run
+//! as written (with the freshly built binary and free ports), and every
+//! `tally` command line in the code blocks of README.md and of every page in
+//! docs/ (docs/cli.md's examples, docs/deployment.md's audit and export
+//! sessions, ...) parses with the real command-line parser.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
@@ -13,7 +15,28 @@ fn readme() -> String {
         .expect("README.md")
 }
 
-/// The fenced code blocks of the README, in order.
+/// README.md, then every Markdown page of docs/ in name order: `(name, text)`.
+fn documents() -> Vec<(String, String)> {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(&docs)
+        .expect("docs/")
+        .map(|entry| entry.expect("docs/ entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    pages.sort();
+    let mut documents = vec![("README.md".to_string(), readme())];
+    for page in pages {
+        let name = format!(
+            "docs/{}",
+            page.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{name}: {e}"));
+        documents.push((name, text));
+    }
+    documents
+}
+
+/// The fenced code blocks of a Markdown text, in order.
 fn code_blocks(text: &str) -> Vec<Vec<String>> {
     let mut blocks = Vec::new();
     let mut current: Option<Vec<String>> = None;
@@ -87,10 +110,9 @@ fn the_session_by_hand_runs_as_written() {
 
 #[test]
 fn every_tally_command_in_the_code_blocks_parses() {
-    let text = readme();
     let mut checked = 0;
-    for block in code_blocks(&text) {
-        for line in block {
+    for (name, text) in documents() {
+        for line in code_blocks(&text).into_iter().flatten() {
             let line = line.split(" #").next().unwrap_or("").trim();
             let line = line.trim_end_matches('&').trim();
             let args: Vec<String> = if let Some(rest) = line.strip_prefix("$T ") {
@@ -107,9 +129,9 @@ fn every_tally_command_in_the_code_blocks_parses() {
                 continue;
             }
             Cli::try_parse_from(std::iter::once("tally".to_string()).chain(args))
-                .unwrap_or_else(|e| panic!("README: `{line}` does not parse: {e}"));
+                .unwrap_or_else(|e| panic!("{name}: `{line}` does not parse: {e}"));
             checked += 1;
         }
     }
-    assert!(checked >= 6, "only {checked} command lines found");
+    assert!(checked >= 20, "only {checked} command lines found");
 }

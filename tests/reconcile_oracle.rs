@@ -1,9 +1,9 @@
-//! An independent oracle for the reconciliation engine (`src/reconcile`).
+//! An independent oracle for the reconciliation engine (`crates/tally-core/src/reconcile`).
 //!
 //! The oracle is deliberately naive: given the whole history of events applied
 //! so far (every snapshot of every state in acceptance order, equivocations,
 //! seizures, clock ticks) it recomputes the set of open alert keys directly
-//! from the rules in the module documentation of `src/reconcile/mod.rs`, with
+//! from the rules in the module documentation of `crates/tally-core/src/reconcile/mod.rs`, with
 //! plain loops over the history and no incremental bookkeeping. Property tests
 //! then drive the real engine and the oracle with the same random event
 //! sequences and compare after every event.

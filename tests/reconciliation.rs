@@ -5,23 +5,23 @@
 
 use std::sync::Arc;
 
-use tally::alerts::{AlertStatus, AlertStore, EventKind};
-use tally::ingest::{Admission, Ingestor};
-use tally::item::Status::*;
-use tally::merkle::BlockRoots;
-use tally::reconcile::{AlertKind, EngineConfig};
-use tally::reconciler::Reconciler;
-use tally::seizures::SeizureLog;
-use tally::snapshot::{Receipt, SnapshotDigest};
-use tally::state::StateCode;
-use tally::store::{
+use tally::coordinator::admission::{Admission, Ingestor};
+use tally::coordinator::reconciler::Reconciler;
+use tally::coordinator::storage::alerts::{AlertStatus, AlertStore, EventKind};
+use tally::coordinator::storage::seizures::SeizureLog;
+use tally::coordinator::storage::{
     ChunkIter, Equivocation, NewSnapshot, SledStore, SnapshotStore, StoreError, StoredSnapshot,
     UploadId,
 };
+use tally::item::Status::*;
+use tally::merkle::BlockRoots;
+use tally::reconcile::{AlertKind, EngineConfig};
+use tally::snapshot::{Receipt, SnapshotDigest};
+use tally::state::StateCode;
 
 use crate::common::*;
 
-fn alerts(coord: &TestCoordinator) -> Arc<tally::alerts::AlertStore> {
+fn alerts(coord: &TestCoordinator) -> Arc<tally::coordinator::storage::alerts::AlertStore> {
     coord.reconciler.as_ref().expect("running").alerts().clone()
 }
 
@@ -36,7 +36,9 @@ fn started_from_checkpoint(coord: &TestCoordinator) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_from_the_checkpoint_equals_a_full_rebuild_and_a_damaged_one_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join(tally::reconciler::CHECKPOINT_FILE);
+    let checkpoint = dir
+        .path()
+        .join(tally::coordinator::reconciler::CHECKPOINT_FILE);
     let coord = TestCoordinator::start(dir.path(), &["RUS", "KAZ"]).await;
     assert!(!started_from_checkpoint(&coord), "a new store has none");
     let mut client = coord.client().await;
@@ -113,7 +115,9 @@ async fn a_restart_from_the_checkpoint_equals_a_full_rebuild_and_a_damaged_one_i
     submit(&mut coord.client().await, &alien).await.unwrap();
     coord.stop().await;
     std::fs::copy(
-        other.path().join(tally::reconciler::CHECKPOINT_FILE),
+        other
+            .path()
+            .join(tally::coordinator::reconciler::CHECKPOINT_FILE),
         &checkpoint,
     )
     .unwrap();
@@ -125,15 +129,17 @@ async fn a_restart_from_the_checkpoint_equals_a_full_rebuild_and_a_damaged_one_i
 }
 
 /// An operator reports launcher 9M39/B2 seized.
-fn report_seizure_of_b2(coord: &TestCoordinator) -> tally::seizures::SeizureReport {
-    report_seizure_of_b2_at(coord, tally::ingest::now_unix_ms())
+fn report_seizure_of_b2(
+    coord: &TestCoordinator,
+) -> tally::coordinator::storage::seizures::SeizureReport {
+    report_seizure_of_b2_at(coord, tally::coordinator::admission::now_unix_ms())
 }
 
 /// The same, with the coordinator's clock reading `now_unix_ms`.
 fn report_seizure_of_b2_at(
     coord: &TestCoordinator,
     now_unix_ms: i64,
-) -> tally::seizures::SeizureReport {
+) -> tally::coordinator::storage::seizures::SeizureReport {
     let key = items(&[("9M39", "B2", Lost, None)])[0].key.clone();
     coord
         .reconciler
@@ -183,7 +189,7 @@ async fn restart_with_a_full_rebuild(
     let current = alerts(&coord).current_alerts().unwrap();
     let cursor = alerts(&coord).last_cursor();
     coord.stop().await;
-    std::fs::remove_file(dir.join(tally::reconciler::CHECKPOINT_FILE)).unwrap();
+    std::fs::remove_file(dir.join(tally::coordinator::reconciler::CHECKPOINT_FILE)).unwrap();
     let coord = TestCoordinator::start(dir, states).await;
     assert!(!started_from_checkpoint(&coord));
     assert_eq!(alerts(&coord).current_alerts().unwrap(), current);
@@ -258,8 +264,8 @@ async fn a_checkpoint_newer_than_the_store_is_not_used() {
     let restored = dir.path().join("restored");
     copy_dir(&backup, &restored);
     std::fs::copy(
-        data.join(tally::reconciler::CHECKPOINT_FILE),
-        restored.join(tally::reconciler::CHECKPOINT_FILE),
+        data.join(tally::coordinator::reconciler::CHECKPOINT_FILE),
+        restored.join(tally::coordinator::reconciler::CHECKPOINT_FILE),
     )
     .unwrap();
     let coord = TestCoordinator::start(&restored, &["RUS"]).await;
@@ -627,7 +633,7 @@ fn commit_prepared(store: &dyn SnapshotStore, new: NewSnapshot) -> StoredSnapsho
                 state,
                 sequence,
                 digest,
-                earliest.max(tally::ingest::now_unix_ms()),
+                earliest.max(tally::coordinator::admission::now_unix_ms()),
             )
         })
         .unwrap()
@@ -663,7 +669,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
         let store = Arc::new(RiggedStore::new(inner));
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
         let seizures = Arc::new(SeizureLog::open(&db).unwrap());
-        let now = tally::ingest::now_unix_ms();
+        let now = tally::coordinator::admission::now_unix_ms();
         let reconciler = Reconciler::open(
             store.clone(),
             alerts.clone(),
@@ -704,7 +710,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
         live
     };
     let store = open_store(dir.path());
-    for tree in tally::alerts::ALERT_TREES {
+    for tree in tally::coordinator::storage::alerts::ALERT_TREES {
         store.db().drop_tree(tree).unwrap();
     }
     let db = store.db().clone();
@@ -714,7 +720,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
         alerts.clone(),
         Arc::new(SeizureLog::open(&db).unwrap()),
         EngineConfig::default(),
-        tally::ingest::now_unix_ms(),
+        tally::coordinator::admission::now_unix_ms(),
         None,
     )
     .unwrap();
@@ -745,7 +751,7 @@ fn an_alert_lost_to_a_failed_catch_up_is_recorded_by_the_next_change() {
         let db = inner.db().clone();
         let store = Arc::new(RiggedStore::new(inner));
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
-        let now = tally::ingest::now_unix_ms();
+        let now = tally::coordinator::admission::now_unix_ms();
         let reconciler = Reconciler::open(
             store.clone(),
             alerts.clone(),
@@ -806,7 +812,7 @@ fn open_parts(store: SledStore) -> Parts {
         alerts.clone(),
         seizures.clone(),
         EngineConfig::default(),
-        tally::ingest::now_unix_ms(),
+        tally::coordinator::admission::now_unix_ms(),
         None,
     )
     .unwrap();
@@ -822,7 +828,7 @@ fn open_parts(store: SledStore) -> Parts {
 /// dropped, no checkpoint).
 fn rebuilt_alert_bodies(dir: &std::path::Path) -> Vec<String> {
     let store = open_store(dir);
-    for tree in tally::alerts::ALERT_TREES {
+    for tree in tally::coordinator::storage::alerts::ALERT_TREES {
         store.db().drop_tree(tree).unwrap();
     }
     open_alert_bodies(&open_parts(store).alerts)
@@ -850,7 +856,7 @@ fn a_logged_report_not_yet_applied_goes_in_at_its_time() {
     let rus2 = snapshot("RUS", 2, rus1.digest(), &lost);
     let live = {
         let parts = open_parts(open_store(dir.path()));
-        let now = tally::ingest::now_unix_ms();
+        let now = tally::coordinator::admission::now_unix_ms();
         commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
         parts.reconciler.catch_up(now).unwrap();
         let at = parts.store.issue_time(now).unwrap();
@@ -903,7 +909,7 @@ fn a_chain_whose_acceptance_times_go_back_is_reconciled_in_chain_order() {
     assert!(
         parts
             .reconciler
-            .catch_up(tally::ingest::now_unix_ms())
+            .catch_up(tally::coordinator::admission::now_unix_ms())
             .unwrap()
             .is_empty()
     );
@@ -935,7 +941,7 @@ fn equivocations_of_one_sequence_are_rebuilt_in_recording_order() {
     forks.sort_by_key(|f| std::cmp::Reverse(f.digest()));
     let live = {
         let parts = open_parts(open_store(dir.path()));
-        let now = tally::ingest::now_unix_ms();
+        let now = tally::coordinator::admission::now_unix_ms();
         commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
         for (i, fork) in forks.iter().enumerate() {
             parts

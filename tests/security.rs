@@ -4,15 +4,15 @@
 use std::path::Path;
 
 use tally::access::{AccessPolicy, Person, RPC_TABLE, Role, TokenDigest};
-use tally::certs::WrittenPki;
+use tally::coordinator::server::ServeOptions;
 use tally::proto::{
     self, alerts_client::AlertsClient, audit_client::AuditClient,
     coordinator_client::CoordinatorClient, seizures_client::SeizuresClient,
     snapshots_client::SnapshotsClient, trace_client::TraceClient,
 };
-use tally::server::ServeOptions;
 use tally::snapshot::SnapshotDigest;
-use tally::tls::{ClientTlsFiles, ServerTlsFiles};
+use tally::support::certs::WrittenPki;
+use tally::support::tls::{ClientTlsFiles, ServerTlsFiles};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -22,7 +22,7 @@ pub(crate) const OPERATOR_TOKEN: &str = "tly_test_operator_token";
 pub(crate) const AUDITOR_TOKEN: &str = "tly_test_auditor_token";
 
 pub(crate) fn pki(dir: &Path) -> WrittenPki {
-    tally::certs::init(dir, &[state("RUS"), state("BLR")], &[]).expect("demo PKI")
+    tally::support::certs::init(dir, &[state("RUS"), state("BLR")], &[]).expect("demo PKI")
 }
 
 fn policy() -> AccessPolicy {
@@ -76,7 +76,7 @@ pub(crate) async fn tls_channel(
         server_name: None,
     };
     let url = format!("https://localhost:{}", tc.addr.port());
-    tally::tls::endpoint(&url, Some(&files))
+    tally::support::tls::endpoint(&url, Some(&files))
         .expect("endpoint")
         .connect()
         .await
@@ -385,7 +385,7 @@ async fn certificates_from_another_ca_and_plaintext_are_refused() {
         key_file: Some(pki_other.ca_cert.with_file_name("RUS.key")),
         server_name: None,
     };
-    let refused = match tally::tls::endpoint(&url, Some(&stranger))
+    let refused = match tally::support::tls::endpoint(&url, Some(&stranger))
         .unwrap()
         .connect()
         .await
@@ -406,7 +406,7 @@ async fn certificates_from_another_ca_and_plaintext_are_refused() {
         ca_file: pki_other.ca_cert.clone(),
         ..Default::default()
     };
-    let connected = tally::tls::endpoint(&url, Some(&wrong_ca))
+    let connected = tally::support::tls::endpoint(&url, Some(&wrong_ca))
         .unwrap()
         .connect()
         .await;
@@ -442,7 +442,7 @@ fn node_certificates_name_their_state() {
     for (st, cert, key) in &pki.clients {
         let pem = std::fs::read_to_string(cert).unwrap();
         let der = pem_to_der(&pem);
-        assert_eq!(tally::tls::certificate_state(&der).unwrap(), *st);
+        assert_eq!(tally::support::tls::certificate_state(&der).unwrap(), *st);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -452,9 +452,9 @@ fn node_certificates_name_their_state() {
     }
     // The coordinator's certificate names no state: it cannot pass as a node.
     let der = pem_to_der(&std::fs::read_to_string(&pki.server_cert).unwrap());
-    assert!(tally::tls::certificate_state(&der).is_err());
+    assert!(tally::support::tls::certificate_state(&der).is_err());
     // A second run refuses to overwrite the PKI.
-    assert!(tally::certs::init(dir.path(), &[state("RUS")], &[]).is_err());
+    assert!(tally::support::certs::init(dir.path(), &[state("RUS")], &[]).is_err());
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
@@ -472,8 +472,8 @@ async fn a_node_with_a_tls_problem_stops_instead_of_retrying() {
     let tc = start_tls(&dir.path().join("data"), &ours).await;
     let plain = TestCoordinator::start(&dir.path().join("plain"), &["RUS"]).await;
     let keys = dir.path().join("keys");
-    tally::keys::write_key_pair(&keys, "RUS", &common::state_key("RUS")).unwrap();
-    tally::keys::write_key_pair(&keys, "coordinator", &common::coordinator_key()).unwrap();
+    tally::support::keys::write_key_pair(&keys, "RUS", &common::state_key("RUS")).unwrap();
+    tally::support::keys::write_key_pair(&keys, "coordinator", &common::coordinator_key()).unwrap();
     let export = dir.path().join("rus.csv");
     std::fs::write(
         &export,
@@ -523,7 +523,8 @@ async fn a_node_with_a_tls_problem_stops_instead_of_retrying() {
             ),
         )
         .unwrap();
-        let node = tally::node::Node::open(tally::config::NodeConfig::load(&cfg).unwrap()).unwrap();
+        let node = tally::node::Node::open(tally::support::config::NodeConfig::load(&cfg).unwrap())
+            .unwrap();
         node.prepare(&export, None, None).unwrap();
         // The guard only keeps a regression from hanging the suite: a node
         // that retries forever never returns.

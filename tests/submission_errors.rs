@@ -1,9 +1,9 @@
 //! Bad input: every case gets the right status code and an actionable
 //! message, and leaves stored state exactly as it was.
 
-use tally::config::Limits;
 use tally::proto;
 use tally::snapshot::{SnapshotDigest, build_snapshot};
+use tally::support::config::Limits;
 use tonic::Code;
 
 use crate::common::*;

@@ -10,12 +10,12 @@ use std::process::{Command, Output};
 use ed25519_dalek::VerifyingKey;
 use tally::evidence::{self, Bundle, BundleError, EntryError};
 use tally::item::{Item, Status, Status::*};
+use tally::operator::trace_view::display_width;
 use tally::proto::{self, trace_client::TraceClient};
 use tally::serial::CanonicalRule;
 use tally::snapshot::leaf::leaves;
 use tally::snapshot::{SnapshotDigest, build_snapshot, sort_items};
 use tally::state::StateCode;
-use tally::trace_view::display_width;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -307,7 +307,7 @@ async fn the_trail_lists_every_row_of_every_state_in_order_with_evidence() {
     assert_eq!(rus2, [1, 2]);
 
     // The library verifies the bundle with both keys.
-    let bundle = Bundle::from_response(&r).unwrap();
+    let bundle = tally_wire::evidence::bundle_from_trace(&r).unwrap();
     let verified = evidence::verify(&bundle, &keys(&["RUS", "KAZ"])).unwrap();
     assert_eq!(verified.entries.len(), 5);
 

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use tally::config::{Limits, NodeConfig};
 use tally::node::Node;
 use tally::node::watch::{Outcome, REJECTED_DIR, SUBMITTED_DIR, watch};
 use tally::reconcile::EngineConfig;
 use tally::snapshot::SnapshotDigest;
+use tally::support::config::{Limits, NodeConfig};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -29,8 +29,8 @@ fn export_with(n: usize, tag: &str) -> String {
 /// Writes the node's keys and a config with fast retries and polling.
 fn write_node_config(dir: &Path, st: &str, coordinator_url: &str) -> PathBuf {
     let keys = dir.join("keys");
-    tally::keys::write_key_pair(&keys, st, &state_key(st)).unwrap();
-    tally::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).unwrap();
+    tally::support::keys::write_key_pair(&keys, st, &state_key(st)).unwrap();
+    tally::support::keys::write_key_pair(&keys, "coordinator", &coordinator_key()).unwrap();
     let path = dir.join(format!("{st}.toml"));
     std::fs::write(
         &path,

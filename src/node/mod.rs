@@ -20,16 +20,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::config::NodeConfig;
-use crate::export::{self, ExportError, ExportOptions};
-use crate::ingest::now_unix_ms;
-use crate::keys;
-use crate::progress::Progress;
+use crate::coordinator::admission::now_unix_ms;
+use crate::inventory_csv::{self, ExportError, ExportOptions};
 use crate::proto::{self, snapshots_client::SnapshotsClient, submit_request};
-use crate::service::convert::{
-    receipt_from_proto, signed_header_to_proto, snapshot_info_from_proto,
-};
 use crate::snapshot::{Receipt, SnapshotDigest, build_snapshot, sort_items};
+use crate::support::config::NodeConfig;
+use crate::support::keys;
+use crate::support::progress::Progress;
+use tally_wire::convert::{receipt_from_proto, signed_header_to_proto, snapshot_info_from_proto};
 
 pub use outbox::{Outbox, OutboxEntry, OutboxError};
 
@@ -81,7 +79,7 @@ pub enum NodeError {
     #[error("the coordinator's receipt for sequence {sequence} is invalid: {reason}")]
     BadReceipt { sequence: u64, reason: String },
     #[error(transparent)]
-    Endpoint(#[from] crate::tls::EndpointError),
+    Endpoint(#[from] crate::support::tls::EndpointError),
     #[error("gave up after {attempts} attempts: {last}")]
     GaveUp { attempts: u32, last: Box<NodeError> },
 }
@@ -136,7 +134,7 @@ impl NodeError {
 fn classify_status(address: &str, sequence: u64, status: &tonic::Status) -> NodeError {
     // With TLS 1.3 a refused client certificate only shows on the first
     // call, as a transport failure carrying the server's alert.
-    if let Some(message) = crate::tls::tls_failure(status) {
+    if let Some(message) = crate::support::tls::tls_failure(status) {
         return NodeError::Tls {
             address: address.to_string(),
             message,
@@ -234,7 +232,8 @@ impl Node {
         };
         let name = export_path.display().to_string();
         let parsing = Progress::bytes(self.progress, bytes.len() as u64, format!("parsing {name}"));
-        let mut items = export::read_export(&name, parsing.wrap_read(bytes.as_slice()), &opts)?;
+        let mut items =
+            inventory_csv::read_export(&name, parsing.wrap_read(bytes.as_slice()), &opts)?;
         parsing.finish();
         let signing = Progress::spinner(
             self.progress,
@@ -464,14 +463,15 @@ impl Node {
     }
 
     async fn connect(&self) -> Result<SnapshotsClient<Channel>, NodeError> {
-        let endpoint = crate::tls::endpoint(&self.config.coordinator, self.config.tls.as_ref())?;
+        let endpoint =
+            crate::support::tls::endpoint(&self.config.coordinator, self.config.tls.as_ref())?;
         let channel = endpoint.connect().await.map_err(|e| {
             let address = self.config.coordinator.clone();
-            match crate::tls::tls_failure(&e) {
+            match crate::support::tls::tls_failure(&e) {
                 Some(message) => NodeError::Tls { address, message },
                 None => NodeError::Unreachable {
                     address,
-                    message: crate::tls::error_chain(&e),
+                    message: crate::support::tls::error_chain(&e),
                 },
             }
         })?;

@@ -131,7 +131,7 @@ fn decode(b: &[u8]) -> Option<OutboxEntry> {
 impl Outbox {
     pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
         let db = sled::Config::new().path(dir).open().map_err(|e| {
-            if crate::store::is_locked_by_another_process(&e) {
+            if crate::coordinator::storage::is_locked_by_another_process(&e) {
                 OutboxError::InUse {
                     dir: dir.to_path_buf(),
                 }
@@ -212,7 +212,7 @@ impl Outbox {
             self.chunks
                 .insert(chunk_key(seq, i as u32), chunk.as_slice())?;
         }
-        crate::store::flush(&self.db)?;
+        crate::coordinator::storage::flush(&self.db)?;
         let entry = OutboxEntry {
             signed: signed.clone(),
             export_sha256,
@@ -220,7 +220,7 @@ impl Outbox {
             receipt: None,
         };
         self.snapshots.insert(seq.to_be_bytes(), encode(&entry))?;
-        crate::store::flush(&self.db)?;
+        crate::coordinator::storage::flush(&self.db)?;
         Ok(entry)
     }
 
@@ -230,7 +230,7 @@ impl Outbox {
         updated.receipt = Some(receipt.clone());
         self.snapshots
             .insert(entry.sequence().to_be_bytes(), encode(&updated))?;
-        crate::store::flush(&self.db)?;
+        crate::coordinator::storage::flush(&self.db)?;
         Ok(())
     }
 
@@ -266,9 +266,9 @@ impl Outbox {
             }
         }
         self.snapshots.apply_batch(records)?;
-        crate::store::flush(&self.db)?;
+        crate::coordinator::storage::flush(&self.db)?;
         self.chunks.apply_batch(chunks)?;
-        crate::store::flush(&self.db)?;
+        crate::coordinator::storage::flush(&self.db)?;
         Ok(doomed.iter().map(OutboxEntry::sequence).collect())
     }
 

@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use tally::export::{ExportError, ExportOptions, HEADER, read_export};
+use tally::inventory_csv::{ExportError, ExportOptions, HEADER, read_export};
 use tally::item::Item;
 use tally::merkle::MerkleBuilder;
 use tally::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, HYPHEN_VARIANTS};

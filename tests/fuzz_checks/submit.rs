@@ -29,18 +29,18 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use http_body::Frame;
-use tally::config::Limits;
+use tally::coordinator::grpc::snapshots::SnapshotsService;
+use tally::coordinator::lifecycle::Lifecycle;
+use tally::coordinator::storage::{Equivocation, SledStore, SnapshotStore, StoredSnapshot};
 use tally::item::{Item, Status as ItemStatus};
-use tally::lifecycle::Lifecycle;
 use tally::proto::snapshots_server::Snapshots;
 use tally::proto::{self, submit_request};
 use tally::reconcile::EngineConfig;
 use tally::serial::CanonicalRule;
-use tally::service::convert::{receipt_from_proto, signed_header_to_proto};
-use tally::service::snapshots::SnapshotsService;
 use tally::snapshot::{SignedHeader, SnapshotDigest, build_snapshot, encode_leaf, sort_items};
 use tally::state::StateCode;
-use tally::store::{Equivocation, SledStore, SnapshotStore, StoredSnapshot};
+use tally::support::config::Limits;
+use tally_wire::convert::{receipt_from_proto, signed_header_to_proto};
 use tonic::Code;
 
 /// Member states of the coordinator under test.
@@ -188,7 +188,7 @@ pub fn run_scenario(scenario: &Scenario) -> (usize, usize) {
     let mut tally = (0, 0);
     let dir = scratch_dir();
     let store = SledStore::open(dir.path()).expect("open store");
-    let coordinator = tally::server::assemble(
+    let coordinator = tally::coordinator::server::assemble(
         store,
         MEMBERS
             .iter()
@@ -226,8 +226,8 @@ pub fn run_scenario(scenario: &Scenario) -> (usize, usize) {
             tally.1 += 1;
         }
     }
-    // As the coordinator does when it stops (see `tally::store::drop_pinned`).
-    tally::store::drop_pinned((service, store, coordinator));
+    // As the coordinator does when it stops (see `tally::coordinator::storage::drop_pinned`).
+    tally::coordinator::storage::drop_pinned((service, store, coordinator));
     tally
 }
 

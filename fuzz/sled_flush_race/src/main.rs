@@ -18,7 +18,7 @@
 //! reader does not hold reclamation back, so the buffer can be freed before
 //! the reader takes its reference: a use-after-free, which AddressSanitizer
 //! reports and aborts on. `pinned` holds an epoch guard (`sled::pin()`)
-//! across every flush, as Tally does (`tally::store::flush`); then the
+//! across every flush, as Tally does (`tally::coordinator::storage::flush`); then the
 //! retired buffer outlives the read.
 
 // Calls sled's flush directly on purpose (Tally's clippy.toml forbids it).

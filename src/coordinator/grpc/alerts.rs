@@ -1,0 +1,602 @@
+//! `tally.v1.Alerts`: list, read, act on and watch discrepancy alerts.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::audit::{Caller, audited};
+use super::check_field_len;
+use super::{blocking, run_detached, within_page_bytes};
+use crate::audit::Action;
+use crate::coordinator::admission::now_unix_ms;
+use crate::coordinator::lifecycle::Lifecycle;
+use crate::coordinator::metrics::Metrics;
+use crate::coordinator::storage::alerts::{
+    ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason,
+};
+use crate::coordinator::storage::audit_log::AuditLog;
+use crate::proto;
+use crate::quote::excerpt;
+use crate::reconcile::{AlertKind, Custody, Evidence, SnapshotRef};
+use crate::serial::{CanonicalModel, CanonicalRule};
+use crate::state::StateCode;
+use tally_wire::convert::text_or_empty;
+
+/// Default and largest page of `ListAlerts`.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+/// Stored events read per step when a watcher replays.
+const REPLAY_BATCH: usize = 500;
+/// Events queued for one watcher's connection before it counts as slow.
+const WATCH_QUEUE: usize = 256;
+
+pub struct AlertsService {
+    alerts: Arc<AlertStore>,
+    rule: CanonicalRule,
+    lifecycle: Lifecycle,
+    metrics: Arc<Metrics>,
+    /// Every acknowledge, resolve and reopen is recorded here.
+    audit: Arc<AuditLog>,
+}
+
+impl AlertsService {
+    pub fn new(
+        alerts: Arc<AlertStore>,
+        rule: CanonicalRule,
+        lifecycle: Lifecycle,
+        metrics: Arc<Metrics>,
+        audit: Arc<AuditLog>,
+    ) -> AlertsService {
+        AlertsService {
+            alerts,
+            rule,
+            lifecycle,
+            metrics,
+            audit,
+        }
+    }
+}
+
+/// Adds the alert id to the RPC's span.
+fn record_alert_id(id: u64) {
+    tracing::Span::current().record("alert_id", id);
+}
+
+pub(crate) fn alert_status_to_proto(s: AlertStatus) -> proto::AlertStatus {
+    match s {
+        AlertStatus::Open => proto::AlertStatus::Open,
+        AlertStatus::Acknowledged => proto::AlertStatus::Acknowledged,
+        AlertStatus::Resolved => proto::AlertStatus::Resolved,
+        AlertStatus::Cleared => proto::AlertStatus::Cleared,
+    }
+}
+
+fn status_from_proto(s: proto::AlertStatus) -> Option<AlertStatus> {
+    match s {
+        proto::AlertStatus::Unspecified => None,
+        proto::AlertStatus::Open => Some(AlertStatus::Open),
+        proto::AlertStatus::Acknowledged => Some(AlertStatus::Acknowledged),
+        proto::AlertStatus::Resolved => Some(AlertStatus::Resolved),
+        proto::AlertStatus::Cleared => Some(AlertStatus::Cleared),
+    }
+}
+
+/// The wire code of a resolution reason.
+pub fn reason_to_proto(r: ResolutionReason) -> proto::ResolutionReason {
+    match r {
+        ResolutionReason::FalsePositive => proto::ResolutionReason::FalsePositive,
+        ResolutionReason::DataEntryError => proto::ResolutionReason::DataEntryError,
+        ResolutionReason::Located => proto::ResolutionReason::Located,
+        ResolutionReason::TransferConfirmed => proto::ResolutionReason::TransferConfirmed,
+        ResolutionReason::WrittenOff => proto::ResolutionReason::WrittenOff,
+        ResolutionReason::ReferredForInvestigation => {
+            proto::ResolutionReason::ReferredForInvestigation
+        }
+    }
+}
+
+fn reason_from_proto(code: i32) -> Result<ResolutionReason, Status> {
+    // Named as a gRPC client writes them, with the CLI's spelling beside.
+    let valid: Vec<String> = ResolutionReason::ALL
+        .iter()
+        .map(|r| {
+            let p = reason_to_proto(*r);
+            format!("{} = {} ({})", p.as_str_name(), p as i32, r.as_str())
+        })
+        .collect();
+    let unknown = || {
+        Status::invalid_argument(format!(
+            "unknown or missing resolution reason {code}: use one of {}",
+            valid.join(", ")
+        ))
+    };
+    let r = proto::ResolutionReason::try_from(code).map_err(|_| unknown())?;
+    ResolutionReason::ALL
+        .into_iter()
+        .find(|x| reason_to_proto(*x) == r)
+        .ok_or_else(unknown)
+}
+
+fn snapshot_ref(r: &SnapshotRef) -> proto::SnapshotRef {
+    proto::SnapshotRef {
+        state: r.state.to_string(),
+        sequence: r.sequence,
+        digest: r.digest.0.to_vec().into(),
+        as_of_unix_ms: r.as_of_unix_ms,
+    }
+}
+
+fn evidence(e: &Evidence) -> proto::Evidence {
+    proto::Evidence {
+        snapshot: Some(snapshot_ref(&e.snapshot)),
+        role: e.role.clone(),
+        lines: e
+            .lines
+            .iter()
+            .map(|l| proto::ItemLine {
+                model: l.model.clone(),
+                serial: l.serial.clone(),
+                status: l.status.to_string(),
+                site: l.site.clone(),
+                counterparty: text_or_empty(l.counterparty),
+            })
+            .collect(),
+    }
+}
+
+/// The wire form of a custody trail.
+pub fn custody_to_proto(c: &Custody) -> proto::Custody {
+    match c {
+        Custody::NeverReported => proto::Custody {
+            never_reported: true,
+            ..Default::default()
+        },
+        Custody::Known {
+            last_custodian,
+            last_status,
+            last_held_in,
+            gone_in,
+            held_now_by,
+        } => proto::Custody {
+            never_reported: false,
+            last_custodian: last_custodian.to_string(),
+            last_status: last_status.iter().map(|s| s.to_string()).collect(),
+            last_held_in: last_held_in.as_ref().map(snapshot_ref),
+            gone_in: gone_in.as_ref().map(snapshot_ref),
+            held_now_by: held_now_by.iter().map(|s| s.to_string()).collect(),
+        },
+    }
+}
+
+/// The wire form of an alert.
+pub fn alert_to_proto(a: &Alert) -> proto::Alert {
+    let severity = format!("{:?}", a.body.severity).to_lowercase();
+    proto::Alert {
+        id: a.id,
+        kind: a.key.kind.to_string(),
+        model: text_or_empty(a.key.item.as_ref().map(|k| &k.model)),
+        serial: text_or_empty(a.key.item.as_ref().map(|k| &k.serial)),
+        state: text_or_empty(a.key.state),
+        counterparty: text_or_empty(a.key.counterparty),
+        sequence: a.key.sequence.unwrap_or_default(),
+        status: alert_status_to_proto(a.status) as i32,
+        severity,
+        spellings: a.body.spellings.clone(),
+        states: a.body.states.iter().map(|s| s.to_string()).collect(),
+        summary: a.body.summary.clone(),
+        evidence: a.body.evidence.iter().map(evidence).collect(),
+        opened_at_unix_ms: a.opened_at_unix_ms,
+        updated_at_unix_ms: a.updated_at_unix_ms,
+        previous_occurrence: a.previous_occurrence.unwrap_or_default(),
+        history: a
+            .history
+            .iter()
+            .map(|h| proto::HistoryEntry {
+                cursor: h.cursor,
+                at_unix_ms: h.at_unix_ms,
+                action: h.action.as_str().to_string(),
+                by: h.by.as_ref().map(snapshot_ref),
+                note: h.note.clone(),
+                reason: h.reason.map_or(0, |r| reason_to_proto(r) as i32),
+            })
+            .collect(),
+        custody: a.body.custody.as_ref().map(custody_to_proto),
+    }
+}
+
+fn event_to_proto(e: &AlertEvent) -> proto::AlertEvent {
+    proto::AlertEvent {
+        cursor: e.cursor,
+        alert_id: e.alert_id,
+        action: e.kind.as_str().to_string(),
+        at_unix_ms: e.at_unix_ms,
+        kind: e.key.kind.to_string(),
+        status: alert_status_to_proto(e.status) as i32,
+        summary: e.key.to_string(),
+    }
+}
+
+impl From<ActionError> for Status {
+    fn from(e: ActionError) -> Status {
+        match &e {
+            ActionError::NotFound(_) => Status::not_found(e.to_string()),
+            ActionError::NoteTooLong { .. } => Status::invalid_argument(e.to_string()),
+            ActionError::InvalidTransition { .. } => Status::failed_precondition(e.to_string()),
+            ActionError::Store(_) | ActionError::NotDurable { .. } => {
+                tracing::error!(error = %e, "alert storage failure");
+                Status::internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::coordinator::storage::alerts::AlertStoreError> for Status {
+    fn from(e: crate::coordinator::storage::alerts::AlertStoreError) -> Status {
+        tracing::error!(error = %e, "alert storage failure");
+        Status::internal(e.to_string())
+    }
+}
+
+/// The validated filters of a list request.
+struct Filter {
+    kind: Option<AlertKind>,
+    state: Option<StateCode>,
+    model: Option<CanonicalModel>,
+    status: Option<AlertStatus>,
+    opened_since: i64,
+}
+
+impl Filter {
+    fn from_request(r: &proto::ListAlertsRequest, rule: &CanonicalRule) -> Result<Filter, Status> {
+        let kind = match r.kind.as_str() {
+            "" => None,
+            k => Some(
+                AlertKind::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == k)
+                    .ok_or_else(|| {
+                        let valid: Vec<&str> = AlertKind::ALL.iter().map(|x| x.as_str()).collect();
+                        Status::invalid_argument(format!(
+                            "unknown alert kind '{}': use one of {}",
+                            excerpt(k),
+                            valid.join(", ")
+                        ))
+                    })?,
+            ),
+        };
+        let state = match r.state.as_str() {
+            "" => None,
+            s => Some(StateCode::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))?),
+        };
+        let model = match r.model.as_str() {
+            "" => None,
+            m => Some(check_field_len("model filter", m).and_then(|()| {
+                CanonicalModel::from_raw(m, rule).map_err(|e| {
+                    Status::invalid_argument(format!("model filter '{}' {e}", excerpt(m)))
+                })
+            })?),
+        };
+        let status = proto::AlertStatus::try_from(r.status)
+            .map_err(|_| Status::invalid_argument(format!("unknown alert status {}", r.status)))?;
+        Ok(Filter {
+            kind,
+            state,
+            model,
+            status: status_from_proto(status),
+            opened_since: r.opened_since_unix_ms,
+        })
+    }
+
+    fn matches(&self, a: &Alert) -> bool {
+        self.kind.is_none_or(|k| a.key.kind == k)
+            && self
+                .state
+                .is_none_or(|s| a.key.state == Some(s) || a.body.states.contains(&s))
+            && self
+                .model
+                .as_ref()
+                .is_none_or(|m| a.key.item.as_ref().is_some_and(|k| k.model == *m))
+            && self.status.is_none_or(|s| a.status == s)
+            && a.opened_at_unix_ms >= self.opened_since
+    }
+}
+
+#[tonic::async_trait]
+impl proto::alerts_server::Alerts for AlertsService {
+    async fn list_alerts(
+        &self,
+        request: Request<proto::ListAlertsRequest>,
+    ) -> Result<Response<proto::ListAlertsResponse>, Status> {
+        let req = request.into_inner();
+        let filter = Filter::from_request(&req, &self.rule)?;
+        let page = match req.page_size as usize {
+            0 => PAGE_DEFAULT,
+            n => n.min(PAGE_MAX),
+        };
+        // Newest first; the token is the id to continue below.
+        let before = match req.page_token.as_str() {
+            "" => u64::MAX,
+            t => t.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page_token '{}' is not one this server issued: pass next_page_token back \
+                     unchanged",
+                    excerpt(t)
+                ))
+            })?,
+        };
+        let alerts = self.alerts.clone();
+        let (found, more) = blocking(move || {
+            let (found, more) = alerts.page_before(before, page, |a| filter.matches(a))?;
+            Ok((found, more))
+        })
+        .await?;
+        let (alerts, cut) = within_page_bytes(found.iter().map(alert_to_proto));
+        let next_page_token = match (more || cut, alerts.last()) {
+            (true, Some(last)) => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListAlertsResponse {
+            alerts,
+            next_page_token,
+        }))
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<proto::GetAlertRequest>,
+    ) -> Result<Response<proto::Alert>, Status> {
+        let id = request.into_inner().id;
+        record_alert_id(id);
+        let alerts = self.alerts.clone();
+        let alert = blocking(move || Ok(alerts.get(id)?)).await?;
+        let alert = alert.ok_or_else(|| Status::not_found(format!("no alert with id {id}")))?;
+        Ok(Response::new(alert_to_proto(&alert)))
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        request: Request<proto::AcknowledgeAlertRequest>,
+    ) -> Result<Response<proto::Alert>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        record_alert_id(req.id);
+        let action = Action::AcknowledgeAlert { alert_id: req.id };
+        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let alert = run_detached(async move {
+            let result =
+                blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await;
+            audited(&audit, caller, action, result).await
+        })
+        .await?;
+        tracing::info!("alert acknowledged");
+        Ok(Response::new(alert_to_proto(&alert)))
+    }
+
+    async fn resolve_alert(
+        &self,
+        request: Request<proto::ResolveAlertRequest>,
+    ) -> Result<Response<proto::Alert>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        record_alert_id(req.id);
+        let reason = reason_from_proto(req.reason);
+        let action = Action::ResolveAlert {
+            alert_id: req.id,
+            reason: reason.as_ref().map_or("", |r| r.as_str()).to_string(),
+        };
+        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let alert = run_detached(async move {
+            let result = match reason {
+                Ok(reason) => {
+                    blocking(move || {
+                        Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?)
+                    })
+                    .await
+                }
+                Err(status) => Err(status),
+            };
+            audited(&audit, caller, action, result).await
+        })
+        .await?;
+        tracing::info!("alert resolved");
+        Ok(Response::new(alert_to_proto(&alert)))
+    }
+
+    async fn reopen_alert(
+        &self,
+        request: Request<proto::ReopenAlertRequest>,
+    ) -> Result<Response<proto::Alert>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        record_alert_id(req.id);
+        let action = Action::ReopenAlert { alert_id: req.id };
+        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let alert = run_detached(async move {
+            let result =
+                blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await;
+            audited(&audit, caller, action, result).await
+        })
+        .await?;
+        tracing::info!("alert reopened");
+        Ok(Response::new(alert_to_proto(&alert)))
+    }
+
+    type WatchAlertsStream = Pin<Box<dyn Stream<Item = Result<proto::AlertEvent, Status>> + Send>>;
+
+    async fn watch_alerts(
+        &self,
+        request: Request<proto::WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let after = request.into_inner().after_cursor;
+        tracing::Span::current().record("after_cursor", after);
+        if self.lifecycle.is_draining() {
+            return Err(Status::unavailable(
+                "the coordinator is shutting down; watch again once it is back, from your last cursor",
+            ));
+        }
+        // A cursor beyond the newest event would skip events silently until
+        // the store caught up with it: it comes from another coordinator, or
+        // from before the alert store was rebuilt (cursors start again then).
+        let mut newest = self.alerts.last_cursor();
+        if after > newest {
+            // Storage may be a moment ahead of the count (see
+            // `AlertStore::last_cursor`): ask it before refusing.
+            let alerts = self.alerts.clone();
+            newest = blocking(move || Ok(alerts.last_stored_cursor()?)).await?;
+        }
+        if after > newest {
+            return Err(Status::out_of_range(format!(
+                "cursor {after} is beyond the newest alert event ({newest}): it is not from \
+                 this coordinator's alert store (rebuilt stores start their cursors again); \
+                 watch from 0 to replay every event, or from {newest} for new ones only"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        let watcher = self.metrics.watcher_connected();
+        let lifecycle = self.lifecycle.clone();
+        let alerts = self.alerts.clone();
+        tokio::spawn(
+            async move {
+                // Counted as connected until this task ends.
+                let _watcher = watcher;
+                tokio::select! {
+                    _ = watch(alerts, after, &tx) => {}
+                    // Noticed at once, not at the next event: the gauge of
+                    // connected watchers stays true.
+                    _ = tx.closed() => tracing::debug!("watcher hung up"),
+                    // Dropping `tx` ends the stream cleanly (status OK); the
+                    // watcher resumes from its last cursor.
+                    _ = lifecycle.draining() => tracing::info!("watch stream ended: shutting down"),
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Feeds one watcher: stored events after its cursor, then live ones. The
+/// live subscription starts before the replay, so nothing committed in
+/// between is missed; events at or below the last one sent are skipped, so
+/// nothing is sent twice. A watcher that falls behind the live buffer goes
+/// back to reading storage from its last cursor: memory stays bounded and
+/// ingestion never waits for it.
+async fn watch(
+    alerts: Arc<AlertStore>,
+    mut last: u64,
+    tx: &mpsc::Sender<Result<proto::AlertEvent, Status>>,
+) {
+    let mut live = alerts.subscribe();
+    loop {
+        // Replay from storage until caught up.
+        loop {
+            let store = alerts.clone();
+            let batch =
+                match tokio::task::spawn_blocking(move || store.events_after(last, REPLAY_BATCH))
+                    .await
+                {
+                    Ok(Ok(batch)) => batch,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            if batch.is_empty() {
+                break;
+            }
+            for e in &batch {
+                // A watcher that hangs up is normal: stop quietly.
+                if tx.send(Ok(event_to_proto(e))).await.is_err() {
+                    return;
+                }
+                last = e.cursor;
+            }
+        }
+        // Live, until the watcher lags or a gap shows.
+        loop {
+            match live.recv().await {
+                Ok(e) if e.cursor <= last => continue,
+                Ok(e) if e.cursor == last + 1 => {
+                    if tx.send(Ok(event_to_proto(&e))).await.is_err() {
+                        return;
+                    }
+                    last = e.cursor;
+                }
+                // A gap (an event was committed between the replay and the
+                // subscription's buffer): read storage again.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    live = live.resubscribe();
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use proto::alerts_server::Alerts;
+
+    use super::*;
+    use crate::audit::Action;
+
+    /// A client that stops waiting (hangs up, or its deadline passes) once
+    /// its acknowledgement is under way: tonic drops the handler there. The
+    /// acknowledgement still takes effect, so it must still be audited.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_action_whose_caller_stops_waiting_is_still_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let alerts = Arc::new(AlertStore::open(&db).unwrap());
+        let opened = crate::coordinator::storage::alerts::tests::conflict_opened();
+        let id = alerts.apply(&[opened], 1_000).unwrap()[0].alert_id;
+        let audit =
+            Arc::new(AuditLog::open(&db, ed25519_dalek::SigningKey::from_bytes(&[9; 32])).unwrap());
+        let service = AlertsService::new(
+            alerts.clone(),
+            CanonicalRule::default(),
+            Lifecycle::new(),
+            Arc::new(Metrics::new()),
+            audit.clone(),
+        );
+
+        // Polled once, up to its first wait for storage, then dropped (what
+        // tonic does when the client goes away).
+        let mut handler = Box::pin(service.acknowledge_alert(Request::new(
+            proto::AcknowledgeAlertRequest {
+                id,
+                note: "seen".into(),
+            },
+        )));
+        let _ = futures::poll!(handler.as_mut());
+        drop(handler);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while audit.last_sequence() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let status = alerts.get(id).unwrap().map(|a| a.status);
+        let records: Vec<Action> = audit
+            .list(1, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.decode().unwrap().event.action)
+            .collect();
+        assert_eq!(
+            (status, records),
+            (
+                Some(AlertStatus::Acknowledged),
+                vec![Action::AcknowledgeAlert { alert_id: id }]
+            )
+        );
+    }
+}

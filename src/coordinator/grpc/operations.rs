@@ -1,0 +1,331 @@
+//! `tally.v1.Seizures` and `tally.v1.Coordinator`: seizure reports and status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::alerts::custody_to_proto;
+use super::audit::{Caller, audited};
+use super::{blocking, run_detached};
+use crate::audit::Action;
+use crate::coordinator::admission::{Ingestor, now_unix_ms};
+use crate::coordinator::reconciler::Reconciler;
+use crate::coordinator::storage::audit_log::AuditLog;
+use crate::proto;
+use crate::reconcile::{AlertKey, AlertKind, Seizure};
+use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
+use crate::state::StateCode;
+
+/// Largest number of items in one seizure report.
+const MAX_SEIZED_ITEMS: usize = 10_000;
+/// Most seizure reports in one `ListSeizureReports` page.
+const MAX_REPORTS_PER_PAGE: usize = 100;
+/// Stored size after which a `ListSeizureReports` page ends: well inside a
+/// client's default 4 MiB message limit.
+const PAGE_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct SeizuresService {
+    reconciler: Arc<Reconciler>,
+    rule: CanonicalRule,
+    /// Every seizure report, accepted or refused, is recorded here.
+    audit: Arc<AuditLog>,
+}
+
+impl SeizuresService {
+    pub fn new(
+        reconciler: Arc<Reconciler>,
+        rule: CanonicalRule,
+        audit: Arc<AuditLog>,
+    ) -> SeizuresService {
+        SeizuresService {
+            reconciler,
+            rule,
+            audit,
+        }
+    }
+}
+
+/// How far a seizure time may be ahead of the coordinator's clock: clocks
+/// of the reporting office and the coordinator differ a little.
+const MAX_SEIZURE_CLOCK_SKEW_MS: i64 = 60 * 60 * 1000;
+
+fn seizure_from_proto(
+    i: usize,
+    item: &proto::SeizedItem,
+    rule: &CanonicalRule,
+    now_unix_ms: i64,
+) -> Result<Seizure, Status> {
+    let bad = |what: String| Status::invalid_argument(format!("items[{i}]: {what}"));
+    for (field, value, max) in [
+        ("model", &item.model, crate::item::MAX_FIELD_BYTES),
+        ("serial", &item.serial, crate::item::MAX_FIELD_BYTES),
+        ("place", &item.place, crate::item::MAX_FIELD_BYTES),
+        (
+            "note",
+            &item.note,
+            crate::coordinator::storage::alerts::MAX_NOTE_BYTES,
+        ),
+    ] {
+        if value.len() > max {
+            return Err(bad(format!(
+                "{field} is {} bytes long; at most {max} bytes are allowed",
+                value.len(),
+            )));
+        }
+    }
+    // The time is evidence shown beside the custody trace: an unset (0) or
+    // impossible one would mislead whoever reads it.
+    let at = item.seized_at_unix_ms;
+    if at <= 0 {
+        return Err(bad(format!(
+            "seized_at_unix_ms is {at}; set it to the time of the seizure \
+             (milliseconds since 1970-01-01 UTC)"
+        )));
+    }
+    if at > now_unix_ms + MAX_SEIZURE_CLOCK_SKEW_MS {
+        return Err(bad(format!(
+            "seized_at_unix_ms {at} is in the future by the coordinator's clock \
+             (now {now_unix_ms}); milliseconds, not microseconds, since 1970-01-01 UTC"
+        )));
+    }
+    let key = ItemKey {
+        model: CanonicalModel::from_raw(&item.model, rule)
+            .map_err(|e| bad(format!("model '{}' {e}", item.model)))?,
+        serial: CanonicalSerial::from_raw(&item.serial, rule)
+            .map_err(|e| bad(format!("serial '{}' {e}", item.serial)))?,
+    };
+    Ok(Seizure {
+        key,
+        model: item.model.clone(),
+        serial: item.serial.clone(),
+        seized_at_unix_ms: item.seized_at_unix_ms,
+        place: item.place.clone(),
+        note: item.note.clone(),
+    })
+}
+
+fn seizure_to_proto(s: &Seizure) -> proto::SeizedItem {
+    proto::SeizedItem {
+        model: s.model.clone(),
+        serial: s.serial.clone(),
+        seized_at_unix_ms: s.seized_at_unix_ms,
+        place: s.place.clone(),
+        note: s.note.clone(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "operator request failed");
+    Status::internal(e.to_string())
+}
+
+impl SeizuresService {
+    /// Records a seizure report and matches its items. Returns the report's
+    /// id whenever it was stored, also when matching failed afterwards, so
+    /// that the audit record names it.
+    async fn report(
+        &self,
+        req: proto::ReportSeizuresRequest,
+    ) -> (Option<u64>, Result<proto::ReportSeizuresResponse, Status>) {
+        tracing::Span::current().record("items", req.items.len());
+        if req.items.is_empty() {
+            let status = Status::invalid_argument("a seizure report needs at least one item");
+            return (None, Err(status));
+        }
+        if req.items.len() > MAX_SEIZED_ITEMS {
+            let status = Status::resource_exhausted(format!(
+                "{} items in one report; at most {MAX_SEIZED_ITEMS} are accepted",
+                req.items.len()
+            ));
+            return (None, Err(status));
+        }
+        let now = now_unix_ms();
+        let items = match req
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| seizure_from_proto(i, item, &self.rule, now))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(items) => items,
+            Err(status) => return (None, Err(status)),
+        };
+        let reconciler = self.reconciler.clone();
+        let stored = blocking(move || {
+            let report = reconciler
+                .report_seizures(items, now_unix_ms())
+                .map_err(internal)?;
+            let matches = match_seizures(&reconciler, &report.items).map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!(
+                        "seizure report {} is recorded, but matching its items failed ({}); \
+                         ListSeizureReports shows it",
+                        report.id,
+                        status.message()
+                    ),
+                )
+            });
+            Ok((report.id, matches))
+        })
+        .await;
+        match stored {
+            Ok((report_id, matches)) => {
+                tracing::info!(report_id, "seizure report recorded");
+                let response =
+                    matches.map(|matches| proto::ReportSeizuresResponse { report_id, matches });
+                (Some(report_id), response)
+            }
+            Err(status) => (None, Err(status)),
+        }
+    }
+}
+
+/// Each seized item's alert and custody, as they stand now.
+fn match_seizures(
+    reconciler: &Reconciler,
+    items: &[Seizure],
+) -> Result<Vec<proto::SeizureMatch>, Status> {
+    let mut matches = Vec::with_capacity(items.len());
+    for item in items {
+        let key = AlertKey {
+            kind: AlertKind::SeizedItem,
+            item: Some(item.key.clone()),
+            state: None,
+            counterparty: None,
+            sequence: None,
+        };
+        let alert = reconciler.alerts().current(&key).map_err(internal)?;
+        let custody = reconciler
+            .with_engine(|e| e.custody(&item.key))
+            .map_err(internal)?;
+        matches.push(proto::SeizureMatch {
+            model: item.key.model.to_string(),
+            serial: item.key.serial.to_string(),
+            alert_id: alert.map_or(0, |a| a.id),
+            custody: Some(custody_to_proto(&custody)),
+        });
+    }
+    Ok(matches)
+}
+
+#[tonic::async_trait]
+impl proto::seizures_server::Seizures for SeizuresService {
+    async fn report_seizures(
+        &self,
+        request: Request<proto::ReportSeizuresRequest>,
+    ) -> Result<Response<proto::ReportSeizuresResponse>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        let items = req.items.len() as u64;
+        let service = self.clone();
+        run_detached(async move {
+            let (report_id, result) = service.report(req).await;
+            let action = Action::ReportSeizures { items, report_id };
+            audited(&service.audit, caller, action, result).await
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_seizure_reports(
+        &self,
+        request: Request<proto::ListSeizureReportsRequest>,
+    ) -> Result<Response<proto::ListSeizureReportsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => MAX_REPORTS_PER_PAGE,
+            n => (n as usize).min(MAX_REPORTS_PER_PAGE),
+        };
+        let reconciler = self.reconciler.clone();
+        let (reports, more) = blocking(move || {
+            reconciler
+                .seizure_log()
+                .page_after(req.after_id, limit, PAGE_BYTES)
+                .map_err(internal)
+        })
+        .await?;
+        Ok(Response::new(proto::ListSeizureReportsResponse {
+            reports: reports
+                .iter()
+                .map(|r| proto::SeizureReport {
+                    id: r.id,
+                    reported_at_unix_ms: r.reported_at_unix_ms,
+                    items: r.items.iter().map(seizure_to_proto).collect(),
+                })
+                .collect(),
+            more,
+        }))
+    }
+}
+
+pub struct CoordinatorService {
+    ingestor: Ingestor,
+    reconciler: Arc<Reconciler>,
+}
+
+impl CoordinatorService {
+    pub fn new(ingestor: Ingestor, reconciler: Arc<Reconciler>) -> CoordinatorService {
+        CoordinatorService {
+            ingestor,
+            reconciler,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::coordinator_server::Coordinator for CoordinatorService {
+    async fn get_status(
+        &self,
+        _request: Request<proto::GetStatusRequest>,
+    ) -> Result<Response<proto::CoordinatorStatus>, Status> {
+        let ingestor = self.ingestor.clone();
+        let reconciler = self.reconciler.clone();
+        let status = blocking(move || {
+            let current = reconciler.alerts().current_alerts().map_err(internal)?;
+            let mut by_kind: BTreeMap<AlertKind, u64> =
+                AlertKind::ALL.iter().map(|k| (*k, 0)).collect();
+            let mut overdue: Vec<StateCode> = Vec::new();
+            for a in &current {
+                *by_kind.entry(a.key.kind).or_default() += 1;
+                if a.key.kind == AlertKind::SnapshotOverdue
+                    && let Some(s) = a.key.state
+                {
+                    overdue.push(s);
+                }
+            }
+            let mut states: Vec<StateCode> = ingestor.members().copied().collect();
+            states.sort();
+            let mut members = Vec::with_capacity(states.len());
+            for state in states {
+                let latest = ingestor.store().latest(state).map_err(internal)?;
+                members.push(proto::MemberStatus {
+                    state: state.to_string(),
+                    last_sequence: latest.as_ref().map_or(0, |l| l.signed.header.sequence),
+                    last_as_of_unix_ms: latest
+                        .as_ref()
+                        .map_or(0, |l| l.signed.header.as_of_unix_ms),
+                    last_accepted_at_unix_ms: latest
+                        .as_ref()
+                        .map_or(0, |l| l.receipt.accepted_at_unix_ms),
+                    overdue: overdue.contains(&state),
+                });
+            }
+            Ok(proto::CoordinatorStatus {
+                members,
+                open_alerts: by_kind
+                    .into_iter()
+                    .map(|(kind, open)| proto::AlertCount {
+                        kind: kind.to_string(),
+                        open,
+                    })
+                    .collect(),
+                last_cursor: reconciler.alerts().last_cursor(),
+            })
+        })
+        .await?;
+        Ok(Response::new(status))
+    }
+}

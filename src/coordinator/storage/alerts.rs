@@ -1,0 +1,658 @@
+//! Durable alerts and their event log.
+//!
+//! The engine decides which conditions hold; this module gives each
+//! occurrence of a condition an id, keeps its history, and records every
+//! change as an event with a strictly increasing cursor. An alert and the
+//! event that changed it are written in one sled transaction, so a watcher
+//! that resumes from its last cursor sees exactly what happened.
+//!
+//! Identity: at most one *current* alert per [`AlertKey`]. When a condition
+//! clears, its alert stays (status `cleared`) and stops being current; if the
+//! condition returns, a new alert is opened that links to the old one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::reconcile::{AlertChange, AlertKey};
+use crate::serial::ItemKey;
+pub use tally_core::alert::{
+    Alert, AlertEvent, AlertStatus, EventKind, HistoryEntry, MAX_NOTE_BYTES, ResolutionReason,
+};
+
+/// Why an operator action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no alert with id {0}")]
+    NotFound(u64),
+    #[error("the note is {len} bytes long; at most {max} bytes are allowed")]
+    NoteTooLong { len: usize, max: usize },
+    #[error("alert {id} is {status:?}; it cannot be {action}")]
+    InvalidTransition {
+        id: u64,
+        status: AlertStatus,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] AlertStoreError),
+    /// Committed, so visible and in effect, but the flush failed: it reaches
+    /// disk with the next successful write, or is lost in a crash before.
+    #[error(
+        "alert {id} was changed, but the change could not be flushed to disk ({source}); it is \
+         in effect now and is lost only if the coordinator stops before its next successful \
+         write: tell the coordinator's administrator"
+    )]
+    NotDurable { id: u64, source: AlertStoreError },
+}
+
+/// Why the alert store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertStoreError {
+    #[error("alert storage failed: {0}")]
+    Backend(#[from] sled::Error),
+    #[error("stored alert record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<TransactionError<AlertStoreError>> for AlertStoreError {
+    fn from(e: TransactionError<AlertStoreError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => AlertStoreError::Backend(e),
+        }
+    }
+}
+
+/// Alerts in sled: `alerts` (id → alert), `alert_latest` (identity → id of
+/// its newest occurrence; current if that one is not cleared),
+/// `alert_events` (cursor → event).
+pub struct AlertStore {
+    db: sled::Db,
+    alerts: sled::Tree,
+    latest: sled::Tree,
+    events: sled::Tree,
+    /// Serialises writers so ids and cursors are handed out in order.
+    next: Mutex<Counters>,
+    /// The newest cursor committed, set as soon as the transaction is, and
+    /// readable without waiting for a writer (which holds `next` across its
+    /// flush): `WatchAlerts` checks cursors against it on the async runtime.
+    newest_cursor: AtomicU64,
+    /// Committed events, in cursor order, for live watchers. Bounded: a
+    /// watcher that falls behind gets `Lagged` and re-reads from storage.
+    live: tokio::sync::broadcast::Sender<AlertEvent>,
+    /// Item key → ids of every alert about it, for traces. Built from the
+    /// stored alerts on first use (one scan), then kept up to date by
+    /// [`AlertStore::write`]; derived, so never persisted.
+    by_item: Mutex<Option<HashMap<ItemKey, BTreeSet<u64>>>>,
+}
+
+/// Events buffered for live watchers before a slow one must re-read storage.
+const LIVE_BUFFER: usize = 4096;
+
+struct Counters {
+    alert_id: u64,
+    cursor: u64,
+}
+
+fn identity(key: &AlertKey) -> Vec<u8> {
+    // JSON of a struct with fixed field order: stable, and readable in a dump.
+    serde_json::to_vec(key).unwrap_or_default()
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64, AlertStoreError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| AlertStoreError::Corrupt("key is not 8 bytes".into()))
+}
+
+fn last_u64(tree: &sled::Tree) -> Result<u64, AlertStoreError> {
+    match tree.last()? {
+        Some((k, _)) => be_u64(&k),
+        None => Ok(0),
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, AlertStoreError> {
+    serde_json::to_vec(value).map_err(|e| AlertStoreError::Corrupt(e.to_string()))
+}
+
+/// The sled trees that hold alerts and their events.
+pub const ALERT_TREES: [&str; 3] = ["alerts", "alert_latest", "alert_events"];
+
+impl AlertStore {
+    /// Moves the alert trees aside: copies each into a tree named
+    /// `quarantine.<now_unix_ms>.<name>` (bytes as they are, for a person to
+    /// inspect), then empties the original. Used when the persisted alerts
+    /// cannot be read, so the coordinator can rebuild them from the stored
+    /// snapshots instead of refusing to start. Returns the new tree names.
+    pub fn quarantine(db: &sled::Db, now_unix_ms: i64) -> Result<Vec<String>, AlertStoreError> {
+        let mut moved = Vec::new();
+        for name in ALERT_TREES {
+            let tree = db.open_tree(name)?;
+            let aside_name = format!("quarantine.{now_unix_ms}.{name}");
+            let aside = db.open_tree(&aside_name)?;
+            for entry in tree.iter() {
+                let (k, v) = entry?;
+                aside.insert(k, v)?;
+            }
+            crate::coordinator::storage::flush(db)?;
+            tree.clear()?;
+            moved.push(aside_name);
+        }
+        crate::coordinator::storage::flush(db)?;
+        Ok(moved)
+    }
+
+    /// Opens the alert trees inside an existing sled database.
+    pub fn open(db: &sled::Db) -> Result<AlertStore, AlertStoreError> {
+        let alerts = db.open_tree("alerts")?;
+        let latest = db.open_tree("alert_latest")?;
+        let events = db.open_tree("alert_events")?;
+        let next = Counters {
+            alert_id: last_u64(&alerts)? + 1,
+            cursor: last_u64(&events)? + 1,
+        };
+        Ok(AlertStore {
+            db: db.clone(),
+            alerts,
+            latest,
+            events,
+            newest_cursor: AtomicU64::new(next.cursor - 1),
+            next: Mutex::new(next),
+            live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
+            by_item: Mutex::new(None),
+        })
+    }
+
+    /// Live events from now on (pair with [`AlertStore::events_after`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AlertEvent> {
+        self.live.subscribe()
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, AlertStoreError> {
+        serde_json::from_slice(bytes).map_err(|e| AlertStoreError::Corrupt(e.to_string()))
+    }
+
+    pub fn get(&self, id: u64) -> Result<Option<Alert>, AlertStoreError> {
+        self.alerts
+            .get(id.to_be_bytes())?
+            .map(|v| Self::decode(&v))
+            .transpose()
+    }
+
+    /// The newest occurrence of a condition, cleared or not.
+    fn newest(&self, ident: &[u8]) -> Result<Option<Alert>, AlertStoreError> {
+        match self.latest.get(ident)? {
+            Some(id) => self.get(be_u64(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The current occurrence of a condition: its newest, unless cleared.
+    pub fn current(&self, key: &AlertKey) -> Result<Option<Alert>, AlertStoreError> {
+        Ok(self
+            .newest(&identity(key))?
+            .filter(|a| a.status != AlertStatus::Cleared))
+    }
+
+    /// Every alert whose condition currently holds (open, acknowledged, or
+    /// resolved by an operator while the condition still holds).
+    pub fn current_alerts(&self) -> Result<Vec<Alert>, AlertStoreError> {
+        let mut out = Vec::new();
+        for entry in self.latest.iter() {
+            let (_, id) = entry?;
+            if let Some(a) = self.get(be_u64(&id)?)?
+                && a.status != AlertStatus::Cleared
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// All stored alerts, by id.
+    pub fn all(&self) -> Result<Vec<Alert>, AlertStoreError> {
+        self.alerts
+            .iter()
+            .values()
+            .map(|v| Self::decode(&v?))
+            .collect()
+    }
+
+    /// Every stored alert about `item`, in any status, by id.
+    ///
+    /// Reads only those alerts, through an in-memory index from item key to
+    /// alert ids that the first call builds by scanning every alert.
+    pub fn for_item(&self, item: &ItemKey) -> Result<Vec<Alert>, AlertStoreError> {
+        let ids: Vec<u64> = {
+            // The index is only ever replaced whole, so a poisoned lock
+            // still guards a consistent value.
+            let mut index = self
+                .by_item
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if index.is_none() {
+                let mut built: HashMap<ItemKey, BTreeSet<u64>> = HashMap::new();
+                for v in self.alerts.iter().values() {
+                    let alert: Alert = Self::decode(&v?)?;
+                    if let Some(key) = alert.key.item {
+                        built.entry(key).or_default().insert(alert.id);
+                    }
+                }
+                *index = Some(built);
+            }
+            index
+                .as_ref()
+                .and_then(|i| i.get(item))
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(alert) = self.get(id)?
+                && alert.key.item.as_ref() == Some(item)
+            {
+                out.push(alert);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of alerts, newest first: those with id below `before` that
+    /// `keep` accepts, at most `limit`; and whether more follow.
+    pub fn page_before(
+        &self,
+        before: u64,
+        limit: usize,
+        keep: impl Fn(&Alert) -> bool,
+    ) -> Result<(Vec<Alert>, bool), AlertStoreError> {
+        let mut out = Vec::with_capacity(limit);
+        for v in self.alerts.range(..before.to_be_bytes()).values().rev() {
+            let alert: Alert = Self::decode(&v?)?;
+            if keep(&alert) {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(alert);
+            }
+        }
+        Ok((out, false))
+    }
+
+    /// Events with a cursor greater than `after`, oldest first, at most `limit`.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AlertEvent>, AlertStoreError> {
+        self.events
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .values()
+            .take(limit)
+            .map(|v| Self::decode(&v?))
+            .collect()
+    }
+
+    /// The newest cursor in storage (0 if none): [`AlertStore::last_cursor`]
+    /// read from disk, for the moment between a commit and its counting.
+    pub fn last_stored_cursor(&self) -> Result<u64, AlertStoreError> {
+        last_u64(&self.events)
+    }
+
+    /// The newest cursor handed out (0 if none).
+    pub fn last_cursor(&self) -> u64 {
+        self.newest_cursor.load(Ordering::Acquire)
+    }
+
+    /// Records the engine's changes as alert updates and events, all in one
+    /// transaction, then flushes.
+    pub fn apply(
+        &self,
+        changes: &[AlertChange],
+        now_unix_ms: i64,
+    ) -> Result<Vec<AlertEvent>, AlertStoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| AlertStoreError::Corrupt("alert counter lock poisoned".into()))?;
+        let mut counters = Counters {
+            alert_id: next.alert_id,
+            cursor: next.cursor,
+        };
+        // Alerts touched by this batch, by identity: a key can change twice in
+        // one batch (e.g. by a snapshot and by the clock).
+        let mut touched: HashMap<Vec<u8>, Alert> = HashMap::new();
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            let ident = identity(change.key());
+            let newest = match touched.remove(&ident) {
+                Some(a) => Some(a),
+                None => self.newest(&ident)?,
+            };
+            let (alert, event) =
+                match Self::next_state(&mut counters, change, newest.clone(), now_unix_ms) {
+                    Some(pair) => pair,
+                    None => {
+                        if let Some(a) = newest {
+                            touched.insert(ident, a);
+                        }
+                        continue;
+                    }
+                };
+            touched.insert(ident, alert);
+            events.push(event);
+        }
+        let alerts: Vec<(Vec<u8>, Alert)> = touched.into_iter().collect();
+        self.commit(&alerts, &events)?;
+        // Committed: the ids and cursors are taken even if the flush fails,
+        // or the next change would reuse them and overwrite these records.
+        *next = counters;
+        crate::coordinator::storage::flush(&self.db)?;
+        self.publish(&events);
+        Ok(events)
+    }
+
+    /// Writes alerts and events in one transaction (not yet flushed).
+    fn commit(
+        &self,
+        alerts: &[(Vec<u8>, Alert)],
+        events: &[AlertEvent],
+    ) -> Result<(), AlertStoreError> {
+        let encoded: Vec<(&[u8], u64, Vec<u8>)> = alerts
+            .iter()
+            .map(|(ident, a)| Ok((ident.as_slice(), a.id, json(a)?)))
+            .collect::<Result<_, AlertStoreError>>()?;
+        let encoded_events: Vec<(u64, Vec<u8>)> = events
+            .iter()
+            .map(|e| Ok((e.cursor, json(e)?)))
+            .collect::<Result<_, AlertStoreError>>()?;
+        (&self.alerts, &self.latest, &self.events).transaction(|(alerts, latest, ev)| {
+            for (ident, id, bytes) in &encoded {
+                alerts.insert(&id.to_be_bytes(), bytes.as_slice())?;
+                latest.insert(*ident, &id.to_be_bytes())?;
+            }
+            for (cursor, bytes) in &encoded_events {
+                ev.insert(&cursor.to_be_bytes(), bytes.as_slice())?;
+            }
+            Ok::<_, ConflictableTransactionError<AlertStoreError>>(())
+        })?;
+        // At once: a watcher replaying from storage can already read these
+        // events, and may come back with their cursors.
+        if let Some(last) = events.last() {
+            self.newest_cursor.fetch_max(last.cursor, Ordering::Release);
+        }
+        // After the commit: a first `for_item` scanning meanwhile either saw
+        // these alerts or gets them here.
+        if let Some(index) = self
+            .by_item
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            for (_, alert) in alerts {
+                if let Some(key) = &alert.key.item {
+                    index.entry(key.clone()).or_default().insert(alert.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands committed events to live watchers. Called with the counter lock
+    /// held, so watchers see cursors in order.
+    fn publish(&self, events: &[AlertEvent]) {
+        for e in events {
+            // No watcher is not an error.
+            let _ = self.live.send(e.clone());
+        }
+    }
+
+    /// An operator acknowledges an open alert.
+    pub fn acknowledge(&self, id: u64, note: &str, now: i64) -> Result<Alert, ActionError> {
+        self.act(
+            id,
+            now,
+            EventKind::Acknowledged,
+            note,
+            None,
+            |status| match status {
+                AlertStatus::Open => Ok(AlertStatus::Acknowledged),
+                _ => Err("acknowledged"),
+            },
+        )
+    }
+
+    /// An operator resolves an open or acknowledged alert with a reason.
+    pub fn resolve(
+        &self,
+        id: u64,
+        reason: ResolutionReason,
+        note: &str,
+        now: i64,
+    ) -> Result<Alert, ActionError> {
+        self.act(
+            id,
+            now,
+            EventKind::Resolved,
+            note,
+            Some(reason),
+            |status| match status {
+                AlertStatus::Open | AlertStatus::Acknowledged => Ok(AlertStatus::Resolved),
+                _ => Err("resolved"),
+            },
+        )
+    }
+
+    /// An operator reopens a resolved alert (its condition still holds:
+    /// cleared alerts cannot be reopened; a returning condition opens anew).
+    pub fn reopen(&self, id: u64, note: &str, now: i64) -> Result<Alert, ActionError> {
+        self.act(
+            id,
+            now,
+            EventKind::Reopened,
+            note,
+            None,
+            |status| match status {
+                AlertStatus::Resolved => Ok(AlertStatus::Open),
+                _ => Err("reopened"),
+            },
+        )
+    }
+
+    fn act(
+        &self,
+        id: u64,
+        now: i64,
+        kind: EventKind,
+        note: &str,
+        reason: Option<ResolutionReason>,
+        transition: impl FnOnce(AlertStatus) -> Result<AlertStatus, &'static str>,
+    ) -> Result<Alert, ActionError> {
+        if note.len() > MAX_NOTE_BYTES {
+            return Err(ActionError::NoteTooLong {
+                len: note.len(),
+                max: MAX_NOTE_BYTES,
+            });
+        }
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| AlertStoreError::Corrupt("alert counter lock poisoned".into()))?;
+        let mut alert = self.get(id)?.ok_or(ActionError::NotFound(id))?;
+        alert.status =
+            transition(alert.status).map_err(|action| ActionError::InvalidTransition {
+                id,
+                status: alert.status,
+                action,
+            })?;
+        let cursor = next.cursor;
+        alert.updated_at_unix_ms = now;
+        alert.history.push(HistoryEntry {
+            cursor,
+            at_unix_ms: now,
+            action: kind,
+            by: None,
+            note: note.to_string(),
+            reason,
+        });
+        let event = AlertEvent {
+            cursor,
+            alert_id: id,
+            kind,
+            at_unix_ms: now,
+            key: alert.key.clone(),
+            status: alert.status,
+        };
+        self.commit(
+            &[(identity(&alert.key), alert.clone())],
+            std::slice::from_ref(&event),
+        )?;
+        next.cursor += 1;
+        crate::coordinator::storage::flush(&self.db).map_err(|e| ActionError::NotDurable {
+            id,
+            source: e.into(),
+        })?;
+        self.publish(std::slice::from_ref(&event));
+        Ok(alert)
+    }
+
+    /// The alert after `change`, and its event; `None` if the change does
+    /// not apply (updating or clearing a condition that is not current).
+    fn next_state(
+        counters: &mut Counters,
+        change: &AlertChange,
+        newest: Option<Alert>,
+        now: i64,
+    ) -> Option<(Alert, AlertEvent)> {
+        let key = change.key();
+        let current = newest.clone().filter(|a| a.status != AlertStatus::Cleared);
+        let (mut alert, kind, by, note) = match (change, current) {
+            (AlertChange::Opened { body, .. }, None) => {
+                let alert = Alert {
+                    id: counters.alert_id,
+                    key: key.clone(),
+                    status: AlertStatus::Open,
+                    body: body.clone(),
+                    opened_at_unix_ms: now,
+                    updated_at_unix_ms: now,
+                    previous_occurrence: newest.map(|a| a.id),
+                    history: Vec::new(),
+                };
+                counters.alert_id += 1;
+                (alert, EventKind::Opened, None, body.summary.clone())
+            }
+            (AlertChange::Opened { body, .. } | AlertChange::Updated { body, .. }, Some(mut a)) => {
+                a.body = body.clone();
+                (a, EventKind::Updated, None, body.summary.clone())
+            }
+            (AlertChange::Cleared { by, .. }, Some(mut a)) => {
+                a.status = AlertStatus::Cleared;
+                let note = match by {
+                    Some(b) => format!("cleared by {} sequence {}", b.state, b.sequence),
+                    None => "cleared".to_string(),
+                };
+                (a, EventKind::Cleared, *by, note)
+            }
+            (AlertChange::Updated { .. } | AlertChange::Cleared { .. }, None) => return None,
+        };
+        let cursor = counters.cursor;
+        counters.cursor += 1;
+        alert.updated_at_unix_ms = now;
+        alert.history.push(HistoryEntry {
+            cursor,
+            at_unix_ms: now,
+            action: kind,
+            by,
+            note,
+            reason: None,
+        });
+        let event = AlertEvent {
+            cursor,
+            alert_id: alert.id,
+            kind,
+            at_unix_ms: now,
+            key: key.clone(),
+            status: alert.status,
+        };
+        Some((alert, event))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::reconcile::AlertBody;
+
+    /// A critical alert to open in a test store: two snapshots for KAZ 3.
+    pub(crate) fn conflict_opened() -> AlertChange {
+        AlertChange::Opened {
+            key: AlertKey {
+                kind: crate::reconcile::AlertKind::ConflictingSubmission,
+                item: None,
+                state: Some(crate::state::StateCode::parse("KAZ").unwrap()),
+                counterparty: None,
+                sequence: Some(3),
+            },
+            body: AlertBody {
+                severity: crate::reconcile::Severity::High,
+                spellings: Vec::new(),
+                states: Vec::new(),
+                summary: "two snapshots for KAZ 3".into(),
+                evidence: Vec::new(),
+                custody: None,
+                seizures: Vec::new(),
+            },
+        }
+    }
+
+    /// `WatchAlerts` reads the newest cursor on the async runtime, so it
+    /// must not wait for a writer, which holds the counters across a flush.
+    #[test]
+    fn the_newest_cursor_is_read_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let store = std::sync::Arc::new(AlertStore::open(&db).unwrap());
+        let writing = store.next.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = store.clone();
+        std::thread::spawn(move || tx.send(reader.last_cursor()));
+        let read = rx.recv_timeout(std::time::Duration::from_secs(10));
+        drop(writing);
+        assert_eq!(read, Ok(0));
+    }
+
+    /// A committed event can be replayed from storage before its writer
+    /// finishes (it waits here for the item index, which a first trace may
+    /// hold for a long scan); a watcher coming back with its cursor must not
+    /// be told that the cursor is beyond the newest event.
+    #[test]
+    fn the_newest_cursor_counts_an_event_from_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let store = std::sync::Arc::new(AlertStore::open(&db).unwrap());
+        let opened = conflict_opened();
+        let indexing = store.by_item.lock().unwrap();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.apply(&[opened], 1_000).map(|e| e.len()))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.last_cursor() == 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let newest = store.last_cursor();
+        let writer_waiting = !writer.is_finished();
+        let replayable = store.events_after(0, 10).unwrap().len();
+        drop(indexing);
+        assert_eq!(writer.join().unwrap().unwrap(), 1);
+        assert_eq!((newest, writer_waiting, replayable), (1, true, 1));
+    }
+}

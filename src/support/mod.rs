@@ -1,0 +1,8 @@
+//! What every role needs: configuration files, key files, TLS and
+//! certificates, progress reporting.
+
+pub mod certs;
+pub mod config;
+pub mod keys;
+pub mod progress;
+pub mod tls;
