@@ -698,51 +698,10 @@ async fn node_submit(
     new_chain: bool,
 ) -> Result<()> {
     let config = NodeConfig::load(&config)?;
-    let state = config.state;
     let mut node = Node::open(config)?;
     // Drawn only when stderr is a terminal.
     node.show_progress(true);
-    // A node with an empty outbox continues the coordinator's chain for this
-    // state (e.g. after a reinstall) rather than signing a conflicting
-    // sequence 1. Without the coordinator it cannot know whether such a
-    // chain exists, so it waits for it (as for a submission) and signs
-    // nothing unless told that this is a new chain.
-    let head = if node.outbox().last()?.is_none() {
-        let first = node.fetch_chain_head().await;
-        match first {
-            Ok(Some((sequence, _))) if new_chain => bail!(
-                "--new-chain: the coordinator already holds {state}'s chain up to sequence \
-                 {sequence}, and a new chain would fork it; nothing was signed. Run without \
-                 --new-chain to continue it"
-            ),
-            Ok(head) => head,
-            Err(e) if e.is_retryable() && new_chain => {
-                tracing::warn!(error = %e, "coordinator unreachable; starting {state}'s chain at sequence 1 (--new-chain)");
-                None
-            }
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(
-                    error = %e,
-                    "the outbox is empty: waiting for the coordinator to say where {state}'s chain stands (pass --new-chain if {state} has never submitted)"
-                );
-                match node.with_retry(|| node.fetch_chain_head()).await {
-                    Ok(head) => head,
-                    Err(e @ crate::node::NodeError::GaveUp { .. }) => bail!(
-                        "this node's outbox is empty and the coordinator cannot be reached \
-                         ({e}) to say where {state}'s chain stands. Signing sequence 1 now \
-                         would fork the chain if {state} has submitted before (for example \
-                         from a node that was reinstalled), so nothing was signed. Retry when \
-                         the coordinator is reachable, or pass --new-chain if {state} has \
-                         never submitted"
-                    ),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        node.chain_head_if_known().await
-    };
+    let head = crate::node::submit::chain_head_for_signing(&node, new_chain).await?;
     match node.prepare(&export, as_of, head)? {
         Prepared::Signed { sequence, items } => {
             println!(
@@ -757,46 +716,7 @@ async fn node_submit(
             );
         }
     }
-    let receipts = match node.submit_pending().await {
-        Ok(receipts) => receipts,
-        // Left pending, it would be resent first by every later submit and
-        // refused again: the node could never move on.
-        Err(e) if e.is_refused_for_credentials() => match node.discard_refused_signer(&e).await? {
-            Some(removed) => bail!(
-                "{e}\nThe coordinator's chain ends before sequence {first}: sequences {first} to \
-                 {last}, signed by this node and never acceptable, were removed from the outbox. \
-                 Fix the node's key_file, state or credentials as the message says, then submit \
-                 the export again",
-                first = removed.start(),
-                last = removed.end()
-            ),
-            None => return Err(e.into()),
-        },
-        Err(e) => match node.discard_refused(&e)? {
-            Some(removed) if removed.start() == removed.end() => bail!(
-                "{e}\nThe coordinator stored nothing for sequence {first}; it was removed \
-                 from the outbox, so the next export submitted takes sequence {first}. \
-                 Fix the export and submit it again",
-                first = removed.start()
-            ),
-            Some(removed) => {
-                let first = *removed.start();
-                let later = if first + 1 == *removed.end() {
-                    format!("sequence {}", removed.end())
-                } else {
-                    format!("sequences {} to {}", first + 1, removed.end())
-                };
-                bail!(
-                    "{e}\nThe coordinator stored nothing for sequence {first}, nor for {later}, \
-                     signed after it and chained on it, so never acceptable: all were removed \
-                     from the outbox, and the next export submitted takes sequence {first}. Fix \
-                     that export, then submit again, in order, the exports of {later} that still \
-                     matter (the newest is usually enough)"
-                )
-            }
-            None => return Err(e.into()),
-        },
-    };
+    let receipts = crate::node::submit::deliver_pending(&node).await?;
     for receipt in receipts {
         println!(
             "accepted: state {} sequence {} digest {} at {} (unix ms)",

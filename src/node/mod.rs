@@ -7,6 +7,7 @@
 //! leaves a pending entry that the next run sends unchanged.
 
 pub mod outbox;
+pub mod submit;
 pub mod watch;
 
 use std::ops::RangeInclusive;

@@ -580,168 +580,12 @@ impl CoordinatorConfig {
         env: EnvLookup<'_>,
     ) -> Result<CoordinatorConfig, ConfigError> {
         let cfg: Layered<RawCoordinatorConfig> = load_layered(path, &coordinator_schema(), env)?;
-        let raw = &cfg.raw;
-        raw.canonical
-            .check()
-            .map_err(|e| cfg.bad("canonical.remove_chars", e))?;
-        if raw.members.len() > crate::reconcile::MAX_STATES {
-            return Err(invalid(
-                path,
-                format!(
-                    "members: at most {} states are supported",
-                    crate::reconcile::MAX_STATES
-                ),
-            ));
-        }
-        if raw.limits.max_message_bytes < MIN_MESSAGE_BYTES {
-            return Err(cfg.bad(
-                "limits.max_message_bytes",
-                format!(
-                    "must be at least {MIN_MESSAGE_BYTES}: the reference node sends chunks of \
-                     up to {} bytes of leaves plus one leaf",
-                    crate::snapshot::CHUNK_TARGET_BYTES
-                ),
-            ));
-        }
-        if raw.limits.max_items_per_snapshot == 0 {
-            return Err(cfg.bad("limits.max_items_per_snapshot", "must be at least 1"));
-        }
-        if !(raw.reconcile.transfer_grace_hours.is_finite()
-            && raw.reconcile.transfer_grace_hours >= 0.0)
-        {
-            return Err(cfg.bad("reconcile.transfer_grace_hours", "must be 0 or more"));
-        }
-        if raw.limits.max_concurrent_uploads == 0 {
-            return Err(cfg.bad("limits.max_concurrent_uploads", "must be at least 1"));
-        }
-        if raw.limits.upload_idle_timeout_seconds == 0 {
-            return Err(cfg.bad("limits.upload_idle_timeout_seconds", "must be at least 1"));
-        }
-        if raw.reconcile.tick_seconds == 0 {
-            return Err(cfg.bad("reconcile.tick_seconds", "must be at least 1"));
-        }
-        if raw.shutdown.grace_seconds > MAX_SHUTDOWN_GRACE_SECONDS {
-            return Err(cfg.bad(
-                "shutdown.grace_seconds",
-                format!("must be at most {MAX_SHUTDOWN_GRACE_SECONDS}"),
-            ));
-        }
+        check_coordinator_values(path, &cfg)?;
         // Keys are read last: a bad value is reported without needing key files.
-        let mut members: Vec<Member> = Vec::new();
-        for (i, m) in raw.members.iter().enumerate() {
-            if members.iter().any(|x| x.state == m.state) {
-                return Err(invalid(
-                    path,
-                    format!("members[{i}]: state {} is listed twice", m.state),
-                ));
-            }
-            let public_key = match (&m.public_key, &m.public_key_file) {
-                (Some(hex_key), None) => {
-                    let bytes: [u8; 32] = hex::decode(hex_key.trim())
-                        .ok()
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| {
-                            invalid(
-                                path,
-                                format!("members[{i}].public_key: expected 64 hex digits"),
-                            )
-                        })?;
-                    keys::parse_verifying_key(&bytes).ok_or_else(|| {
-                        invalid(
-                            path,
-                            format!("members[{i}].public_key: not a valid Ed25519 key"),
-                        )
-                    })?
-                }
-                (None, Some(file)) => {
-                    keys::read_verifying_key(&resolve(&cfg.base, file)).map_err(|error| {
-                        ConfigError::Key {
-                            path: path.to_path_buf(),
-                            error,
-                        }
-                    })?
-                }
-                _ => {
-                    return Err(invalid(
-                        path,
-                        format!(
-                            "members[{i}] ({}): set exactly one of public_key or public_key_file",
-                            m.state
-                        ),
-                    ));
-                }
-            };
-            let cadence_ms = match m.cadence_hours {
-                Some(h) if !(h.is_finite() && h > 0.0) => {
-                    return Err(invalid(
-                        path,
-                        format!("members[{i}].cadence_hours: must be a positive number of hours"),
-                    ));
-                }
-                h => h.map(hours_to_ms),
-            };
-            members.push(Member {
-                state: m.state,
-                public_key,
-                cadence_ms,
-            });
-        }
-        let transport = match (raw.insecure, &raw.tls) {
-            (false, Some(files)) => Transport::Tls(ServerTlsFiles {
-                cert_file: cfg.path("tls.cert_file", &files.cert_file),
-                key_file: cfg.path("tls.key_file", &files.key_file),
-                client_ca_file: cfg.path("tls.client_ca_file", &files.client_ca_file),
-            }),
-            (true, None) => Transport::Insecure,
-            (true, Some(_)) => {
-                return Err(cfg.bad(
-                    "insecure",
-                    "insecure = true and a [tls] section: choose one (remove insecure for TLS)",
-                ));
-            }
-            (false, None) => {
-                return Err(invalid(
-                    path,
-                    "[tls] is missing: set cert_file, key_file and client_ca_file \
-                     (`tally certs init --out certs` makes a demo PKI), or set \
-                     insecure = true for plaintext on a development machine",
-                ));
-            }
-        };
-        let mut operators: Vec<(TokenDigest, Person)> = Vec::new();
-        for (i, o) in raw.operators.iter().enumerate() {
-            let digest = TokenDigest::parse_hex(&o.token_sha256).ok_or_else(|| {
-                invalid(
-                    path,
-                    format!(
-                        "operators[{i}].token_sha256: expected 64 hex digits (the SHA-256 \
-                         `tally token new` prints), not the token itself"
-                    ),
-                )
-            })?;
-            if o.name.trim().is_empty() {
-                return Err(invalid(
-                    path,
-                    format!("operators[{i}].name: must not be empty"),
-                ));
-            }
-            if operators.iter().any(|(d, _)| *d == digest) {
-                return Err(invalid(
-                    path,
-                    format!(
-                        "operators[{i}] ({}): the same token is listed twice",
-                        o.name
-                    ),
-                ));
-            }
-            operators.push((
-                digest,
-                Person {
-                    name: o.name.clone(),
-                    role: o.role,
-                },
-            ));
-        }
+        let members = load_members(path, &cfg)?;
+        let transport = server_transport(path, &cfg)?;
+        let operators = load_operators(path, &cfg)?;
+        let raw = &cfg.raw;
         Ok(CoordinatorConfig {
             listen: raw.listen,
             data_dir: cfg.path("data_dir", &raw.data_dir),
@@ -756,6 +600,202 @@ impl CoordinatorConfig {
             operators,
         })
     }
+}
+
+/// Every coordinator setting that must hold before anything else is read.
+fn check_coordinator_values(
+    path: &Path,
+    cfg: &Layered<RawCoordinatorConfig>,
+) -> Result<(), ConfigError> {
+    let raw = &cfg.raw;
+    raw.canonical
+        .check()
+        .map_err(|e| cfg.bad("canonical.remove_chars", e))?;
+    if raw.members.len() > crate::reconcile::MAX_STATES {
+        return Err(invalid(
+            path,
+            format!(
+                "members: at most {} states are supported",
+                crate::reconcile::MAX_STATES
+            ),
+        ));
+    }
+    if raw.limits.max_message_bytes < MIN_MESSAGE_BYTES {
+        return Err(cfg.bad(
+            "limits.max_message_bytes",
+            format!(
+                "must be at least {MIN_MESSAGE_BYTES}: the reference node sends chunks of \
+                 up to {} bytes of leaves plus one leaf",
+                crate::snapshot::CHUNK_TARGET_BYTES
+            ),
+        ));
+    }
+    if raw.limits.max_items_per_snapshot == 0 {
+        return Err(cfg.bad("limits.max_items_per_snapshot", "must be at least 1"));
+    }
+    if !(raw.reconcile.transfer_grace_hours.is_finite()
+        && raw.reconcile.transfer_grace_hours >= 0.0)
+    {
+        return Err(cfg.bad("reconcile.transfer_grace_hours", "must be 0 or more"));
+    }
+    if raw.limits.max_concurrent_uploads == 0 {
+        return Err(cfg.bad("limits.max_concurrent_uploads", "must be at least 1"));
+    }
+    if raw.limits.upload_idle_timeout_seconds == 0 {
+        return Err(cfg.bad("limits.upload_idle_timeout_seconds", "must be at least 1"));
+    }
+    if raw.reconcile.tick_seconds == 0 {
+        return Err(cfg.bad("reconcile.tick_seconds", "must be at least 1"));
+    }
+    if raw.shutdown.grace_seconds > MAX_SHUTDOWN_GRACE_SECONDS {
+        return Err(cfg.bad(
+            "shutdown.grace_seconds",
+            format!("must be at most {MAX_SHUTDOWN_GRACE_SECONDS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The member states, with their public keys (from the file or a key file).
+fn load_members(
+    path: &Path,
+    cfg: &Layered<RawCoordinatorConfig>,
+) -> Result<Vec<Member>, ConfigError> {
+    let raw = &cfg.raw;
+    let mut members: Vec<Member> = Vec::new();
+    for (i, m) in raw.members.iter().enumerate() {
+        if members.iter().any(|x| x.state == m.state) {
+            return Err(invalid(
+                path,
+                format!("members[{i}]: state {} is listed twice", m.state),
+            ));
+        }
+        let public_key = match (&m.public_key, &m.public_key_file) {
+            (Some(hex_key), None) => {
+                let bytes: [u8; 32] = hex::decode(hex_key.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            path,
+                            format!("members[{i}].public_key: expected 64 hex digits"),
+                        )
+                    })?;
+                keys::parse_verifying_key(&bytes).ok_or_else(|| {
+                    invalid(
+                        path,
+                        format!("members[{i}].public_key: not a valid Ed25519 key"),
+                    )
+                })?
+            }
+            (None, Some(file)) => {
+                keys::read_verifying_key(&resolve(&cfg.base, file)).map_err(|error| {
+                    ConfigError::Key {
+                        path: path.to_path_buf(),
+                        error,
+                    }
+                })?
+            }
+            _ => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "members[{i}] ({}): set exactly one of public_key or public_key_file",
+                        m.state
+                    ),
+                ));
+            }
+        };
+        let cadence_ms = match m.cadence_hours {
+            Some(h) if !(h.is_finite() && h > 0.0) => {
+                return Err(invalid(
+                    path,
+                    format!("members[{i}].cadence_hours: must be a positive number of hours"),
+                ));
+            }
+            h => h.map(hours_to_ms),
+        };
+        members.push(Member {
+            state: m.state,
+            public_key,
+            cadence_ms,
+        });
+    }
+    Ok(members)
+}
+
+/// TLS files, or plaintext only when asked for in so many words.
+fn server_transport(
+    path: &Path,
+    cfg: &Layered<RawCoordinatorConfig>,
+) -> Result<Transport, ConfigError> {
+    let raw = &cfg.raw;
+    let transport = match (raw.insecure, &raw.tls) {
+        (false, Some(files)) => Transport::Tls(ServerTlsFiles {
+            cert_file: cfg.path("tls.cert_file", &files.cert_file),
+            key_file: cfg.path("tls.key_file", &files.key_file),
+            client_ca_file: cfg.path("tls.client_ca_file", &files.client_ca_file),
+        }),
+        (true, None) => Transport::Insecure,
+        (true, Some(_)) => {
+            return Err(cfg.bad(
+                "insecure",
+                "insecure = true and a [tls] section: choose one (remove insecure for TLS)",
+            ));
+        }
+        (false, None) => {
+            return Err(invalid(
+                path,
+                "[tls] is missing: set cert_file, key_file and client_ca_file \
+                 (`tally certs init --out certs` makes a demo PKI), or set \
+                 insecure = true for plaintext on a development machine",
+            ));
+        }
+    };
+    Ok(transport)
+}
+
+/// The operators' and auditors' token digests.
+fn load_operators(
+    path: &Path,
+    cfg: &Layered<RawCoordinatorConfig>,
+) -> Result<Vec<(TokenDigest, Person)>, ConfigError> {
+    let raw = &cfg.raw;
+    let mut operators: Vec<(TokenDigest, Person)> = Vec::new();
+    for (i, o) in raw.operators.iter().enumerate() {
+        let digest = TokenDigest::parse_hex(&o.token_sha256).ok_or_else(|| {
+            invalid(
+                path,
+                format!(
+                    "operators[{i}].token_sha256: expected 64 hex digits (the SHA-256 \
+                     `tally token new` prints), not the token itself"
+                ),
+            )
+        })?;
+        if o.name.trim().is_empty() {
+            return Err(invalid(
+                path,
+                format!("operators[{i}].name: must not be empty"),
+            ));
+        }
+        if operators.iter().any(|(d, _)| *d == digest) {
+            return Err(invalid(
+                path,
+                format!(
+                    "operators[{i}] ({}): the same token is listed twice",
+                    o.name
+                ),
+            ));
+        }
+        operators.push((
+            digest,
+            Person {
+                name: o.name.clone(),
+                role: o.role,
+            },
+        ));
+    }
+    Ok(operators)
 }
 
 /// How a node retries while the coordinator is unreachable.
