@@ -1,20 +1,13 @@
 //! Command-line interface: flags in, calls into the library, results out.
 
 use crate::operator;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::evidence::{self, BundleError, EntryError};
-use crate::node::{Node, Prepared};
-use crate::operator::trace_view::{TraceJson, render_table};
-use crate::proto::{self, trace_client::TraceClient};
 use crate::state::StateCode;
-use crate::support::config::{CoordinatorConfig, NodeConfig};
-use crate::support::keys;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -316,23 +309,25 @@ pub enum NodeCommand {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Keygen(args) => keygen(args),
-        Command::Coordinator { config } => coordinator(config).await,
+        Command::Keygen(args) => crate::operator::setup::keygen(args),
+        Command::Coordinator { config } => crate::coordinator::commands::serve(config).await,
         Command::Node(NodeCommand::Submit {
             config,
             export,
             as_of_unix_ms,
             new_chain,
-        }) => node_submit(config, export, as_of_unix_ms, new_chain).await,
-        Command::Node(NodeCommand::Status { config }) => node_status(config),
-        Command::Node(NodeCommand::Watch { config, dir }) => node_watch(config, dir).await,
-        Command::Health(args) => health(args).await,
-        Command::Alerts { target, command } => operator::alerts(target, command).await,
-        Command::Seized { target, command } => operator::seized(target, command).await,
-        Command::Status { target, format } => operator::status(target, format).await,
-        Command::Audit { target, command } => operator::audit(target, command).await,
-        Command::Trace(args) => trace(args).await,
-        Command::Verify(args) => verify(args),
+        }) => crate::node::commands::submit(config, export, as_of_unix_ms, new_chain).await,
+        Command::Node(NodeCommand::Status { config }) => crate::node::commands::status(config),
+        Command::Node(NodeCommand::Watch { config, dir }) => {
+            crate::node::commands::watch(config, dir).await
+        }
+        Command::Health(args) => crate::operator::health::run(args).await,
+        Command::Alerts { target, command } => operator::alerts::run(target, command).await,
+        Command::Seized { target, command } => operator::seized::run(target, command).await,
+        Command::Status { target, format } => operator::status::run(target, format).await,
+        Command::Audit { target, command } => operator::audit::run(target, command).await,
+        Command::Trace(args) => crate::operator::trace::trace(args).await,
+        Command::Verify(args) => crate::operator::trace::verify(args),
         Command::Demo(args) => {
             crate::dev::demo::run(
                 crate::dev::demo::DemoOptions {
@@ -341,7 +336,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     keep_running: args.keep_running,
                     seed: args.seed,
                 },
-                shutdown_signal(),
+                crate::support::signals::shutdown_signal(),
             )
             .await
         }
@@ -349,408 +344,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             out,
             states,
             server_names,
-        }) => certs_init(out, states, server_names),
-        Command::Token(TokenCommand::New { role, name }) => token_new(role, name),
-        Command::Export { config, out } => archive_export(config, out).await,
-        Command::Import { dir, data, config } => archive_import(dir, data, config).await,
-    }
-}
-
-async fn archive_export(config: PathBuf, out: PathBuf) -> Result<()> {
-    let config = CoordinatorConfig::load(&config)?;
-    let settings = crate::coordinator::archive::ExportSettings::from_config(&config)?;
-    let data = config.data_dir.clone();
-    let target = out.clone();
-    let summary = tokio::task::spawn_blocking(move || {
-        crate::coordinator::archive::export(
-            &data,
-            &settings,
-            &target,
-            crate::coordinator::admission::now_unix_ms(),
-        )
-    })
-    .await??;
-    let c = summary.counts;
-    println!(
-        "exported {} snapshots ({} items), {} equivocations, {} seizure reports, {} operator actions to {}",
-        c.snapshots,
-        c.items,
-        c.equivocations,
-        c.seizure_reports,
-        c.operator_actions,
-        out.display()
-    );
-    Ok(())
-}
-
-async fn archive_import(dir: PathBuf, data: PathBuf, config: Option<PathBuf>) -> Result<()> {
-    let options = match config {
-        Some(path) => crate::coordinator::archive::ImportOptions::from_config(
-            &CoordinatorConfig::load(&path)?,
-        )?,
-        None => crate::coordinator::archive::ImportOptions::default(),
-    };
-    let (from, to) = (dir.clone(), data.clone());
-    let summary = tokio::task::spawn_blocking(move || {
-        crate::coordinator::archive::import(&from, &to, &options)
-    })
-    .await?
-    .with_context(|| format!("import of {} refused; nothing was written", dir.display()))?;
-    for skipped in &summary.skipped_actions {
-        eprintln!("warning: operator action not re-applied: {skipped}");
-    }
-    let c = summary.counts;
-    println!(
-        "verified and imported {} snapshots ({} items), {} equivocations, {} seizure reports, {} operator actions into {}",
-        c.snapshots,
-        c.items,
-        c.equivocations,
-        c.seizure_reports,
-        c.operator_actions,
-        data.display()
-    );
-    Ok(())
-}
-
-/// Largest trace response accepted: every entry carries its evidence (about
-/// 1 KiB), so a long-lived item in many snapshots exceeds gRPC's 4 MiB default.
-const MAX_TRACE_RESPONSE: usize = 256 << 20;
-
-async fn trace(args: TraceArgs) -> Result<()> {
-    let channel = operator::connect(&args.target).await?;
-    let mut client = TraceClient::new(channel).max_decoding_message_size(MAX_TRACE_RESPONSE);
-    let response = client
-        .trace_item(proto::TraceItemRequest {
-            model: args.model.clone(),
-            serial: args.serial.clone(),
-        })
-        .await
-        .map_err(|s| {
-            anyhow!(
-                "the coordinator refused the trace ({:?}): {}",
-                s.code(),
-                s.message()
-            )
-        })?
-        .into_inner();
-
-    if let Some(path) = &args.evidence {
-        let bundle = tally_wire::evidence::bundle_from_trace(&response)?;
-        std::fs::write(path, bundle.to_json()?)
-            .with_context(|| format!("cannot write the evidence bundle {}", path.display()))?;
-        let mut states: Vec<&str> = bundle.entries.iter().map(|e| e.state.as_str()).collect();
-        states.sort_unstable();
-        states.dedup();
-        let keys: Vec<String> = states
-            .iter()
-            .map(|s| format!(" --key {s}={s}.pub"))
-            .collect();
-        eprintln!(
-            "evidence bundle with {} entries written to {}; check it offline with: tally verify {}{}",
-            bundle.entries.len(),
-            path.display(),
-            path.display(),
-            keys.concat()
-        );
-    }
-    match args.format {
-        OutputFormat::Table => print!("{}", render_table(&response)),
-        OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&TraceJson::from_response(&response)?)
-                .context("cannot encode the trace as JSON")?;
-            println!("{json}");
+        }) => crate::operator::setup::certs_init(out, states, server_names),
+        Command::Token(TokenCommand::New { role, name }) => {
+            crate::operator::setup::token_new(role, name)
+        }
+        Command::Export { config, out } => crate::coordinator::commands::export(config, out).await,
+        Command::Import { dir, data, config } => {
+            crate::coordinator::commands::import(dir, data, config).await
         }
     }
-    Ok(())
-}
-
-fn verify(args: VerifyArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut keys = BTreeMap::new();
-    for (state, path) in &args.keys {
-        let key = keys::read_verifying_key(path)?;
-        if keys.insert(*state, key).is_some() {
-            bail!("--key {state} is given more than once");
-        }
-    }
-    match evidence::verify_file(&bytes, &keys) {
-        Ok(verified) => {
-            println!("{}: {}", args.file.display(), verified.summary());
-            Ok(())
-        }
-        Err(e) => {
-            let hint = match &e {
-                BundleError::Entry {
-                    source: EntryError::MissingKey { state },
-                    ..
-                } => format!(" (pass --key {state}=PUBKEYFILE)"),
-                _ => String::new(),
-            };
-            bail!("{} is NOT valid evidence: {e}{hint}", args.file.display())
-        }
-    }
-}
-
-fn certs_init(out: PathBuf, states: Vec<StateCode>, server_names: Vec<String>) -> Result<()> {
-    let states = if states.is_empty() {
-        crate::state::MEMBER_STATES
-            .iter()
-            .map(|s| StateCode::parse(s))
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        states
-    };
-    let pki = crate::support::certs::init(&out, &states, &server_names)?;
-    println!("CA certificate:          {}", pki.ca_cert.display());
-    println!(
-        "coordinator certificate: {} (key {})",
-        pki.server_cert.display(),
-        pki.server_key.display()
-    );
-    for (state, cert, key) in &pki.clients {
-        println!(
-            "{state} node certificate:  {} (key {})",
-            cert.display(),
-            key.display()
-        );
-    }
-    println!(
-        "private keys are mode 0600; {} signs certificates: keep it offline",
-        out.join("ca.key").display()
-    );
-    Ok(())
-}
-
-fn token_new(role: crate::access::Role, name: String) -> Result<()> {
-    if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
-        bail!("--name must be a non-empty plain name (no quotes, backslashes or newlines)");
-    }
-    let token = crate::support::keys::new_token()?;
-    let digest = crate::access::TokenDigest::of(&token);
-    println!("token for {name} ({role}); give it to them, it is not stored anywhere:");
-    println!();
-    println!("    {token}");
-    println!();
-    println!("add to the coordinator configuration, then restart it:");
-    println!();
-    println!("[[operators]]");
-    println!("name = \"{name}\"");
-    println!("role = \"{role}\"");
-    println!("token_sha256 = \"{}\"", digest.to_hex());
-    Ok(())
-}
-
-fn keygen(args: KeygenArgs) -> Result<()> {
-    let name = match (&args.state, args.coordinator) {
-        (Some(state), false) => state.to_string(),
-        (None, true) => "coordinator".to_string(),
-        _ => bail!("pass either --state CODE or --coordinator"),
-    };
-    let public_dir = args.public_out.as_deref().unwrap_or(&args.out);
-    let (private, _) = keys::key_paths(&args.out, &name);
-    let (_, public) = keys::key_paths(public_dir, &name);
-    if args.keep_existing && private.exists() && public.exists() {
-        let key = keys::read_signing_key(&private)?;
-        if keys::read_verifying_key(&public)? != key.verifying_key() {
-            bail!(
-                "{} and {} exist but do not belong together; remove both to generate a new pair",
-                private.display(),
-                public.display()
-            );
-        }
-        println!(
-            "kept existing keys: {} and {}",
-            private.display(),
-            public.display()
-        );
-        return Ok(());
-    }
-    let key = keys::generate()?;
-    let (private, public) = keys::write_key_files(&args.out, public_dir, &name, &key)?;
-    println!(
-        "private key: {} (mode 0600, keep it secret)",
-        private.display()
-    );
-    println!("public key:  {}", public.display());
-    println!(
-        "public key (hex): {}",
-        hex::encode(key.verifying_key().to_bytes())
-    );
-    Ok(())
-}
-
-async fn health(args: HealthArgs) -> Result<()> {
-    crate::operator::health::check(
-        &args.coordinator,
-        &args.service,
-        args.timeout,
-        args.ca.as_deref(),
-    )
-    .await?;
-    println!("{}: SERVING", args.coordinator);
-    Ok(())
-}
-
-async fn node_watch(config: PathBuf, dir: PathBuf) -> Result<()> {
-    let config = NodeConfig::load(&config)?;
-    let node = Node::open(config)?;
-    let outcomes = crate::node::watch::watch(&node, &dir, shutdown_signal()).await?;
-    let accepted = outcomes
-        .iter()
-        .filter(|o| matches!(o, crate::node::watch::Outcome::Submitted { .. }))
-        .count();
-    println!(
-        "stopped watching {}: {accepted} exports accepted, {} rejected",
-        dir.display(),
-        outcomes.len() - accepted
-    );
-    Ok(())
-}
-
-/// Resolves when the process receives Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received");
-}
-
-/// Prints one of the coordinator's start-up lines. `println!` panics when
-/// standard output is a pipe nobody reads any more (a supervisor that read
-/// the address and closed it, `| head -1`); a service must not stop for
-/// that, so a failed write is only logged.
-fn announce(line: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(line).and_then(|()| {
-        out.write_all(b"\n")?;
-        out.flush()
-    }) {
-        tracing::warn!(error = %e, "cannot write to standard output; carrying on without it");
-    }
-}
-
-async fn coordinator(config: PathBuf) -> Result<()> {
-    let config = CoordinatorConfig::load(&config)?;
-    // Opening a large store rebuilds the reconciliation state from every
-    // stored snapshot: seconds to minutes, worth a spinner on a terminal.
-    let progress = crate::support::progress::Progress::spinner(
-        true,
-        "opening the store and rebuilding reconciliation state from stored snapshots",
-    );
-    let coordinator = crate::coordinator::server::build_coordinator(&config);
-    progress.finish();
-    let coordinator = coordinator?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let options = crate::coordinator::server::ServeOptions::from_config(&config)?;
-    announce(format_args!(
-        "coordinator listening on {}",
-        listener.local_addr()?
-    ));
-    announce(format_args!(
-        "transport: {}",
-        if options.tls.is_some() {
-            "TLS (member nodes by client certificate, people by bearer token)"
-        } else {
-            "plaintext (insecure = true: development only)"
-        }
-    ));
-    let metrics = match config.metrics.listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
-            announce(format_args!(
-                "metrics on http://{}/metrics",
-                l.local_addr()?
-            ));
-            Some(l)
-        }
-        None => None,
-    };
-    crate::coordinator::server::run(coordinator, listener, metrics, shutdown_signal(), options)
-        .await?;
-    Ok(())
-}
-
-async fn node_submit(
-    config: PathBuf,
-    export: PathBuf,
-    as_of: Option<i64>,
-    new_chain: bool,
-) -> Result<()> {
-    let config = NodeConfig::load(&config)?;
-    let mut node = Node::open(config)?;
-    // Drawn only when stderr is a terminal.
-    node.show_progress(true);
-    let head = crate::node::submit::chain_head_for_signing(&node, new_chain).await?;
-    match node.prepare(&export, as_of, head)? {
-        Prepared::Signed { sequence, items } => {
-            println!(
-                "signed {} as sequence {sequence} ({items} items), stored in the outbox",
-                export.display()
-            );
-        }
-        Prepared::AlreadySigned { sequence } => {
-            println!(
-                "{} was already signed as sequence {sequence}; not signing it again",
-                export.display()
-            );
-        }
-    }
-    let receipts = crate::node::submit::deliver_pending(&node).await?;
-    for receipt in receipts {
-        println!(
-            "accepted: state {} sequence {} digest {} at {} (unix ms)",
-            receipt.state, receipt.sequence, receipt.digest, receipt.accepted_at_unix_ms
-        );
-    }
-    Ok(())
-}
-
-fn node_status(config: PathBuf) -> Result<()> {
-    let config = NodeConfig::load(&config)?;
-    let outbox = crate::node::Outbox::open(&config.outbox_dir)?;
-    let entries = outbox.entries()?;
-    let accepted = entries.iter().rev().find(|e| e.receipt.is_some());
-    println!("state: {}", config.state);
-    match accepted {
-        Some(e) => println!(
-            "last accepted: sequence {} digest {}",
-            e.sequence(),
-            e.digest()
-        ),
-        None => println!("last accepted: none"),
-    }
-    let pending: Vec<_> = entries.iter().filter(|e| e.receipt.is_none()).collect();
-    if pending.is_empty() {
-        println!("pending: none");
-    }
-    for e in pending {
-        println!(
-            "pending: sequence {} digest {} ({} items)",
-            e.sequence(),
-            e.digest(),
-            e.signed.header.item_count
-        );
-    }
-    Ok(())
 }

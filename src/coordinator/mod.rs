@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod archive;
+pub mod commands;
 pub mod grpc;
 pub mod lifecycle;
 pub mod lookup;

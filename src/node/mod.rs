@@ -6,6 +6,7 @@
 //! retrying while the coordinator is unreachable. A crash between the two
 //! leaves a pending entry that the next run sends unchanged.
 
+pub mod commands;
 pub mod outbox;
 pub mod submit;
 pub mod watch;

@@ -115,3 +115,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// `tally health`: SERVING, or an error naming why not.
+pub async fn run(args: crate::cli::HealthArgs) -> anyhow::Result<()> {
+    crate::operator::health::check(
+        &args.coordinator,
+        &args.service,
+        args.timeout,
+        args.ca.as_deref(),
+    )
+    .await?;
+    println!("{}: SERVING", args.coordinator);
+    Ok(())
+}

@@ -5,4 +5,5 @@ pub mod certs;
 pub mod config;
 pub mod keys;
 pub mod progress;
+pub mod signals;
 pub mod tls;
