@@ -953,7 +953,7 @@ mod tests {
         assert_eq!(grpc_code_name(16), "UNAUTHENTICATED");
         assert_eq!(grpc_code_name(99), "UNKNOWN_CODE");
         // That the names follow tonic's numbering is checked where tonic is
-        // in reach: `service::status`'s tests.
+        // in reach: `coordinator::grpc::status`'s tests.
     }
 
     /// Which part of a stored record a tamperer changes.

@@ -13,6 +13,8 @@ use futures::future::Either;
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use super::request::RequestError;
+use super::status;
 use crate::access::{AccessError, AccessPolicy, Principal};
 use crate::audit::{Action, Actor, Event, Outcome};
 use crate::coordinator::admission::now_unix_ms;
@@ -88,15 +90,7 @@ fn certificate_state<B>(req: &http::Request<B>) -> Result<Option<StateCode>, ton
         None => Ok(None),
         Some(leaf) => tls::certificate_state(leaf.as_ref())
             .map(Some)
-            .map_err(|e| tonic::Status::unauthenticated(e.to_string())),
-    }
-}
-
-fn access_status(e: AccessError) -> tonic::Status {
-    if e.is_unauthenticated() {
-        tonic::Status::unauthenticated(e.to_string())
-    } else {
-        tonic::Status::permission_denied(e.to_string())
+            .map_err(|e| RequestError::Certificate(e).into()),
     }
 }
 
@@ -122,13 +116,13 @@ where
                 None => None,
                 Some(v) => Some(
                     v.to_str()
-                        .map_err(|_| access_status(AccessError::MalformedToken))?,
+                        .map_err(|_| status::access(AccessError::MalformedToken))?,
                 ),
             };
             identified = self.policy.identify(authorization, state);
             self.policy
                 .authorize(req.uri().path(), authorization, state)
-                .map_err(access_status)
+                .map_err(status::access)
         });
         match decision {
             Ok(principal) => {

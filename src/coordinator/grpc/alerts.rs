@@ -11,17 +11,17 @@ use tracing::Instrument;
 
 use super::audit::{Caller, audited};
 use super::check_field_len;
+use super::request::RequestError;
 use super::{blocking, run_detached, within_page_bytes};
 use crate::audit::Action;
 use crate::coordinator::admission::now_unix_ms;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::Metrics;
 use crate::coordinator::storage::alerts::{
-    ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason,
+    Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason,
 };
 use crate::coordinator::storage::audit_log::AuditLog;
 use crate::proto;
-use crate::quote::excerpt;
 use crate::reconcile::{AlertKind, Custody, Evidence, SnapshotRef};
 use crate::serial::{CanonicalModel, CanonicalRule};
 use crate::state::StateCode;
@@ -100,21 +100,8 @@ pub fn reason_to_proto(r: ResolutionReason) -> proto::ResolutionReason {
     }
 }
 
-fn reason_from_proto(code: i32) -> Result<ResolutionReason, Status> {
-    // Named as a gRPC client writes them, with the CLI's spelling beside.
-    let valid: Vec<String> = ResolutionReason::ALL
-        .iter()
-        .map(|r| {
-            let p = reason_to_proto(*r);
-            format!("{} = {} ({})", p.as_str_name(), p as i32, r.as_str())
-        })
-        .collect();
-    let unknown = || {
-        Status::invalid_argument(format!(
-            "unknown or missing resolution reason {code}: use one of {}",
-            valid.join(", ")
-        ))
-    };
+fn reason_from_proto(code: i32) -> Result<ResolutionReason, RequestError> {
+    let unknown = || RequestError::UnknownResolutionReason { code };
     let r = proto::ResolutionReason::try_from(code).map_err(|_| unknown())?;
     ResolutionReason::ALL
         .into_iter()
@@ -221,27 +208,6 @@ fn event_to_proto(e: &AlertEvent) -> proto::AlertEvent {
     }
 }
 
-impl From<ActionError> for Status {
-    fn from(e: ActionError) -> Status {
-        match &e {
-            ActionError::NotFound(_) => Status::not_found(e.to_string()),
-            ActionError::NoteTooLong { .. } => Status::invalid_argument(e.to_string()),
-            ActionError::InvalidTransition { .. } => Status::failed_precondition(e.to_string()),
-            ActionError::Store(_) | ActionError::NotDurable { .. } => {
-                tracing::error!(error = %e, "alert storage failure");
-                Status::internal(e.to_string())
-            }
-        }
-    }
-}
-
-impl From<crate::coordinator::storage::alerts::AlertStoreError> for Status {
-    fn from(e: crate::coordinator::storage::alerts::AlertStoreError) -> Status {
-        tracing::error!(error = %e, "alert storage failure");
-        Status::internal(e.to_string())
-    }
-}
-
 /// The validated filters of a list request.
 struct Filter {
     kind: Option<AlertKind>,
@@ -252,37 +218,36 @@ struct Filter {
 }
 
 impl Filter {
-    fn from_request(r: &proto::ListAlertsRequest, rule: &CanonicalRule) -> Result<Filter, Status> {
+    fn from_request(
+        r: &proto::ListAlertsRequest,
+        rule: &CanonicalRule,
+    ) -> Result<Filter, RequestError> {
         let kind = match r.kind.as_str() {
             "" => None,
             k => Some(
                 AlertKind::ALL
                     .into_iter()
                     .find(|x| x.as_str() == k)
-                    .ok_or_else(|| {
-                        let valid: Vec<&str> = AlertKind::ALL.iter().map(|x| x.as_str()).collect();
-                        Status::invalid_argument(format!(
-                            "unknown alert kind '{}': use one of {}",
-                            excerpt(k),
-                            valid.join(", ")
-                        ))
-                    })?,
+                    .ok_or_else(|| RequestError::UnknownAlertKind(k.to_string()))?,
             ),
         };
         let state = match r.state.as_str() {
             "" => None,
-            s => Some(StateCode::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))?),
+            s => Some(StateCode::parse(s)?),
         };
         let model = match r.model.as_str() {
             "" => None,
             m => Some(check_field_len("model filter", m).and_then(|()| {
-                CanonicalModel::from_raw(m, rule).map_err(|e| {
-                    Status::invalid_argument(format!("model filter '{}' {e}", excerpt(m)))
+                CanonicalModel::from_raw(m, rule).map_err(|error| {
+                    RequestError::ModelFilterNotCanonical {
+                        value: m.to_string(),
+                        error,
+                    }
                 })
             })?),
         };
         let status = proto::AlertStatus::try_from(r.status)
-            .map_err(|_| Status::invalid_argument(format!("unknown alert status {}", r.status)))?;
+            .map_err(|_| RequestError::UnknownAlertStatus(r.status))?;
         Ok(Filter {
             kind,
             state,
@@ -321,13 +286,9 @@ impl proto::alerts_server::Alerts for AlertsService {
         // Newest first; the token is the id to continue below.
         let before = match req.page_token.as_str() {
             "" => u64::MAX,
-            t => t.parse::<u64>().map_err(|_| {
-                Status::invalid_argument(format!(
-                    "page_token '{}' is not one this server issued: pass next_page_token back \
-                     unchanged",
-                    excerpt(t)
-                ))
-            })?,
+            t => t
+                .parse::<u64>()
+                .map_err(|_| RequestError::UnknownPageToken(t.to_string()))?,
         };
         let alerts = self.alerts.clone();
         let (found, more) = blocking(move || {
@@ -354,7 +315,7 @@ impl proto::alerts_server::Alerts for AlertsService {
         record_alert_id(id);
         let alerts = self.alerts.clone();
         let alert = blocking(move || Ok(alerts.get(id)?)).await?;
-        let alert = alert.ok_or_else(|| Status::not_found(format!("no alert with id {id}")))?;
+        let alert = alert.ok_or(RequestError::NoAlert(id))?;
         Ok(Response::new(alert_to_proto(&alert)))
     }
 
@@ -398,7 +359,7 @@ impl proto::alerts_server::Alerts for AlertsService {
                     })
                     .await
                 }
-                Err(status) => Err(status),
+                Err(refused) => Err(refused.into()),
             };
             audited(&audit, caller, action, result).await
         })
@@ -435,9 +396,7 @@ impl proto::alerts_server::Alerts for AlertsService {
         let after = request.into_inner().after_cursor;
         tracing::Span::current().record("after_cursor", after);
         if self.lifecycle.is_draining() {
-            return Err(Status::unavailable(
-                "the coordinator is shutting down; watch again once it is back, from your last cursor",
-            ));
+            return Err(RequestError::WatchShuttingDown.into());
         }
         // A cursor beyond the newest event would skip events silently until
         // the store caught up with it: it comes from another coordinator, or
@@ -450,11 +409,7 @@ impl proto::alerts_server::Alerts for AlertsService {
             newest = blocking(move || Ok(alerts.last_stored_cursor()?)).await?;
         }
         if after > newest {
-            return Err(Status::out_of_range(format!(
-                "cursor {after} is beyond the newest alert event ({newest}): it is not from \
-                 this coordinator's alert store (rebuilt stores start their cursors again); \
-                 watch from 0 to replay every event, or from {newest} for new ones only"
-            )));
+            return Err(RequestError::CursorAhead { after, newest }.into());
         }
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
         let watcher = self.metrics.watcher_connected();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::status::EdgeFailure;
 use super::{blocking, within_page_bytes};
 use crate::access::Principal;
 use crate::audit::{Action, Actor, Event, Outcome, SealedRecord};
@@ -76,10 +77,11 @@ pub async fn audited<T>(
         Err(e) => {
             tracing::error!(error = %e, action = %described, "writing the audit trail failed");
             match result {
-                Ok(_) => Err(Status::internal(format!(
-                    "{described}: done, but the audit trail could not be written ({e}); \
-                     tell the coordinator's administrator"
-                ))),
+                Ok(_) => Err(EdgeFailure::NotAudited {
+                    action: described,
+                    source: e,
+                }
+                .into()),
                 Err(status) => Err(status),
             }
         }
@@ -143,9 +145,7 @@ impl proto::audit_server::Audit for AuditService {
         };
         let log = self.log.clone();
         let (records, last_sequence) = blocking(move || {
-            let records = log
-                .list(req.from_sequence.max(1), limit)
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let records = log.list(req.from_sequence.max(1), limit)?;
             Ok((records, log.last_sequence()))
         })
         .await?;

@@ -1,11 +1,13 @@
 //! The gRPC edge: decode protobuf into validated domain types, call the
 //! domain, encode the answer. Generated types stop here; errors are mapped to
-//! `tonic::Status` once, in [`status`].
+//! `tonic::Status` once, in [`status`] (the services' own refusals are
+//! [`request::RequestError`]s).
 
 pub mod access;
 pub mod alerts;
 pub mod audit;
 pub mod operations;
+pub mod request;
 pub mod snapshots;
 pub mod status;
 pub mod trace;
@@ -39,7 +41,10 @@ async fn blocking<T: Send + 'static>(
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
-        .map_err(|e| tonic::Status::internal(format!("task failed: {e}")))?
+        .map_err(|source| status::EdgeFailure::Task {
+            what: "task",
+            source,
+        })?
 }
 
 /// Runs an operator action, with its audit record, as a task of its own and
@@ -53,7 +58,10 @@ async fn run_detached<T: Send + 'static>(
     use tracing::Instrument;
     tokio::spawn(work.in_current_span())
         .await
-        .map_err(|e| tonic::Status::internal(format!("task failed: {e}")))?
+        .map_err(|source| status::EdgeFailure::Task {
+            what: "task",
+            source,
+        })?
 }
 
 /// The longest model or serial a query (`TraceItem`, the `ListAlerts` model
@@ -63,14 +71,15 @@ async fn run_detached<T: Send + 'static>(
 /// any real lookup, and a bound on what is canonicalised and echoed.
 pub const MAX_QUERY_FIELD_BYTES: usize = 4 * crate::item::MAX_FIELD_BYTES;
 
-/// INVALID_ARGUMENT if a query field is longer than [`MAX_QUERY_FIELD_BYTES`].
-pub fn check_field_len(field: &str, value: &str) -> Result<(), tonic::Status> {
+/// Refuses a query field longer than [`MAX_QUERY_FIELD_BYTES`].
+pub fn check_field_len(field: &'static str, value: &str) -> Result<(), request::RequestError> {
     let max = MAX_QUERY_FIELD_BYTES;
     if value.len() > max {
-        return Err(tonic::Status::invalid_argument(format!(
-            "{field} is {} bytes long; at most {max} bytes are allowed",
-            value.len()
-        )));
+        return Err(request::RequestError::FieldTooLong {
+            field,
+            len: value.len(),
+            max,
+        });
     }
     Ok(())
 }

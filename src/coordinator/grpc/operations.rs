@@ -7,10 +7,12 @@ use tonic::{Request, Response, Status};
 
 use super::alerts::custody_to_proto;
 use super::audit::{Caller, audited};
+use super::request::{RequestError, SeizedItemError};
+use super::status::EdgeFailure;
 use super::{blocking, run_detached};
 use crate::audit::Action;
 use crate::coordinator::admission::{Ingestor, now_unix_ms};
-use crate::coordinator::reconciler::Reconciler;
+use crate::coordinator::reconciler::{ReconcileError, Reconciler};
 use crate::coordinator::storage::audit_log::AuditLog;
 use crate::proto;
 use crate::reconcile::{AlertKey, AlertKind, Seizure};
@@ -56,8 +58,8 @@ fn seizure_from_proto(
     item: &proto::SeizedItem,
     rule: &CanonicalRule,
     now_unix_ms: i64,
-) -> Result<Seizure, Status> {
-    let bad = |what: String| Status::invalid_argument(format!("items[{i}]: {what}"));
+) -> Result<Seizure, RequestError> {
+    let bad = |problem| RequestError::SeizedItem { index: i, problem };
     for (field, value, max) in [
         ("model", &item.model, crate::item::MAX_FIELD_BYTES),
         ("serial", &item.serial, crate::item::MAX_FIELD_BYTES),
@@ -69,32 +71,37 @@ fn seizure_from_proto(
         ),
     ] {
         if value.len() > max {
-            return Err(bad(format!(
-                "{field} is {} bytes long; at most {max} bytes are allowed",
-                value.len(),
-            )));
+            return Err(bad(SeizedItemError::FieldTooLong {
+                field,
+                len: value.len(),
+                max,
+            }));
         }
     }
     // The time is evidence shown beside the custody trace: an unset (0) or
     // impossible one would mislead whoever reads it.
     let at = item.seized_at_unix_ms;
     if at <= 0 {
-        return Err(bad(format!(
-            "seized_at_unix_ms is {at}; set it to the time of the seizure \
-             (milliseconds since 1970-01-01 UTC)"
-        )));
+        return Err(bad(SeizedItemError::TimeUnset { at }));
     }
     if at > now_unix_ms + MAX_SEIZURE_CLOCK_SKEW_MS {
-        return Err(bad(format!(
-            "seized_at_unix_ms {at} is in the future by the coordinator's clock \
-             (now {now_unix_ms}); milliseconds, not microseconds, since 1970-01-01 UTC"
-        )));
+        return Err(bad(SeizedItemError::TimeInFuture {
+            at,
+            now: now_unix_ms,
+        }));
     }
+    let not_canonical = |field, value: &String, error| {
+        bad(SeizedItemError::NotCanonical {
+            field,
+            value: value.clone(),
+            error,
+        })
+    };
     let key = ItemKey {
         model: CanonicalModel::from_raw(&item.model, rule)
-            .map_err(|e| bad(format!("model '{}' {e}", item.model)))?,
+            .map_err(|e| not_canonical("model", &item.model, e))?,
         serial: CanonicalSerial::from_raw(&item.serial, rule)
-            .map_err(|e| bad(format!("serial '{}' {e}", item.serial)))?,
+            .map_err(|e| not_canonical("serial", &item.serial, e))?,
     };
     Ok(Seizure {
         key,
@@ -116,11 +123,6 @@ fn seizure_to_proto(s: &Seizure) -> proto::SeizedItem {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "operator request failed");
-    Status::internal(e.to_string())
-}
-
 impl SeizuresService {
     /// Records a seizure report and matches its items. Returns the report's
     /// id whenever it was stored, also when matching failed afterwards, so
@@ -131,15 +133,14 @@ impl SeizuresService {
     ) -> (Option<u64>, Result<proto::ReportSeizuresResponse, Status>) {
         tracing::Span::current().record("items", req.items.len());
         if req.items.is_empty() {
-            let status = Status::invalid_argument("a seizure report needs at least one item");
-            return (None, Err(status));
+            return (None, Err(RequestError::EmptySeizureReport.into()));
         }
         if req.items.len() > MAX_SEIZED_ITEMS {
-            let status = Status::resource_exhausted(format!(
-                "{} items in one report; at most {MAX_SEIZED_ITEMS} are accepted",
-                req.items.len()
-            ));
-            return (None, Err(status));
+            let refused = RequestError::TooManySeizedItems {
+                count: req.items.len(),
+                max: MAX_SEIZED_ITEMS,
+            };
+            return (None, Err(refused.into()));
         }
         let now = now_unix_ms();
         let items = match req
@@ -150,32 +151,22 @@ impl SeizuresService {
             .collect::<Result<Vec<_>, _>>()
         {
             Ok(items) => items,
-            Err(status) => return (None, Err(status)),
+            Err(refused) => return (None, Err(refused.into())),
         };
         let reconciler = self.reconciler.clone();
         let stored = blocking(move || {
-            let report = reconciler
-                .report_seizures(items, now_unix_ms())
-                .map_err(internal)?;
-            let matches = match_seizures(&reconciler, &report.items).map_err(|status| {
-                Status::new(
-                    status.code(),
-                    format!(
-                        "seizure report {} is recorded, but matching its items failed ({}); \
-                         ListSeizureReports shows it",
-                        report.id,
-                        status.message()
-                    ),
-                )
-            });
+            let report = reconciler.report_seizures(items, now_unix_ms())?;
+            let matches = match_seizures(&reconciler, &report.items);
             Ok((report.id, matches))
         })
         .await;
         match stored {
             Ok((report_id, matches)) => {
                 tracing::info!(report_id, "seizure report recorded");
-                let response =
-                    matches.map(|matches| proto::ReportSeizuresResponse { report_id, matches });
+                let response = match matches {
+                    Ok(matches) => Ok(proto::ReportSeizuresResponse { report_id, matches }),
+                    Err(source) => Err(EdgeFailure::SeizuresUnmatched { report_id, source }.into()),
+                };
                 (Some(report_id), response)
             }
             Err(status) => (None, Err(status)),
@@ -187,7 +178,7 @@ impl SeizuresService {
 fn match_seizures(
     reconciler: &Reconciler,
     items: &[Seizure],
-) -> Result<Vec<proto::SeizureMatch>, Status> {
+) -> Result<Vec<proto::SeizureMatch>, ReconcileError> {
     let mut matches = Vec::with_capacity(items.len());
     for item in items {
         let key = AlertKey {
@@ -197,10 +188,8 @@ fn match_seizures(
             counterparty: None,
             sequence: None,
         };
-        let alert = reconciler.alerts().current(&key).map_err(internal)?;
-        let custody = reconciler
-            .with_engine(|e| e.custody(&item.key))
-            .map_err(internal)?;
+        let alert = reconciler.alerts().current(&key)?;
+        let custody = reconciler.with_engine(|e| e.custody(&item.key))?;
         matches.push(proto::SeizureMatch {
             model: item.key.model.to_string(),
             serial: item.key.serial.to_string(),
@@ -241,10 +230,9 @@ impl proto::seizures_server::Seizures for SeizuresService {
         };
         let reconciler = self.reconciler.clone();
         let (reports, more) = blocking(move || {
-            reconciler
+            Ok(reconciler
                 .seizure_log()
-                .page_after(req.after_id, limit, PAGE_BYTES)
-                .map_err(internal)
+                .page_after(req.after_id, limit, PAGE_BYTES)?)
         })
         .await?;
         Ok(Response::new(proto::ListSeizureReportsResponse {
@@ -284,7 +272,7 @@ impl proto::coordinator_server::Coordinator for CoordinatorService {
         let ingestor = self.ingestor.clone();
         let reconciler = self.reconciler.clone();
         let status = blocking(move || {
-            let current = reconciler.alerts().current_alerts().map_err(internal)?;
+            let current = reconciler.alerts().current_alerts()?;
             let mut by_kind: BTreeMap<AlertKind, u64> =
                 AlertKind::ALL.iter().map(|k| (*k, 0)).collect();
             let mut overdue: Vec<StateCode> = Vec::new();
@@ -300,7 +288,7 @@ impl proto::coordinator_server::Coordinator for CoordinatorService {
             states.sort();
             let mut members = Vec::with_capacity(states.len());
             for state in states {
-                let latest = ingestor.store().latest(state).map_err(internal)?;
+                let latest = ingestor.store().latest(state)?;
                 members.push(proto::MemberStatus {
                     state: state.to_string(),
                     last_sequence: latest.as_ref().map_or(0, |l| l.signed.header.sequence),

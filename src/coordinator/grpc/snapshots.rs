@@ -10,6 +10,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::audit::{Caller, audited};
+use super::request::RequestError;
+use super::status::{self, EdgeFailure};
 use crate::access::{Principal, check_own_state};
 use crate::audit::Action;
 use crate::coordinator::admission::{Admission, IngestError, Ingestor, Upload, now_unix_ms};
@@ -84,8 +86,8 @@ fn blocking_in_span<T: Send + 'static>(
     tokio::task::spawn_blocking(move || span.in_scope(f))
 }
 
-fn parse_state(s: &str) -> Result<StateCode, Status> {
-    StateCode::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+fn parse_state(s: &str) -> Result<StateCode, RequestError> {
+    Ok(StateCode::parse(s)?)
 }
 
 /// Verifies and stores chunks on a blocking thread, off the async runtime.
@@ -125,23 +127,13 @@ async fn submit(
         }
         Some(proto::SubmitRequest {
             part: Some(submit_request::Part::Chunk(_)),
-        }) => {
-            return Err(Status::invalid_argument(
-                "the first message must be a SnapshotHeader, got an ItemChunk",
-            ));
-        }
+        }) => return Err(RequestError::FirstMessageIsChunk.into()),
         Some(proto::SubmitRequest { part: None }) => {
-            return Err(Status::invalid_argument(
-                "the first message is empty: it must be a SnapshotHeader",
-            ));
+            return Err(RequestError::FirstMessageEmpty.into());
         }
-        None => {
-            return Err(Status::invalid_argument(
-                "the stream ended before a SnapshotHeader arrived",
-            ));
-        }
+        None => return Err(RequestError::NoHeader.into()),
     };
-    let signed = signed_header_from_proto(&header).map_err(super::status::malformed)?;
+    let signed = signed_header_from_proto(&header).map_err(status::malformed)?;
     let items = signed.header.item_count;
     let span = tracing::Span::current();
     span.record("state", signed.header.state.as_str());
@@ -149,8 +141,7 @@ async fn submit(
     span.record("items", items);
     // The TLS identity must match the signed header before any item is read:
     // a node submits for its own state only, whatever keys it holds.
-    check_own_state(principal.as_ref(), signed.header.state)
-        .map_err(|e| Status::permission_denied(e.to_string()))?;
+    check_own_state(principal.as_ref(), signed.header.state).map_err(status::access)?;
 
     let admit = ingestor.clone();
     let upload = match join(blocking_in_span(move || admit.admit(signed))).await?? {
@@ -173,15 +164,9 @@ async fn submit(
                     }
                 }
                 Some(submit_request::Part::Header(_)) => {
-                    return Err(Status::invalid_argument(
-                        "a second SnapshotHeader arrived: send one header, then item chunks",
-                    ));
+                    return Err(RequestError::SecondHeader.into());
                 }
-                None => {
-                    return Err(Status::invalid_argument(
-                        "an empty message arrived where an ItemChunk was expected",
-                    ));
-                }
+                None => return Err(RequestError::EmptyChunk.into()),
             }
         }
         let _ = tx.send(None).await;
@@ -195,9 +180,7 @@ async fn submit(
         (Err(e), _) => return Err(e.into()),
         (Ok(_), Err(status)) => return Err(status),
         (Ok(Some(upload)), Ok(())) => upload,
-        (Ok(None), Ok(())) => {
-            return Err(Status::cancelled("upload ended early; nothing stored"));
-        }
+        (Ok(None), Ok(())) => return Err(RequestError::UploadEndedEarly.into()),
     };
     let receipt = join(blocking_in_span(move || upload.finish())).await??;
     Ok(Submitted::New {
@@ -216,28 +199,29 @@ async fn next_message(
     let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_seconds);
     let next = tokio::time::timeout(idle, stream.message())
         .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "no message for {} s (limits.upload_idle_timeout_seconds): upload dropped, nothing stored",
-                idle.as_secs()
-            ))
+        .map_err(|_| RequestError::UploadIdle {
+            seconds: idle.as_secs(),
         })?;
+    // tonic's own status for a message it refused to decode, or the
+    // transport's: passed on, apart from the size limit.
     next.map_err(|s| {
         if s.code() == tonic::Code::OutOfRange {
-            Status::resource_exhausted(format!(
-                "a message is larger than the coordinator's limit of {limit} bytes \
-                 (limits.max_message_bytes); send smaller item chunks ({})",
-                s.message()
-            ))
+            RequestError::MessageTooLarge {
+                limit,
+                detail: s.message().to_string(),
+            }
+            .into()
         } else {
             s
         }
     })
 }
 
-async fn join<T>(h: tokio::task::JoinHandle<T>) -> Result<T, Status> {
-    h.await
-        .map_err(|e| Status::internal(format!("ingest task failed: {e}")))
+async fn join<T>(h: tokio::task::JoinHandle<T>) -> Result<T, EdgeFailure> {
+    h.await.map_err(|source| EdgeFailure::Task {
+        what: "ingest task",
+        source,
+    })
 }
 
 impl SnapshotsService {
@@ -256,13 +240,11 @@ impl SnapshotsService {
         // here, while a busy coordinator is transient and every gRPC client
         // treats UNAVAILABLE as "retry with backoff".
         let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
-            self.metrics.snapshot_rejected(tonic::Code::Unavailable);
             let limit = self.ingestor.limits().max_concurrent_uploads;
             tracing::warn!(limit, "submission refused: too many uploads in progress");
-            return Err(Status::unavailable(format!(
-                "the coordinator is busy verifying {limit} uploads already \
-                 (limits.max_concurrent_uploads); nothing stored, retry shortly"
-            )));
+            let status = Status::from(RequestError::Busy { limit });
+            self.metrics.snapshot_rejected(status.code());
+            return Err(status);
         };
         let result = submit(
             self.ingestor.clone(),
@@ -331,12 +313,10 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         let result = match in_flight {
             Some(_) => self.submit_unaudited(request, &mut claim).await,
             None => {
-                self.metrics.snapshot_rejected(tonic::Code::Unavailable);
                 tracing::warn!("submission refused: the coordinator is shutting down");
-                Err(Status::unavailable(
-                    "the coordinator is shutting down and accepts no new submissions; \
-                     nothing was stored: submit again once it is back (tally node retries by itself)",
-                ))
+                let status = Status::from(RequestError::ShuttingDown);
+                self.metrics.snapshot_rejected(status.code());
+                Err(status)
             }
         };
         if result.is_ok() {
@@ -355,8 +335,7 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         let req = request.into_inner();
         let state = parse_state(&req.state)?;
         tracing::Span::current().record("state", state.as_str());
-        check_own_state(principal.as_ref(), state)
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        check_own_state(principal.as_ref(), state).map_err(status::access)?;
         let limit = match req.limit as usize {
             0 => LIST_LIMIT,
             n => n.min(LIST_LIMIT),
@@ -383,12 +362,14 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         let span = tracing::Span::current();
         span.record("state", state.as_str());
         span.record("sequence", req.sequence);
-        check_own_state(principal.as_ref(), state)
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        check_own_state(principal.as_ref(), state).map_err(status::access)?;
         let store = self.ingestor.store().clone();
-        let snapshot = store.get(state, req.sequence)?.ok_or_else(|| {
-            Status::not_found(format!("{state} has no accepted snapshot {}", req.sequence))
-        })?;
+        let snapshot = store
+            .get(state, req.sequence)?
+            .ok_or(RequestError::NoSnapshot {
+                state,
+                sequence: req.sequence,
+            })?;
         let info = proto::GetSnapshotResponse {
             part: Some(get_snapshot_response::Part::Info(stored_snapshot_info(
                 &snapshot,
@@ -416,8 +397,12 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
                             leaves: leaves.into(),
                         })),
                     }),
-                    Ok(Err(e)) => Err(Status::from(e)),
-                    Err(e) => Err(Status::internal(format!("snapshot reader failed: {e}"))),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(source) => Err(EdgeFailure::Task {
+                        what: "snapshot reader",
+                        source,
+                    }
+                    .into()),
                 };
                 // After an error the stream ends with it.
                 let next = if message.is_ok() { index + 1 } else { u32::MAX };

@@ -1,10 +1,69 @@
-//! The one place where domain errors become gRPC status codes.
+//! The one place where an error becomes a gRPC status: every error the
+//! services answer with is mapped to its code here, and nowhere else.
+//!
+//! - The coordinator's own error types get `impl From<_> for Status`
+//!   ([`IngestError`], [`StoreError`], [`TraceError`], [`ReconcileError`],
+//!   [`ActionError`], [`AlertStoreError`], [`SeizureLogError`],
+//!   [`AuditLogError`]), so a service passes them on with `?`.
+//! - The services' own refusals are [`RequestError`]s (their messages are in
+//!   `super::request`), and failures of the gRPC edge itself (a task that
+//!   panicked, an audit record that could not be written) [`EdgeFailure`]s.
+//! - Errors of `tally_core` and `tally_wire`, which the orphan rule keeps
+//!   from an `impl From`, have a function each: [`access`] and
+//!   [`malformed`].
+//!
+//! A status's message is always its error's `Display`. Every `INTERNAL` is
+//! logged here, once, at error level. The codes are those of
+//! docs/protocol.md §6; the table test below lists every variant of every
+//! type mapped here with its code.
 
 use tonic::{Code, Status};
 
+use crate::access::AccessError;
 use crate::coordinator::admission::IngestError;
+use crate::coordinator::reconciler::ReconcileError;
 use crate::coordinator::storage::StoreError;
+use crate::coordinator::storage::alerts::{ActionError, AlertStoreError};
+use crate::coordinator::storage::audit_log::AuditLogError;
+use crate::coordinator::storage::seizures::SeizureLogError;
 use crate::coordinator::trace::TraceError;
+
+pub use super::request::{RequestError, SeizedItemError};
+
+/// A failure of the gRPC edge itself, answered `INTERNAL`.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeFailure {
+    /// A task the RPC ran its work in panicked or was cancelled.
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
+    /// The action took effect, but its audit record could not be written.
+    #[error(
+        "{action}: done, but the audit trail could not be written ({source}); \
+         tell the coordinator's administrator"
+    )]
+    NotAudited {
+        action: String,
+        source: AuditLogError,
+    },
+    /// A seizure report was stored, but matching its items failed after.
+    #[error(
+        "seizure report {report_id} is recorded, but matching its items failed ({source}); \
+         ListSeizureReports shows it"
+    )]
+    SeizuresUnmatched {
+        report_id: u64,
+        source: ReconcileError,
+    },
+}
+
+/// `INTERNAL`, logged: the coordinator's fault, never the caller's.
+fn internal(e: &dyn std::fmt::Display, what: &str) -> Status {
+    tracing::error!(error = %e, "{what}");
+    Status::internal(e.to_string())
+}
 
 impl From<IngestError> for Status {
     fn from(e: IngestError) -> Status {
@@ -18,28 +77,110 @@ impl From<IngestError> for Status {
             }
             IngestError::Conflict { .. } => Code::AlreadyExists,
             IngestError::Store(StoreError::ChainMoved { .. }) => Code::Aborted,
-            IngestError::Store(_) => Code::Internal,
+            IngestError::Store(_) => return internal(&e, "storage failure during ingest"),
         };
-        if code == Code::Internal {
-            tracing::error!(error = %e, "storage failure during ingest");
-        }
         Status::new(code, e.to_string())
     }
 }
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
-        tracing::error!(error = %e, "storage failure");
-        Status::internal(e.to_string())
+        internal(&e, "storage failure")
     }
 }
 
 impl From<TraceError> for Status {
     /// Every trace error is the coordinator's: its storage or its state.
     fn from(e: TraceError) -> Status {
-        tracing::error!(error = %e, "trace failed");
-        Status::internal(e.to_string())
+        internal(&e, "trace failed")
     }
+}
+
+impl From<ReconcileError> for Status {
+    fn from(e: ReconcileError) -> Status {
+        internal(&e, "reconciler failure")
+    }
+}
+
+impl From<ActionError> for Status {
+    fn from(e: ActionError) -> Status {
+        let code = match &e {
+            ActionError::NotFound(_) => Code::NotFound,
+            ActionError::NoteTooLong { .. } => Code::InvalidArgument,
+            ActionError::InvalidTransition { .. } => Code::FailedPrecondition,
+            ActionError::Store(_) | ActionError::NotDurable { .. } => {
+                return internal(&e, "alert storage failure");
+            }
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<AlertStoreError> for Status {
+    fn from(e: AlertStoreError) -> Status {
+        internal(&e, "alert storage failure")
+    }
+}
+
+impl From<SeizureLogError> for Status {
+    fn from(e: SeizureLogError) -> Status {
+        internal(&e, "seizure storage failure")
+    }
+}
+
+impl From<AuditLogError> for Status {
+    fn from(e: AuditLogError) -> Status {
+        internal(&e, "audit trail failure")
+    }
+}
+
+impl From<RequestError> for Status {
+    fn from(e: RequestError) -> Status {
+        use RequestError as R;
+        let code = match &e {
+            R::FirstMessageIsChunk
+            | R::FirstMessageEmpty
+            | R::NoHeader
+            | R::SecondHeader
+            | R::EmptyChunk
+            | R::State(_)
+            | R::FieldTooLong { .. }
+            | R::KeyNotCanonical { .. }
+            | R::UnknownAlertKind(_)
+            | R::UnknownAlertStatus(_)
+            | R::ModelFilterNotCanonical { .. }
+            | R::UnknownPageToken(_)
+            | R::UnknownResolutionReason { .. }
+            | R::EmptySeizureReport
+            | R::SeizedItem { .. } => Code::InvalidArgument,
+            R::MessageTooLarge { .. } | R::TooManySeizedItems { .. } => Code::ResourceExhausted,
+            R::UploadIdle { .. } => Code::DeadlineExceeded,
+            R::UploadEndedEarly => Code::Cancelled,
+            R::Busy { .. } | R::ShuttingDown | R::WatchShuttingDown => Code::Unavailable,
+            R::Certificate(_) => Code::Unauthenticated,
+            R::NoSnapshot { .. } | R::NoAlert(_) => Code::NotFound,
+            R::CursorAhead { .. } => Code::OutOfRange,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<EdgeFailure> for Status {
+    fn from(e: EdgeFailure) -> Status {
+        internal(&e, "request failed")
+    }
+}
+
+/// A refused call (the access layer, and a node acting for another state):
+/// "who are you?" is `UNAUTHENTICATED`, "you may not" `PERMISSION_DENIED`.
+pub fn access(e: AccessError) -> Status {
+    let code = match &e {
+        AccessError::NoCredentials { .. }
+        | AccessError::UnknownToken
+        | AccessError::MalformedToken => Code::Unauthenticated,
+        AccessError::Denied { .. } => Code::PermissionDenied,
+    };
+    Status::new(code, e.to_string())
 }
 
 /// A protobuf message that does not decode into its domain type.
@@ -49,7 +190,309 @@ pub fn malformed(e: tally_wire::convert::Malformed) -> Status {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use super::*;
+    use crate::coordinator::lookup::LookupError;
+    use crate::coordinator::storage::alerts::AlertStatus;
+    use crate::serial::CanonicalError;
+    use crate::snapshot::verify::VerifyError;
+    use crate::snapshot::{BadSignature, SnapshotDigest};
+    use crate::state::{InvalidStateCode, StateCode};
+    use crate::support::tls::TlsError;
+    use tally_wire::convert::Malformed;
+
+    /// One variant mapped: the code it must get, and what it got.
+    #[derive(Debug)]
+    struct Row {
+        variant: String,
+        expected: Code,
+        got: Code,
+        /// The status's message differs from the error's `Display`.
+        message_differs: bool,
+    }
+
+    /// The rows of one error type: `Variant => sample, CODE;`, each sample
+    /// mapped by `$map`. The `match` has no wildcard: a variant added to the
+    /// type does not compile until it has a row here.
+    macro_rules! rows {
+        ($ty:ident, $map:expr, { $($variant:ident => $sample:expr, $code:ident;)+ }) => {{
+            #[allow(unreachable_patterns, dead_code)]
+            fn every_variant_has_a_row(e: &$ty) {
+                match e {
+                    $($ty::$variant { .. } => {})+
+                }
+            }
+            let map = $map;
+            vec![$({
+                let sample: $ty = $sample;
+                assert!(
+                    matches!(sample, $ty::$variant { .. }),
+                    "the {} row's sample is another variant",
+                    stringify!($ty::$variant)
+                );
+                let text = sample.to_string();
+                let status: Status = map(sample);
+                Row {
+                    variant: stringify!($ty::$variant).replace(' ', ""),
+                    expected: Code::$code,
+                    got: status.code(),
+                    message_differs: status.message() != text,
+                }
+            }),+]
+        }};
+    }
+
+    fn rus() -> StateCode {
+        StateCode::parse("RUS").unwrap()
+    }
+
+    fn sled_error() -> sled::Error {
+        sled::Error::Unsupported("test".into())
+    }
+
+    fn store_error() -> StoreError {
+        StoreError::Corrupt { what: "x".into() }
+    }
+
+    fn alert_store_error() -> AlertStoreError {
+        AlertStoreError::Corrupt("x".into())
+    }
+
+    fn audit_log_error() -> AuditLogError {
+        AuditLogError::NotEmpty
+    }
+
+    /// A real `JoinError`: a task cancelled before it ran.
+    fn join_error() -> tokio::task::JoinError {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let task = tokio::spawn(std::future::pending::<()>());
+            task.abort();
+            task.await.unwrap_err()
+        })
+    }
+
+    fn every_row() -> Vec<Row> {
+        let digest = SnapshotDigest([7; 32]);
+        let mut rows = Vec::new();
+        rows.extend(rows!(IngestError, Status::from, {
+            UnknownState => IngestError::UnknownState(rus()), PermissionDenied;
+            BadSignature => BadSignature { state: rus() }.into(), Unauthenticated;
+            MalformedHeader => IngestError::MalformedHeader("x".into()), InvalidArgument;
+            TooManyItems => IngestError::TooManyItems { declared: 2, limit: 1 }, ResourceExhausted;
+            SequenceGap => IngestError::SequenceGap { state: rus(), got: 3, last: 1, expected: 2 },
+                FailedPrecondition;
+            ChainMismatch => IngestError::ChainMismatch {
+                state: rus(), sequence: 2, expected: digest, got: digest,
+            }, FailedPrecondition;
+            Conflict => IngestError::Conflict {
+                state: rus(), sequence: 2, stored: digest, submitted: digest,
+            }, AlreadyExists;
+            Items => VerifyError::TooManyItems { declared: 1 }.into(), InvalidArgument;
+            Store => StoreError::ChainMoved { state: rus(), sequence: 2 }.into(), Aborted;
+            Store => store_error().into(), Internal;
+        }));
+        rows.extend(rows!(StoreError, Status::from, {
+            Backend => sled_error().into(), Internal;
+            File => StoreError::File { path: "x".into(), source: io::Error::other("x") }, Internal;
+            Corrupt => store_error(), Internal;
+            ChainMoved => StoreError::ChainMoved { state: rus(), sequence: 2 }, Internal;
+            Task => StoreError::Task("x".into()), Internal;
+        }));
+        rows.extend(rows!(TraceError, Status::from, {
+            Lookup => LookupError::Store(store_error()).into(), Internal;
+            Store => store_error().into(), Internal;
+            Alerts => alert_store_error().into(), Internal;
+            Reconcile => ReconcileError::Poisoned.into(), Internal;
+            Damaged => TraceError::Damaged { state: rus(), sequence: 1, reason: "x".into() },
+                Internal;
+        }));
+        rows.extend(rows!(ReconcileError, Status::from, {
+            Store => store_error().into(), Internal;
+            Alerts => alert_store_error().into(), Internal;
+            Unreadable => ReconcileError::Unreadable {
+                state: rus(), sequence: 1, source: store_error(),
+            }, Internal;
+            BadLeaf => ReconcileError::BadLeaf { state: rus(), sequence: 1, reason: "x".into() },
+                Internal;
+            Seizures => SeizureLogError::Corrupt("x".into()).into(), Internal;
+            Poisoned => ReconcileError::Poisoned, Internal;
+            Checkpoint => ReconcileError::Checkpoint {
+                path: "x".into(), source: io::Error::other("x"),
+            }, Internal;
+        }));
+        rows.extend(rows!(ActionError, Status::from, {
+            NotFound => ActionError::NotFound(1), NotFound;
+            NoteTooLong => ActionError::NoteTooLong { len: 2, max: 1 }, InvalidArgument;
+            InvalidTransition => ActionError::InvalidTransition {
+                id: 1, status: AlertStatus::Cleared, action: "reopened",
+            }, FailedPrecondition;
+            Store => alert_store_error().into(), Internal;
+            NotDurable => ActionError::NotDurable { id: 1, source: alert_store_error() }, Internal;
+        }));
+        rows.extend(rows!(AlertStoreError, Status::from, {
+            Backend => sled_error().into(), Internal;
+            Corrupt => alert_store_error(), Internal;
+        }));
+        rows.extend(rows!(SeizureLogError, Status::from, {
+            Backend => sled_error().into(), Internal;
+            Corrupt => SeizureLogError::Corrupt("x".into()), Internal;
+        }));
+        rows.extend(rows!(AuditLogError, Status::from, {
+            Backend => sled_error().into(), Internal;
+            DamagedHead => AuditLogError::DamagedHead(1), Internal;
+            NotEmpty => audit_log_error(), Internal;
+            BadKey => AuditLogError::BadKey, Internal;
+            Task => AuditLogError::Task("x".into()), Internal;
+        }));
+        let empty = CanonicalError::Empty;
+        rows.extend(rows!(RequestError, Status::from, {
+            FirstMessageIsChunk => RequestError::FirstMessageIsChunk, InvalidArgument;
+            FirstMessageEmpty => RequestError::FirstMessageEmpty, InvalidArgument;
+            NoHeader => RequestError::NoHeader, InvalidArgument;
+            SecondHeader => RequestError::SecondHeader, InvalidArgument;
+            EmptyChunk => RequestError::EmptyChunk, InvalidArgument;
+            MessageTooLarge => RequestError::MessageTooLarge { limit: 1, detail: "x".into() },
+                ResourceExhausted;
+            UploadIdle => RequestError::UploadIdle { seconds: 1 }, DeadlineExceeded;
+            UploadEndedEarly => RequestError::UploadEndedEarly, Cancelled;
+            Busy => RequestError::Busy { limit: 1 }, Unavailable;
+            ShuttingDown => RequestError::ShuttingDown, Unavailable;
+            WatchShuttingDown => RequestError::WatchShuttingDown, Unavailable;
+            Certificate => RequestError::Certificate(TlsError::NoState { subject: "x".into() }),
+                Unauthenticated;
+            State => InvalidStateCode("x".into()).into(), InvalidArgument;
+            FieldTooLong => RequestError::FieldTooLong { field: "model", len: 2, max: 1 },
+                InvalidArgument;
+            KeyNotCanonical => RequestError::KeyNotCanonical {
+                field: "model", value: "-".into(), error: empty.clone(),
+            }, InvalidArgument;
+            UnknownAlertKind => RequestError::UnknownAlertKind("x".into()), InvalidArgument;
+            UnknownAlertStatus => RequestError::UnknownAlertStatus(99), InvalidArgument;
+            ModelFilterNotCanonical => RequestError::ModelFilterNotCanonical {
+                value: "-".into(), error: empty.clone(),
+            }, InvalidArgument;
+            UnknownPageToken => RequestError::UnknownPageToken("x".into()), InvalidArgument;
+            UnknownResolutionReason => RequestError::UnknownResolutionReason { code: 99 }, InvalidArgument;
+            EmptySeizureReport => RequestError::EmptySeizureReport, InvalidArgument;
+            TooManySeizedItems => RequestError::TooManySeizedItems { count: 2, max: 1 },
+                ResourceExhausted;
+            SeizedItem => RequestError::SeizedItem {
+                index: 0, problem: SeizedItemError::TimeUnset { at: 0 },
+            }, InvalidArgument;
+            NoSnapshot => RequestError::NoSnapshot { state: rus(), sequence: 1 }, NotFound;
+            NoAlert => RequestError::NoAlert(1), NotFound;
+            CursorAhead => RequestError::CursorAhead { after: 2, newest: 1 }, OutOfRange;
+        }));
+        // Mapped inside `RequestError::SeizedItem`, whose message prefixes
+        // the item's index to the problem's.
+        let item = |problem| {
+            let status = Status::from(RequestError::SeizedItem { index: 3, problem });
+            let message = status.message();
+            Status::new(
+                status.code(),
+                message.strip_prefix("items[3]: ").unwrap_or(message),
+            )
+        };
+        rows.extend(rows!(SeizedItemError, item, {
+            FieldTooLong => SeizedItemError::FieldTooLong { field: "place", len: 2, max: 1 },
+                InvalidArgument;
+            TimeUnset => SeizedItemError::TimeUnset { at: 0 }, InvalidArgument;
+            TimeInFuture => SeizedItemError::TimeInFuture { at: 2, now: 1 }, InvalidArgument;
+            NotCanonical => SeizedItemError::NotCanonical {
+                field: "serial", value: "-".into(), error: empty,
+            }, InvalidArgument;
+        }));
+        rows.extend(rows!(EdgeFailure, Status::from, {
+            Task => EdgeFailure::Task { what: "task", source: join_error() }, Internal;
+            NotAudited => EdgeFailure::NotAudited {
+                action: "x".into(), source: audit_log_error(),
+            }, Internal;
+            SeizuresUnmatched => EdgeFailure::SeizuresUnmatched {
+                report_id: 1, source: ReconcileError::Poisoned,
+            }, Internal;
+        }));
+        rows.extend(rows!(AccessError, access, {
+            NoCredentials => AccessError::NoCredentials { rpc: "x".into() }, Unauthenticated;
+            UnknownToken => AccessError::UnknownToken, Unauthenticated;
+            MalformedToken => AccessError::MalformedToken, Unauthenticated;
+            Denied => AccessError::Denied { who: "x".into(), rpc: "y".into(), why: "z" },
+                PermissionDenied;
+        }));
+        let malformed = malformed(Malformed("x".into()));
+        rows.push(Row {
+            variant: "Malformed".into(),
+            expected: Code::InvalidArgument,
+            got: malformed.code(),
+            message_differs: malformed.message() != "x",
+        });
+        rows
+    }
+
+    #[test]
+    fn every_error_variant_maps_to_its_code_with_its_message() {
+        let rows = every_row();
+        let wrong: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.got != r.expected || r.message_differs)
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        // Rows name distinct variants, apart from the one variant whose code
+        // depends on what it wraps (IngestError::Store: ABORTED or INTERNAL).
+        let mut names: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), rows.len() - 1, "{names:?}");
+    }
+
+    /// The wall this file stands for: no other file of the gRPC edge makes a
+    /// status of its own (`Status::from`, the mapping here, is the way in).
+    #[test]
+    fn services_build_no_status_of_their_own() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/coordinator/grpc");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name() == Some("status.rs".as_ref()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (at, _) in text.match_indices("Status::") {
+                // `AlertStatus::`, `ServingStatus::` are other types.
+                let named = text[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_');
+                let call = &text[at + "Status::".len()..];
+                if !named && call.starts_with(char::is_lowercase) && !call.starts_with("from(") {
+                    let line = text[..at].lines().count();
+                    found.push(format!("{}:{line}", path.display()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "map the error in status.rs: {found:?}");
+    }
+
+    /// The access mapping agrees with the core's own split of its errors.
+    #[test]
+    fn access_codes_follow_the_core() {
+        for e in [
+            AccessError::NoCredentials { rpc: "x".into() },
+            AccessError::UnknownToken,
+            AccessError::MalformedToken,
+            AccessError::Denied {
+                who: "x".into(),
+                rpc: "y".into(),
+                why: "z",
+            },
+        ] {
+            let unauthenticated = e.is_unauthenticated();
+            assert_eq!(access(e).code() == Code::Unauthenticated, unauthenticated);
+        }
+    }
 
     #[test]
     fn audit_code_names_follow_grpc_numbering() {

@@ -6,9 +6,10 @@ use tonic::{Request, Response, Status};
 
 use super::alerts::{alert_status_to_proto, custody_to_proto};
 use super::check_field_len;
+use super::request::RequestError;
+use super::status::EdgeFailure;
 use crate::coordinator::trace::{Tracer, Trail, TrailEntry};
 use crate::proto;
-use crate::quote::excerpt;
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use tally_wire::convert::text_or_empty;
 
@@ -24,14 +25,24 @@ impl TraceService {
 }
 
 /// The request's item key, canonicalised with the coordinator's rule.
-fn decode(req: &proto::TraceItemRequest, rule: &CanonicalRule) -> Result<ItemKey, Status> {
+fn decode(req: &proto::TraceItemRequest, rule: &CanonicalRule) -> Result<ItemKey, RequestError> {
     for (field, value) in [("model", &req.model), ("serial", &req.serial)] {
         check_field_len(field, value)?;
     }
-    let model = CanonicalModel::from_raw(&req.model, rule)
-        .map_err(|e| Status::invalid_argument(format!("model {:?} {e}", excerpt(&req.model))))?;
-    let serial = CanonicalSerial::from_raw(&req.serial, rule)
-        .map_err(|e| Status::invalid_argument(format!("serial {:?} {e}", excerpt(&req.serial))))?;
+    let model = CanonicalModel::from_raw(&req.model, rule).map_err(|error| {
+        RequestError::KeyNotCanonical {
+            field: "model",
+            value: req.model.clone(),
+            error,
+        }
+    })?;
+    let serial = CanonicalSerial::from_raw(&req.serial, rule).map_err(|error| {
+        RequestError::KeyNotCanonical {
+            field: "serial",
+            value: req.serial.clone(),
+            error,
+        }
+    })?;
     Ok(ItemKey { model, serial })
 }
 
@@ -91,7 +102,10 @@ impl proto::trace_server::Trace for TraceService {
         let tracer = self.tracer.clone();
         let trail = tokio::task::spawn_blocking(move || span.in_scope(|| tracer.trace(&key)))
             .await
-            .map_err(|e| Status::internal(format!("trace task failed: {e}")))??;
+            .map_err(|source| EdgeFailure::Task {
+                what: "trace task",
+                source,
+            })??;
         Ok(Response::new(encode(&trail)))
     }
 }
