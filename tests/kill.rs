@@ -725,7 +725,7 @@ fn clean_rebuild_alerts(config_path: &Path, data: &Path, scratch: &Path) -> Vec<
     comparable(
         alerts
             .iter()
-            .map(tally::coordinator::grpc::alerts::alert_to_proto)
+            .map(tally_wire::alerts::alert_to_proto)
             .collect(),
     )
 }
@@ -1367,7 +1367,7 @@ fn current_alerts(coord: &common::TestCoordinator) -> Vec<String> {
     comparable(
         alerts
             .iter()
-            .map(tally::coordinator::grpc::alerts::alert_to_proto)
+            .map(tally_wire::alerts::alert_to_proto)
             .collect(),
     )
 }

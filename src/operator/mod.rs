@@ -29,12 +29,12 @@ use tonic::transport::Channel;
 use crate::support::tls::ClientTlsFiles;
 
 use crate::alert::ResolutionReason;
-use crate::coordinator::grpc::alerts::reason_to_proto;
 use crate::proto::{
     self, alerts_client::AlertsClient, audit_client::AuditClient,
     coordinator_client::CoordinatorClient, seizures_client::SeizuresClient,
     snapshots_client::SnapshotsClient,
 };
+use tally_wire::alerts::reason_to_proto;
 
 /// Where the coordinator is.
 #[derive(Debug, Clone, Args)]

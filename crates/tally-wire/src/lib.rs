@@ -5,6 +5,7 @@
 //! a message means the same thing on both sides. Generated types stop at the
 //! edge of whatever uses this crate: the domain never sees them.
 
+pub mod alerts;
 pub mod convert;
 pub mod evidence;
 

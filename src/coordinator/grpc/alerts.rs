@@ -17,15 +17,13 @@ use crate::audit::Action;
 use crate::coordinator::admission::now_unix_ms;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::Metrics;
-use crate::coordinator::storage::alerts::{
-    Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason,
-};
+use crate::coordinator::storage::alerts::{Alert, AlertStatus, AlertStore, ResolutionReason};
 use crate::coordinator::storage::audit_log::AuditLog;
 use crate::proto;
-use crate::reconcile::{AlertKind, Custody, Evidence, SnapshotRef};
+use crate::reconcile::AlertKind;
 use crate::serial::{CanonicalModel, CanonicalRule};
 use crate::state::StateCode;
-use tally_wire::convert::text_or_empty;
+use tally_wire::alerts::{alert_to_proto, event_to_proto, reason_from_proto, status_from_proto};
 
 /// Default and largest page of `ListAlerts`.
 const PAGE_DEFAULT: usize = 100;
@@ -67,145 +65,8 @@ fn record_alert_id(id: u64) {
     tracing::Span::current().record("alert_id", id);
 }
 
-pub(crate) fn alert_status_to_proto(s: AlertStatus) -> proto::AlertStatus {
-    match s {
-        AlertStatus::Open => proto::AlertStatus::Open,
-        AlertStatus::Acknowledged => proto::AlertStatus::Acknowledged,
-        AlertStatus::Resolved => proto::AlertStatus::Resolved,
-        AlertStatus::Cleared => proto::AlertStatus::Cleared,
-    }
-}
-
-fn status_from_proto(s: proto::AlertStatus) -> Option<AlertStatus> {
-    match s {
-        proto::AlertStatus::Unspecified => None,
-        proto::AlertStatus::Open => Some(AlertStatus::Open),
-        proto::AlertStatus::Acknowledged => Some(AlertStatus::Acknowledged),
-        proto::AlertStatus::Resolved => Some(AlertStatus::Resolved),
-        proto::AlertStatus::Cleared => Some(AlertStatus::Cleared),
-    }
-}
-
-/// The wire code of a resolution reason.
-pub fn reason_to_proto(r: ResolutionReason) -> proto::ResolutionReason {
-    match r {
-        ResolutionReason::FalsePositive => proto::ResolutionReason::FalsePositive,
-        ResolutionReason::DataEntryError => proto::ResolutionReason::DataEntryError,
-        ResolutionReason::Located => proto::ResolutionReason::Located,
-        ResolutionReason::TransferConfirmed => proto::ResolutionReason::TransferConfirmed,
-        ResolutionReason::WrittenOff => proto::ResolutionReason::WrittenOff,
-        ResolutionReason::ReferredForInvestigation => {
-            proto::ResolutionReason::ReferredForInvestigation
-        }
-    }
-}
-
-fn reason_from_proto(code: i32) -> Result<ResolutionReason, RequestError> {
-    let unknown = || RequestError::UnknownResolutionReason { code };
-    let r = proto::ResolutionReason::try_from(code).map_err(|_| unknown())?;
-    ResolutionReason::ALL
-        .into_iter()
-        .find(|x| reason_to_proto(*x) == r)
-        .ok_or_else(unknown)
-}
-
-fn snapshot_ref(r: &SnapshotRef) -> proto::SnapshotRef {
-    proto::SnapshotRef {
-        state: r.state.to_string(),
-        sequence: r.sequence,
-        digest: r.digest.0.to_vec().into(),
-        as_of_unix_ms: r.as_of_unix_ms,
-    }
-}
-
-fn evidence(e: &Evidence) -> proto::Evidence {
-    proto::Evidence {
-        snapshot: Some(snapshot_ref(&e.snapshot)),
-        role: e.role.clone(),
-        lines: e
-            .lines
-            .iter()
-            .map(|l| proto::ItemLine {
-                model: l.model.clone(),
-                serial: l.serial.clone(),
-                status: l.status.to_string(),
-                site: l.site.clone(),
-                counterparty: text_or_empty(l.counterparty),
-            })
-            .collect(),
-    }
-}
-
-/// The wire form of a custody trail.
-pub fn custody_to_proto(c: &Custody) -> proto::Custody {
-    match c {
-        Custody::NeverReported => proto::Custody {
-            never_reported: true,
-            ..Default::default()
-        },
-        Custody::Known {
-            last_custodian,
-            last_status,
-            last_held_in,
-            gone_in,
-            held_now_by,
-        } => proto::Custody {
-            never_reported: false,
-            last_custodian: last_custodian.to_string(),
-            last_status: last_status.iter().map(|s| s.to_string()).collect(),
-            last_held_in: last_held_in.as_ref().map(snapshot_ref),
-            gone_in: gone_in.as_ref().map(snapshot_ref),
-            held_now_by: held_now_by.iter().map(|s| s.to_string()).collect(),
-        },
-    }
-}
-
-/// The wire form of an alert.
-pub fn alert_to_proto(a: &Alert) -> proto::Alert {
-    let severity = format!("{:?}", a.body.severity).to_lowercase();
-    proto::Alert {
-        id: a.id,
-        kind: a.key.kind.to_string(),
-        model: text_or_empty(a.key.item.as_ref().map(|k| &k.model)),
-        serial: text_or_empty(a.key.item.as_ref().map(|k| &k.serial)),
-        state: text_or_empty(a.key.state),
-        counterparty: text_or_empty(a.key.counterparty),
-        sequence: a.key.sequence.unwrap_or_default(),
-        status: alert_status_to_proto(a.status) as i32,
-        severity,
-        spellings: a.body.spellings.clone(),
-        states: a.body.states.iter().map(|s| s.to_string()).collect(),
-        summary: a.body.summary.clone(),
-        evidence: a.body.evidence.iter().map(evidence).collect(),
-        opened_at_unix_ms: a.opened_at_unix_ms,
-        updated_at_unix_ms: a.updated_at_unix_ms,
-        previous_occurrence: a.previous_occurrence.unwrap_or_default(),
-        history: a
-            .history
-            .iter()
-            .map(|h| proto::HistoryEntry {
-                cursor: h.cursor,
-                at_unix_ms: h.at_unix_ms,
-                action: h.action.as_str().to_string(),
-                by: h.by.as_ref().map(snapshot_ref),
-                note: h.note.clone(),
-                reason: h.reason.map_or(0, |r| reason_to_proto(r) as i32),
-            })
-            .collect(),
-        custody: a.body.custody.as_ref().map(custody_to_proto),
-    }
-}
-
-fn event_to_proto(e: &AlertEvent) -> proto::AlertEvent {
-    proto::AlertEvent {
-        cursor: e.cursor,
-        alert_id: e.alert_id,
-        action: e.kind.as_str().to_string(),
-        at_unix_ms: e.at_unix_ms,
-        kind: e.key.kind.to_string(),
-        status: alert_status_to_proto(e.status) as i32,
-        summary: e.key.to_string(),
-    }
+fn reason_from_proto_checked(code: i32) -> Result<ResolutionReason, RequestError> {
+    reason_from_proto(code).ok_or(RequestError::UnknownResolutionReason { code })
 }
 
 /// The validated filters of a list request.
@@ -345,7 +206,7 @@ impl proto::alerts_server::Alerts for AlertsService {
         let caller = Caller::of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
-        let reason = reason_from_proto(req.reason);
+        let reason = reason_from_proto_checked(req.reason);
         let action = Action::ResolveAlert {
             alert_id: req.id,
             reason: reason.as_ref().map_or("", |r| r.as_str()).to_string(),

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::alerts::custody_to_proto;
 use super::audit::{Caller, audited};
 use super::request::{RequestError, SeizedItemError};
 use super::status::EdgeFailure;
@@ -18,6 +17,7 @@ use crate::proto;
 use crate::reconcile::{AlertKey, AlertKind, Seizure};
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use crate::state::StateCode;
+use tally_wire::alerts::custody_to_proto;
 
 /// Largest number of items in one seizure report.
 const MAX_SEIZED_ITEMS: usize = 10_000;

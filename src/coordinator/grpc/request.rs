@@ -163,7 +163,7 @@ fn resolution_reasons() -> String {
     let valid: Vec<String> = ResolutionReason::ALL
         .iter()
         .map(|r| {
-            let p = super::alerts::reason_to_proto(*r);
+            let p = tally_wire::alerts::reason_to_proto(*r);
             format!("{} = {} ({})", p.as_str_name(), p as i32, r.as_str())
         })
         .collect();

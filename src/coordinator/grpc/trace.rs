@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::alerts::{alert_status_to_proto, custody_to_proto};
 use super::check_field_len;
 use super::request::RequestError;
 use super::status::EdgeFailure;
 use crate::coordinator::trace::{Tracer, Trail, TrailEntry};
 use crate::proto;
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
+use tally_wire::alerts::{alert_status_to_proto, custody_to_proto};
 use tally_wire::convert::text_or_empty;
 
 pub struct TraceService {
