@@ -57,7 +57,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 fn now_unix_ms() -> i64 {
-    tally::coordinator::admission::now_unix_ms()
+    tally::support::clock::system_now_unix_ms()
 }
 
 /// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`), if the process lives.

@@ -463,7 +463,7 @@ fn prepare(paths: &[(StateCode, usize, PathBuf)], times: &mut NodeTimes) -> Vec<
     let opts = ExportOptions::new(&rule, &known);
     // As-of times in the past, so grace 0 has passed when round 2 is reconciled.
     let hour = 3_600_000;
-    let start = tally::coordinator::admission::now_unix_ms() - 3 * hour;
+    let start = tally::support::clock::system_now_unix_ms() - 3 * hour;
     let mut previous: BTreeMap<StateCode, SnapshotDigest> = BTreeMap::new();
     let mut out = Vec::new();
     for (state, round, path) in paths {
@@ -729,7 +729,7 @@ fn engine_alone(snapshots: &[Prepared]) -> EngineAlone {
             reference,
             views,
             &NoLines,
-            tally::coordinator::admission::now_unix_ms(),
+            tally::support::clock::system_now_unix_ms(),
         );
         times.push((p.round, ms(parsed), ms(t.elapsed())));
     }

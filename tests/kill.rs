@@ -77,7 +77,7 @@ fn millis(rng: &mut TestRng, range: std::ops::Range<u64>) -> Duration {
 }
 
 fn now_unix_ms() -> i64 {
-    tally::coordinator::admission::now_unix_ms()
+    tally::support::clock::system_now_unix_ms()
 }
 
 // ---------------------------------------------------------------------------

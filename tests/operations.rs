@@ -89,7 +89,7 @@ async fn seized_launchers_are_traced_to_their_last_custodian_and_survive_a_resta
     assert_eq!(err.code(), Code::InvalidArgument);
     // Unset, future (microseconds) and over-long fields: the whole report is
     // refused, naming the item and the field.
-    let an_hour_ahead = tally::coordinator::admission::now_unix_ms() + 2 * 3_600_000;
+    let an_hour_ahead = tally::support::clock::system_now_unix_ms() + 2 * 3_600_000;
     for (item, expected) in [
         (
             proto::SeizedItem {

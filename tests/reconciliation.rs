@@ -132,7 +132,7 @@ async fn a_restart_from_the_checkpoint_equals_a_full_rebuild_and_a_damaged_one_i
 fn report_seizure_of_b2(
     coord: &TestCoordinator,
 ) -> tally::coordinator::storage::seizures::SeizureReport {
-    report_seizure_of_b2_at(coord, tally::coordinator::admission::now_unix_ms())
+    report_seizure_of_b2_at(coord, tally::support::clock::system_now_unix_ms())
 }
 
 /// The same, with the coordinator's clock reading `now_unix_ms`.
@@ -479,7 +479,7 @@ fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands
             coordinator_key(),
             Default::default(),
             Default::default(),
-            Box::new(|| 5_000),
+            tally::support::clock::Clock::manual(5_000).0,
         );
         assert_eq!(accept(&frozen, &rus1), 5_000);
         assert_eq!(accept(&frozen, &kaz1), 5_001);
@@ -493,7 +493,7 @@ fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands
         coordinator_key(),
         Default::default(),
         Default::default(),
-        Box::new(|| 4_000),
+        tally::support::clock::Clock::manual(4_000).0,
     );
     assert_eq!(accept(&behind, &rus2), 5_002);
 }
@@ -633,7 +633,7 @@ fn commit_prepared(store: &dyn SnapshotStore, new: NewSnapshot) -> StoredSnapsho
                 state,
                 sequence,
                 digest,
-                earliest.max(tally::coordinator::admission::now_unix_ms()),
+                earliest.max(tally::support::clock::system_now_unix_ms()),
             )
         })
         .unwrap()
@@ -669,7 +669,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
         let store = Arc::new(RiggedStore::new(inner));
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
         let seizures = Arc::new(SeizureLog::open(&db).unwrap());
-        let now = tally::coordinator::admission::now_unix_ms();
+        let now = tally::support::clock::system_now_unix_ms();
         let reconciler = Reconciler::open(
             store.clone(),
             alerts.clone(),
@@ -720,7 +720,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
         alerts.clone(),
         Arc::new(SeizureLog::open(&db).unwrap()),
         EngineConfig::default(),
-        tally::coordinator::admission::now_unix_ms(),
+        tally::support::clock::system_now_unix_ms(),
         None,
     )
     .unwrap();
@@ -751,7 +751,7 @@ fn an_alert_lost_to_a_failed_catch_up_is_recorded_by_the_next_change() {
         let db = inner.db().clone();
         let store = Arc::new(RiggedStore::new(inner));
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
-        let now = tally::coordinator::admission::now_unix_ms();
+        let now = tally::support::clock::system_now_unix_ms();
         let reconciler = Reconciler::open(
             store.clone(),
             alerts.clone(),
@@ -812,7 +812,7 @@ fn open_parts(store: SledStore) -> Parts {
         alerts.clone(),
         seizures.clone(),
         EngineConfig::default(),
-        tally::coordinator::admission::now_unix_ms(),
+        tally::support::clock::system_now_unix_ms(),
         None,
     )
     .unwrap();
@@ -856,7 +856,7 @@ fn a_logged_report_not_yet_applied_goes_in_at_its_time() {
     let rus2 = snapshot("RUS", 2, rus1.digest(), &lost);
     let live = {
         let parts = open_parts(open_store(dir.path()));
-        let now = tally::coordinator::admission::now_unix_ms();
+        let now = tally::support::clock::system_now_unix_ms();
         commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
         parts.reconciler.catch_up(now).unwrap();
         let at = parts.store.issue_time(now).unwrap();
@@ -909,7 +909,7 @@ fn a_chain_whose_acceptance_times_go_back_is_reconciled_in_chain_order() {
     assert!(
         parts
             .reconciler
-            .catch_up(tally::coordinator::admission::now_unix_ms())
+            .catch_up(tally::support::clock::system_now_unix_ms())
             .unwrap()
             .is_empty()
     );
@@ -941,7 +941,7 @@ fn equivocations_of_one_sequence_are_rebuilt_in_recording_order() {
     forks.sort_by_key(|f| std::cmp::Reverse(f.digest()));
     let live = {
         let parts = open_parts(open_store(dir.path()));
-        let now = tally::coordinator::admission::now_unix_ms();
+        let now = tally::support::clock::system_now_unix_ms();
         commit_prepared(parts.store.as_ref(), prepare(parts.store.as_ref(), &rus1));
         for (i, fork) in forks.iter().enumerate() {
             parts

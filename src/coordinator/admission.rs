@@ -8,6 +8,7 @@
 //! [`ItemStreamVerifier`] into invisible chunk storage, and only a fully
 //! verified upload is committed.
 
+use crate::support::clock::Clock;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -77,14 +78,7 @@ struct Inner {
     key: SigningKey,
     limits: Limits,
     rule: CanonicalRule,
-    clock: Box<dyn Fn() -> i64 + Send + Sync>,
-}
-
-/// Wall-clock time in milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    clock: Clock,
 }
 
 /// The outcome of checking a header against the stored chain.
@@ -103,7 +97,7 @@ impl Ingestor {
         limits: Limits,
         rule: CanonicalRule,
     ) -> Ingestor {
-        Ingestor::with_clock(store, members, key, limits, rule, Box::new(now_unix_ms))
+        Ingestor::with_clock(store, members, key, limits, rule, Clock::system())
     }
 
     /// As [`Ingestor::new`], with an injected clock for receipt times.
@@ -113,7 +107,7 @@ impl Ingestor {
         key: SigningKey,
         limits: Limits,
         rule: CanonicalRule,
-        clock: Box<dyn Fn() -> i64 + Send + Sync>,
+        clock: Clock,
     ) -> Ingestor {
         Ingestor {
             inner: Arc::new(Inner {
@@ -125,6 +119,11 @@ impl Ingestor {
                 clock,
             }),
         }
+    }
+
+    /// The clock that stamps receipts and equivocation records.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub fn store(&self) -> &Arc<dyn SnapshotStore> {
@@ -243,7 +242,7 @@ impl Ingestor {
         self.inner.store.record_equivocation(&Equivocation {
             signed: signed.clone(),
             conflicts_with,
-            recorded_at_unix_ms: (self.inner.clock)(),
+            recorded_at_unix_ms: self.inner.clock.now_unix_ms(),
         })
     }
 }
@@ -301,7 +300,7 @@ impl Upload {
         }
         let clock = &inner.clock;
         let issue = |earliest: i64| {
-            let accepted_at = clock().max(earliest);
+            let accepted_at = clock.now_unix_ms().max(earliest);
             Receipt::issue(
                 &inner.key,
                 header.state,

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::ServerTlsConfig;
 
 use crate::access::AccessPolicy;
-use crate::coordinator::admission::{Ingestor, now_unix_ms};
+use crate::coordinator::admission::Ingestor;
 use crate::coordinator::grpc::access::AccessLayer;
 use crate::coordinator::grpc::alerts::AlertsService;
 use crate::coordinator::grpc::audit::AuditService;
@@ -35,6 +35,7 @@ use crate::proto::trace_server::TraceServer;
 use crate::reconcile::EngineConfig;
 use crate::serial::CanonicalRule;
 use crate::state::StateCode;
+use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use crate::support::config::{CoordinatorConfig, Limits, Transport};
 use crate::support::keys;
 

@@ -31,7 +31,6 @@ use tokio::net::TcpListener;
 
 use crate::operator::{Connection, Target, connect};
 
-use crate::coordinator::admission::now_unix_ms;
 use crate::dev::generate::{ScenarioConfig, StoryCase, reconcile_scenario};
 use crate::node::{Node, NodeError, Prepared};
 use crate::operator::trace_view::{render_table, utc};
@@ -41,6 +40,7 @@ use crate::proto::{
 };
 use crate::reconcile::AlertKind;
 use crate::state::{MEMBER_STATES, StateCode};
+use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use crate::support::config::{CoordinatorConfig, NodeConfig};
 use crate::support::keys;
 use crate::support::progress::Progress;

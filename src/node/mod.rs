@@ -22,10 +22,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::coordinator::admission::now_unix_ms;
 use crate::inventory_csv::{self, ExportError, ExportOptions};
 use crate::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use crate::snapshot::{Receipt, SnapshotDigest, build_snapshot, sort_items};
+use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use crate::support::config::NodeConfig;
 use crate::support::keys;
 use crate::support::progress::Progress;

@@ -2,6 +2,7 @@
 //! certificates, progress reporting.
 
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod keys;
 pub mod progress;

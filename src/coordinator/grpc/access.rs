@@ -17,9 +17,9 @@ use super::request::RequestError;
 use super::status;
 use crate::access::{AccessError, AccessPolicy, Principal};
 use crate::audit::{Action, Actor, Event, Outcome};
-use crate::coordinator::admission::now_unix_ms;
 use crate::coordinator::storage::audit_log::AuditLog;
 use crate::state::StateCode;
+use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use crate::support::tls;
 
 /// Tower layer applying an [`AccessPolicy`] to every RPC.

@@ -14,7 +14,6 @@ use super::check_field_len;
 use super::request::RequestError;
 use super::{blocking, run_detached, within_page_bytes};
 use crate::audit::Action;
-use crate::coordinator::admission::now_unix_ms;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::Metrics;
 use crate::coordinator::storage::alerts::{Alert, AlertStatus, AlertStore, ResolutionReason};
@@ -23,6 +22,7 @@ use crate::proto;
 use crate::reconcile::AlertKind;
 use crate::serial::{CanonicalModel, CanonicalRule};
 use crate::state::StateCode;
+use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use tally_wire::alerts::{alert_to_proto, event_to_proto, reason_from_proto, status_from_proto};
 
 /// Default and largest page of `ListAlerts`.

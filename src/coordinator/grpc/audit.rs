@@ -9,9 +9,9 @@ use super::status::EdgeFailure;
 use super::{blocking, within_page_bytes};
 use crate::access::Principal;
 use crate::audit::{Action, Actor, Event, Outcome, SealedRecord};
-use crate::coordinator::admission::now_unix_ms;
 use crate::coordinator::storage::audit_log::{AuditLog, AuditLogError};
 use crate::proto;
+use crate::support::clock::system_now_unix_ms as now_unix_ms;
 
 /// Default and largest page of `ListAuditRecords`.
 const PAGE_MAX: usize = 1000;

@@ -10,13 +10,14 @@ use super::request::{RequestError, SeizedItemError};
 use super::status::EdgeFailure;
 use super::{blocking, run_detached};
 use crate::audit::Action;
-use crate::coordinator::admission::{Ingestor, now_unix_ms};
+use crate::coordinator::admission::Ingestor;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
 use crate::coordinator::storage::audit_log::AuditLog;
 use crate::proto;
 use crate::reconcile::{AlertKey, AlertKind, Seizure};
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use crate::state::StateCode;
+use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use tally_wire::alerts::custody_to_proto;
 
 /// Largest number of items in one seizure report.

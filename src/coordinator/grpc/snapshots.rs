@@ -14,7 +14,7 @@ use super::request::RequestError;
 use super::status::{self, EdgeFailure};
 use crate::access::{Principal, check_own_state};
 use crate::audit::Action;
-use crate::coordinator::admission::{Admission, IngestError, Ingestor, Upload, now_unix_ms};
+use crate::coordinator::admission::{Admission, IngestError, Ingestor, Upload};
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
 use crate::coordinator::reconciler::Reconciler;
@@ -265,8 +265,9 @@ impl SnapshotsService {
                 // receipt. A failure here does not undo the acceptance: the
                 // next catch-up (next submission, or start-up) reconciles it.
                 let reconciler = self.reconciler.clone();
+                let now = self.ingestor.clock().now_unix_ms();
                 let reconcile_started = Instant::now();
-                match blocking_in_span(move || reconciler.catch_up(now_unix_ms())).await {
+                match blocking_in_span(move || reconciler.catch_up(now)).await {
                     Ok(Ok(events)) => {
                         let elapsed = reconcile_started.elapsed();
                         self.metrics
