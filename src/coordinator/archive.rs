@@ -524,11 +524,9 @@ fn open_for_export(data_dir: &Path) -> Result<SledStore, ExportError> {
         });
     }
     SledStore::open(data_dir).map_err(|e| match e {
-        StoreError::Backend(e) if crate::coordinator::storage::is_locked_by_another_process(&e) => {
-            ExportError::InUse {
-                dir: data_dir.to_path_buf(),
-            }
-        }
+        StoreError::InUse { .. } => ExportError::InUse {
+            dir: data_dir.to_path_buf(),
+        },
         other => ExportError::Store(other),
     })
 }

@@ -53,16 +53,22 @@ pub enum ActionError {
 #[derive(Debug, thiserror::Error)]
 pub enum AlertStoreError {
     #[error("alert storage failed: {0}")]
-    Backend(#[from] sled::Error),
+    Backend(#[source] crate::coordinator::storage::BackendError),
     #[error("stored alert record is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<sled::Error> for AlertStoreError {
+    fn from(e: sled::Error) -> Self {
+        AlertStoreError::Backend(Box::new(e))
+    }
 }
 
 impl From<TransactionError<AlertStoreError>> for AlertStoreError {
     fn from(e: TransactionError<AlertStoreError>) -> Self {
         match e {
             TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => AlertStoreError::Backend(e),
+            TransactionError::Storage(e) => e.into(),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::audit::{Event, GENESIS_HASH, SealedRecord};
 #[derive(Debug, thiserror::Error)]
 pub enum AuditLogError {
     #[error("audit trail storage failed: {0}")]
-    Backend(#[from] sled::Error),
+    Backend(#[source] crate::coordinator::storage::BackendError),
     #[error(
         "the last audit record ({0}) has no 32-byte hash to chain the next one to: \
          the trail was damaged; run `tally audit verify` against a copy to see where"
@@ -25,6 +25,12 @@ pub enum AuditLogError {
     BadKey,
     #[error("the audit task failed: {0}")]
     Task(String),
+}
+
+impl From<sled::Error> for AuditLogError {
+    fn from(e: sled::Error) -> Self {
+        AuditLogError::Backend(Box::new(e))
+    }
 }
 
 /// Every record of the trail in `db`, as stored (unchecked), oldest first:

@@ -17,9 +17,15 @@ pub struct SeizureReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SeizureLogError {
     #[error("seizure storage failed: {0}")]
-    Backend(#[from] sled::Error),
+    Backend(#[source] crate::coordinator::storage::BackendError),
     #[error("stored seizure report is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<sled::Error> for SeizureLogError {
+    fn from(e: sled::Error) -> Self {
+        SeizureLogError::Backend(Box::new(e))
+    }
 }
 
 /// Reports in sled tree `seizure_reports`: id → JSON.
