@@ -16,7 +16,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use crate::access::{AccessError, AccessPolicy, Principal};
 use crate::audit::{Action, Actor, Event, Outcome};
 use crate::coordinator::admission::now_unix_ms;
-use crate::coordinator::storage::audit_log::AuditLog;
+use crate::coordinator::storage::audit_log::AuditStore;
 use crate::state::StateCode;
 use crate::support::tls;
 
@@ -24,7 +24,7 @@ use crate::support::tls;
 #[derive(Clone)]
 pub struct AccessLayer {
     policy: Arc<AccessPolicy>,
-    audit: Option<Arc<AuditLog>>,
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 impl AccessLayer {
@@ -36,7 +36,7 @@ impl AccessLayer {
     }
 
     /// Records every refused call in `audit`.
-    pub fn recording_to(mut self, audit: Arc<AuditLog>) -> AccessLayer {
+    pub fn recording_to(mut self, audit: Arc<dyn AuditStore>) -> AccessLayer {
         self.audit = Some(audit);
         self
     }
@@ -58,7 +58,7 @@ impl<S> tower_layer::Layer<S> for AccessLayer {
 pub struct AccessService<S> {
     inner: S,
     policy: Arc<AccessPolicy>,
-    audit: Option<Arc<AuditLog>>,
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 /// The caller's address, over TLS or not.

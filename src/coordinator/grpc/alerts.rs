@@ -19,7 +19,7 @@ use crate::coordinator::metrics::Metrics;
 use crate::coordinator::storage::alerts::{
     ActionError, Alert, AlertEvent, AlertStatus, AlertStore, ResolutionReason,
 };
-use crate::coordinator::storage::audit_log::AuditLog;
+use crate::coordinator::storage::audit_log::AuditStore;
 use crate::proto;
 use crate::quote::excerpt;
 use crate::reconcile::{AlertKind, Custody, Evidence, SnapshotRef};
@@ -41,7 +41,7 @@ pub struct AlertsService {
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
     /// Every acknowledge, resolve and reopen is recorded here.
-    audit: Arc<AuditLog>,
+    audit: Arc<dyn AuditStore>,
 }
 
 impl AlertsService {
@@ -50,7 +50,7 @@ impl AlertsService {
         rule: CanonicalRule,
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
-        audit: Arc<AuditLog>,
+        audit: Arc<dyn AuditStore>,
     ) -> AlertsService {
         AlertsService {
             alerts,
@@ -559,8 +559,13 @@ mod tests {
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
         let opened = crate::coordinator::storage::alerts::tests::conflict_opened();
         let id = alerts.apply(&[opened], 1_000).unwrap()[0].alert_id;
-        let audit =
-            Arc::new(AuditLog::open(&db, ed25519_dalek::SigningKey::from_bytes(&[9; 32])).unwrap());
+        let audit = Arc::new(
+            crate::coordinator::storage::SledAuditLog::open(
+                &db,
+                ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+            )
+            .unwrap(),
+        );
         let service = AlertsService::new(
             alerts.clone(),
             CanonicalRule::default(),

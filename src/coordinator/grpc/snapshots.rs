@@ -16,7 +16,7 @@ use crate::coordinator::admission::{Admission, IngestError, Ingestor, Upload, no
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
 use crate::coordinator::reconciler::Reconciler;
-use crate::coordinator::storage::audit_log::AuditLog;
+use crate::coordinator::storage::audit_log::AuditStore;
 use crate::proto::{self, get_snapshot_response, submit_request};
 use crate::state::StateCode;
 use crate::support::config::Limits;
@@ -37,7 +37,7 @@ pub struct SnapshotsService {
     /// One permit per upload being verified (limits.max_concurrent_uploads).
     uploads: Arc<Semaphore>,
     /// Every rejected submission is recorded here.
-    audit: Arc<AuditLog>,
+    audit: Arc<dyn AuditStore>,
 }
 
 impl SnapshotsService {
@@ -46,7 +46,7 @@ impl SnapshotsService {
         reconciler: Arc<Reconciler>,
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
-        audit: Arc<AuditLog>,
+        audit: Arc<dyn AuditStore>,
     ) -> SnapshotsService {
         let uploads = Arc::new(Semaphore::new(ingestor.limits().max_concurrent_uploads));
         SnapshotsService {

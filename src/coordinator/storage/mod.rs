@@ -13,7 +13,13 @@ mod sled_store;
 pub mod alerts;
 pub mod audit_log;
 pub mod seizures;
+pub mod sled_audit;
+mod sled_seizures;
 
+pub use audit_log::AuditStore;
+pub use seizures::SeizureStore;
+pub use sled_audit::SledAuditLog;
+pub use sled_seizures::SledSeizureStore;
 pub use sled_store::{SledStore, drop_pinned, flush, is_locked_by_another_process};
 
 #[cfg(test)]
