@@ -12,6 +12,7 @@ mod sled_store;
 
 pub mod alerts;
 pub mod audit_log;
+pub mod memory;
 pub mod seizures;
 pub mod sled_audit;
 mod sled_seizures;
@@ -22,6 +23,8 @@ pub use sled_audit::SledAuditLog;
 pub use sled_seizures::SledSeizureStore;
 pub use sled_store::{SledStore, drop_pinned, flush, is_locked_by_another_process};
 
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 pub(crate) mod test_support;
 

@@ -701,14 +701,6 @@ mod tests {
         };
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.chunk(&record(kept, 1), 0).unwrap(), b"committed");
-        let kept_record = record(kept, 1);
-        assert_eq!(
-            store.chunk_range(&kept_record, 0, 2, Some(5)).unwrap(),
-            b"mmi"
-        );
-        assert_eq!(store.chunk_range(&kept_record, 0, 6, None).unwrap(), b"ted");
-        assert!(store.chunk_range(&kept_record, 0, 6, Some(10)).is_err());
-        assert!(store.chunk_range(&kept_record, 0, 5, Some(4)).is_err());
         assert!(store.chunk(&record(lost, 2), 0).is_err());
         assert_eq!(
             store
