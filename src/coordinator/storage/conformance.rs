@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 
+use super::alerts::tests::conflict_opened;
+use super::alerts::{AlertStatus, AlertStorage, AlertStore, EventKind};
 use super::audit_log::AuditStore;
-use super::memory::{MemoryAuditLog, MemorySeizureStore, MemoryStore};
+use super::memory::{MemoryAlertStorage, MemoryAuditLog, MemorySeizureStore, MemoryStore};
 use super::seizures::{SeizureReport, SeizureStore};
 use super::{
-    Equivocation, NewSnapshot, SledAuditLog, SledSeizureStore, SledStore, SnapshotStore,
-    StoreError, StoredSnapshot, UploadId,
+    Equivocation, NewSnapshot, SledAlertStorage, SledAuditLog, SledSeizureStore, SledStore,
+    SnapshotStore, StoreError, StoredSnapshot, UploadId,
 };
 use crate::audit::{Action, Actor, Event, Outcome, verify};
 use crate::snapshot::{Receipt, SignedHeader, SnapshotDigest, SnapshotHeader};
@@ -24,6 +26,7 @@ pub(crate) trait Backend: Default {
     fn snapshots(&mut self) -> Arc<dyn SnapshotStore>;
     fn seizures(&mut self) -> Arc<dyn SeizureStore>;
     fn audit(&mut self, key: SigningKey) -> Arc<dyn AuditStore>;
+    fn alert_storage(&mut self) -> Arc<dyn AlertStorage>;
 }
 
 /// sled, each store in a temporary directory of its own.
@@ -51,6 +54,10 @@ impl Backend for Sled {
         let db = sled::open(self.dir()).unwrap();
         Arc::new(SledAuditLog::open(&db, key).unwrap())
     }
+    fn alert_storage(&mut self) -> Arc<dyn AlertStorage> {
+        let db = sled::open(self.dir()).unwrap();
+        Arc::new(SledAlertStorage::open(&db).unwrap())
+    }
 }
 
 /// The in-memory backend.
@@ -66,6 +73,9 @@ impl Backend for Memory {
     }
     fn audit(&mut self, key: SigningKey) -> Arc<dyn AuditStore> {
         Arc::new(MemoryAuditLog::new(key))
+    }
+    fn alert_storage(&mut self) -> Arc<dyn AlertStorage> {
+        Arc::new(MemoryAlertStorage::new())
     }
 }
 
@@ -467,6 +477,85 @@ pub(crate) fn audit_records_read_back_in_pages<B: Backend>() {
     );
 }
 
+fn cleared() -> crate::reconcile::AlertChange {
+    crate::reconcile::AlertChange::Cleared {
+        key: conflict_opened().key().clone(),
+        by: None,
+    }
+}
+
+pub(crate) fn alert_changes_and_their_events_read_back<B: Backend>() {
+    let mut backend = B::default();
+    let alerts = AlertStore::with_storage(backend.alert_storage()).unwrap();
+    let opened = conflict_opened();
+    let key = opened.key().clone();
+    let events = alerts.apply(&[opened], 1_000).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.cursor, e.alert_id))
+            .collect::<Vec<_>>(),
+        [(1, 1)]
+    );
+    let alert = alerts.current(&key).unwrap().unwrap();
+    assert_eq!((alert.id, alert.status), (1, AlertStatus::Open));
+    assert_eq!(alerts.get(1).unwrap(), Some(alert.clone()));
+    assert_eq!(alerts.current_alerts().unwrap(), [alert]);
+    let acknowledged = alerts.acknowledge(1, "seen", 2_000).unwrap();
+    assert_eq!(acknowledged.status, AlertStatus::Acknowledged);
+    assert_eq!(
+        (alerts.last_cursor(), alerts.last_stored_cursor().unwrap()),
+        (2, 2)
+    );
+    assert_eq!(
+        alerts
+            .events_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.kind)
+            .collect::<Vec<_>>(),
+        [EventKind::Opened, EventKind::Acknowledged]
+    );
+    assert_eq!(alerts.events_after(1, 10).unwrap().len(), 1);
+    assert_eq!(alerts.events_after(0, 1).unwrap().len(), 1);
+    assert!(alerts.events_after(2, 10).unwrap().is_empty());
+}
+
+pub(crate) fn a_returning_condition_opens_a_new_alert<B: Backend>() {
+    let mut backend = B::default();
+    let storage = backend.alert_storage();
+    let alerts = AlertStore::with_storage(storage.clone()).unwrap();
+    let key = conflict_opened().key().clone();
+    alerts.apply(&[conflict_opened()], 1_000).unwrap();
+    alerts.apply(&[cleared()], 2_000).unwrap();
+    assert_eq!(alerts.current(&key).unwrap(), None);
+    assert!(alerts.current_alerts().unwrap().is_empty());
+    // A store over the same storage goes on with its ids and cursors.
+    drop(alerts);
+    let alerts = AlertStore::with_storage(storage).unwrap();
+    alerts.apply(&[conflict_opened()], 3_000).unwrap();
+    let again = alerts.current(&key).unwrap().unwrap();
+    assert_eq!((again.id, again.previous_occurrence), (2, Some(1)));
+    assert_eq!(alerts.last_cursor(), 3);
+    let all: Vec<(u64, AlertStatus)> = alerts
+        .all()
+        .unwrap()
+        .iter()
+        .map(|a| (a.id, a.status))
+        .collect();
+    assert_eq!(all, [(1, AlertStatus::Cleared), (2, AlertStatus::Open)]);
+    let newest_first = |before| {
+        let (page, more) = alerts.page_before(before, 1, |_| true).unwrap();
+        (page.iter().map(|a| a.id).collect::<Vec<_>>(), more)
+    };
+    assert_eq!(newest_first(u64::MAX), (vec![2], true));
+    assert_eq!(newest_first(2), (vec![1], false));
+    let (open, more) = alerts
+        .page_before(u64::MAX, 10, |a| a.status == AlertStatus::Cleared)
+        .unwrap();
+    assert_eq!((open.len(), open[0].id, more), (1, 1, false));
+}
+
 /// Instantiates every test of the suite for one backend.
 macro_rules! conformance {
     ($module:ident, $backend:ty, [$($test:ident),* $(,)?]) => {
@@ -500,6 +589,8 @@ macro_rules! suite {
                 seizure_pages_end_at_the_report_limit_or_the_byte_budget,
                 concurrent_audit_appends_form_one_chain,
                 audit_records_read_back_in_pages,
+                alert_changes_and_their_events_read_back,
+                a_returning_condition_opens_a_new_alert,
             ]
         );
     };

@@ -1,6 +1,6 @@
 //! An in-memory storage backend for tests: snapshots ([`MemoryStore`]),
-//! seizure reports ([`MemorySeizureStore`]) and the audit trail
-//! ([`MemoryAuditLog`]), with the sled backend's commit and visibility
+//! seizure reports ([`MemorySeizureStore`]), the audit trail
+//! ([`MemoryAuditLog`]) and alerts ([`MemoryAlertStorage`]), with the sled backend's commit and visibility
 //! rules (nothing visible before its commit, the chain checked under the
 //! commit lock, ids and sequences never reused) and nothing kept after the
 //! process. Each store has [`Faults`] to make its next writes fail, before
@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use ed25519_dalek::SigningKey;
 
+use super::alerts::{Alert, AlertEvent, AlertStorage, AlertStoreError};
 use super::audit_log::{AuditLogError, AuditStore, Head};
 use super::seizures::{SeizureLogError, SeizureReport, SeizureStore, decode, encode};
 use super::{
@@ -466,6 +467,116 @@ impl AuditStore for MemoryAuditLog {
 
     fn last_sequence(&self) -> u64 {
         lock(&self.head).last_sequence()
+    }
+}
+
+#[derive(Default)]
+struct AlertData {
+    alerts: BTreeMap<u64, Alert>,
+    latest: BTreeMap<Vec<u8>, u64>,
+    events: BTreeMap<u64, AlertEvent>,
+}
+
+/// Alerts and their events in memory (the lifecycle is `AlertStore`'s).
+#[derive(Default)]
+pub struct MemoryAlertStorage {
+    data: Mutex<AlertData>,
+    faults: Faults,
+}
+
+impl MemoryAlertStorage {
+    pub fn new() -> MemoryAlertStorage {
+        MemoryAlertStorage::default()
+    }
+
+    /// The faults to inject into this store's writes.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+}
+
+impl AlertStorage for MemoryAlertStorage {
+    fn get(&self, id: u64) -> Result<Option<Alert>, AlertStoreError> {
+        Ok(lock(&self.data).alerts.get(&id).cloned())
+    }
+
+    fn newest_id(&self, ident: &[u8]) -> Result<Option<u64>, AlertStoreError> {
+        Ok(lock(&self.data).latest.get(ident).copied())
+    }
+
+    fn newest_ids(&self) -> Result<Vec<u64>, AlertStoreError> {
+        Ok(lock(&self.data).latest.values().copied().collect())
+    }
+
+    fn scan(
+        &self,
+        before: u64,
+        oldest_first: bool,
+        visit: &mut dyn FnMut(Alert) -> bool,
+    ) -> Result<(), AlertStoreError> {
+        // Copied out first: `visit` runs without the lock.
+        let mut alerts: Vec<Alert> = lock(&self.data)
+            .alerts
+            .range(..before)
+            .map(|(_, a)| a.clone())
+            .collect();
+        if !oldest_first {
+            alerts.reverse();
+        }
+        for alert in alerts {
+            if !visit(alert) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<AlertEvent>, AlertStoreError> {
+        Ok(lock(&self.data)
+            .events
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    fn last_alert_id(&self) -> Result<u64, AlertStoreError> {
+        Ok(lock(&self.data)
+            .alerts
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn last_cursor(&self) -> Result<u64, AlertStoreError> {
+        Ok(lock(&self.data)
+            .events
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn commit(
+        &self,
+        alerts: &[(Vec<u8>, Alert)],
+        events: &[AlertEvent],
+    ) -> Result<(), AlertStoreError> {
+        self.faults.write().map_err(AlertStoreError::Backend)?;
+        let mut data = lock(&self.data);
+        for (ident, alert) in alerts {
+            data.alerts.insert(alert.id, alert.clone());
+            data.latest.insert(ident.clone(), alert.id);
+        }
+        for event in events {
+            data.events.insert(event.cursor, event.clone());
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AlertStoreError> {
+        self.faults.flush().map_err(AlertStoreError::Backend)
     }
 }
 

@@ -14,11 +14,14 @@ pub mod alerts;
 pub mod audit_log;
 pub mod memory;
 pub mod seizures;
+mod sled_alerts;
 pub mod sled_audit;
 mod sled_seizures;
 
+pub use alerts::AlertStorage;
 pub use audit_log::AuditStore;
 pub use seizures::SeizureStore;
+pub use sled_alerts::SledAlertStorage;
 pub use sled_audit::SledAuditLog;
 pub use sled_seizures::SledSeizureStore;
 pub use sled_store::{SledStore, drop_pinned, flush, is_locked_by_another_process};
