@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tally::coordinator::admission::{Admission, Ingestor};
 use tally::coordinator::reconciler::Reconciler;
 use tally::coordinator::storage::alerts::{AlertStatus, AlertStore, EventKind};
-use tally::coordinator::storage::seizures::SeizureLog;
 use tally::coordinator::storage::{
     ChunkIter, Equivocation, NewSnapshot, SledStore, SnapshotStore, StoreError, StoredSnapshot,
     UploadId,
 };
+use tally::coordinator::storage::{SeizureStore, SledSeizureStore};
 use tally::item::Status::*;
 use tally::merkle::BlockRoots;
 use tally::reconcile::{AlertKind, EngineConfig};
@@ -668,7 +668,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
         let db = inner.db().clone();
         let store = Arc::new(RiggedStore::new(inner));
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
-        let seizures = Arc::new(SeizureLog::open(&db).unwrap());
+        let seizures = Arc::new(SledSeizureStore::open(&db).unwrap());
         let now = tally::support::clock::system_now_unix_ms();
         let reconciler = Reconciler::open(
             store.clone(),
@@ -718,7 +718,7 @@ fn a_snapshot_committed_while_a_report_is_stamped_comes_after_the_report() {
     let _rebuilt = Reconciler::open(
         Arc::new(store),
         alerts.clone(),
-        Arc::new(SeizureLog::open(&db).unwrap()),
+        Arc::new(SledSeizureStore::open(&db).unwrap()),
         EngineConfig::default(),
         tally::support::clock::system_now_unix_ms(),
         None,
@@ -755,7 +755,7 @@ fn an_alert_lost_to_a_failed_catch_up_is_recorded_by_the_next_change() {
         let reconciler = Reconciler::open(
             store.clone(),
             alerts.clone(),
-            Arc::new(SeizureLog::open(&db).unwrap()),
+            Arc::new(SledSeizureStore::open(&db).unwrap()),
             EngineConfig::default(),
             now,
             None,
@@ -798,7 +798,7 @@ fn an_alert_lost_to_a_failed_catch_up_is_recorded_by_the_next_change() {
 struct Parts {
     store: Arc<dyn SnapshotStore>,
     alerts: Arc<AlertStore>,
-    seizures: Arc<SeizureLog>,
+    seizures: Arc<dyn SeizureStore>,
     reconciler: Reconciler,
 }
 
@@ -806,7 +806,7 @@ fn open_parts(store: SledStore) -> Parts {
     let db = store.db().clone();
     let store: Arc<dyn SnapshotStore> = Arc::new(store);
     let alerts = Arc::new(AlertStore::open(&db).unwrap());
-    let seizures = Arc::new(SeizureLog::open(&db).unwrap());
+    let seizures = Arc::new(SledSeizureStore::open(&db).unwrap());
     let reconciler = Reconciler::open(
         store.clone(),
         alerts.clone(),

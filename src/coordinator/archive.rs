@@ -33,10 +33,11 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::SealedRecord;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
+use crate::coordinator::storage::SledSeizureStore;
 use crate::coordinator::storage::alerts::{
     AlertStore, AlertStoreError, EventKind, ResolutionReason,
 };
-use crate::coordinator::storage::seizures::{SeizureLog, SeizureLogError, SeizureReport};
+use crate::coordinator::storage::seizures::{SeizureLogError, SeizureReport, SeizureStore};
 use crate::coordinator::storage::{
     Equivocation, SledStore, SnapshotStore, StoreError, StoredSnapshot,
 };
@@ -524,11 +525,9 @@ fn open_for_export(data_dir: &Path) -> Result<SledStore, ExportError> {
         });
     }
     SledStore::open(data_dir).map_err(|e| match e {
-        StoreError::Backend(e) if crate::coordinator::storage::is_locked_by_another_process(&e) => {
-            ExportError::InUse {
-                dir: data_dir.to_path_buf(),
-            }
-        }
+        StoreError::InUse { .. } => ExportError::InUse {
+            dir: data_dir.to_path_buf(),
+        },
         other => ExportError::Store(other),
     })
 }
@@ -614,7 +613,7 @@ pub fn export(
     counts.equivocations = equivocations.len() as u64;
     files.push(write_file(root, EQUIVOCATIONS, &to_json(&equivocations))?);
 
-    let reports = SeizureLog::open(store.db())?.all()?;
+    let reports = SledSeizureStore::open(store.db())?.all()?;
     counts.seizure_reports = reports.len() as u64;
     files.push(write_file(root, SEIZURE_REPORTS, &to_json(&reports))?);
 
@@ -623,7 +622,7 @@ pub fn export(
     files.push(write_file(root, OPERATOR_ACTIONS, &to_json(&actions))?);
 
     let trail: Vec<ExportedAuditRecord> =
-        crate::coordinator::storage::audit_log::read_all(store.db())?
+        crate::coordinator::storage::sled_audit::read_all(store.db())?
             .iter()
             .map(|r| ExportedAuditRecord {
                 sequence: r.sequence,
@@ -1296,10 +1295,10 @@ fn replay(
     let sled_store = SledStore::open(dir)?;
     let db = sled_store.db().clone();
     // The trail is history, not derived state: it goes back as it was.
-    crate::coordinator::storage::audit_log::restore(&db, trail)?;
+    crate::coordinator::storage::sled_audit::restore(&db, trail)?;
     let store: Arc<dyn SnapshotStore> = Arc::new(sled_store);
     let alerts = Arc::new(AlertStore::open(&db)?);
-    let seizures = Arc::new(SeizureLog::open(&db)?);
+    let seizures = Arc::new(SledSeizureStore::open(&db)?);
     let start = match steps.first() {
         Some(Step::Snapshot(s)) => s.record.receipt.accepted_at_unix_ms,
         Some(Step::Equivocation(e)) => e.recorded_at_unix_ms,

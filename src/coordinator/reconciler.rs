@@ -37,7 +37,7 @@ use crate::coordinator::lookup::{
     CachePolicy, ChunkIndex, PIECE_LOG2, PieceStarts, SnapshotLookup,
 };
 use crate::coordinator::storage::alerts::{AlertEvent, AlertStore, AlertStoreError};
-use crate::coordinator::storage::seizures::{SeizureLog, SeizureLogError, SeizureReport};
+use crate::coordinator::storage::seizures::{SeizureLogError, SeizureReport, SeizureStore};
 use crate::coordinator::storage::{SnapshotStore, StoreError, StoredSnapshot};
 use crate::reconcile::{
     AlertChange, Engine, EngineConfig, EquivocationRef, ItemView, Line, LineSource, NoLines,
@@ -140,7 +140,7 @@ impl State {
     fn restore(
         path: &Path,
         store: &dyn SnapshotStore,
-        seizures: &SeizureLog,
+        seizures: &dyn SeizureStore,
         config: &EngineConfig,
     ) -> Option<State> {
         let not_used = |reason: &dyn std::fmt::Display| {
@@ -246,7 +246,7 @@ pub struct Reconciler {
     state: Mutex<State>,
     store: Arc<dyn SnapshotStore>,
     alerts: Arc<AlertStore>,
-    seizures: Arc<SeizureLog>,
+    seizures: Arc<dyn SeizureStore>,
     lines: StoreLines,
     /// Where the engine checkpoint is read at start-up and written at stop.
     checkpoint: Option<PathBuf>,
@@ -263,7 +263,7 @@ impl Reconciler {
     pub fn open(
         store: Arc<dyn SnapshotStore>,
         alerts: Arc<AlertStore>,
-        seizures: Arc<SeizureLog>,
+        seizures: Arc<dyn SeizureStore>,
         config: EngineConfig,
         now_unix_ms: i64,
         checkpoint: Option<PathBuf>,
@@ -271,7 +271,7 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let restored = checkpoint
             .as_deref()
-            .and_then(|path| State::restore(path, store.as_ref(), &seizures, &config));
+            .and_then(|path| State::restore(path, store.as_ref(), seizures.as_ref(), &config));
         let from_checkpoint = restored.is_some();
         if from_checkpoint {
             tracing::info!(
@@ -404,7 +404,7 @@ impl Reconciler {
         Ok(report)
     }
 
-    pub fn seizure_log(&self) -> &Arc<SeizureLog> {
+    pub fn seizure_log(&self) -> &Arc<dyn SeizureStore> {
         &self.seizures
     }
 

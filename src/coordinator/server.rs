@@ -21,9 +21,10 @@ use crate::coordinator::grpc::trace::TraceService;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
+use crate::coordinator::storage::SledSeizureStore;
 use crate::coordinator::storage::alerts::{AlertStore, AlertStoreError};
-use crate::coordinator::storage::audit_log::AuditLog;
-use crate::coordinator::storage::seizures::{SeizureLog, SeizureLogError};
+use crate::coordinator::storage::audit_log::AuditStore;
+use crate::coordinator::storage::seizures::SeizureLogError;
 use crate::coordinator::storage::{SledStore, SnapshotStore, StoreError};
 use crate::coordinator::trace::Tracer;
 use crate::proto::alerts_server::AlertsServer;
@@ -83,7 +84,7 @@ pub struct Coordinator {
     /// only at a clean stop.
     pub checkpoint_every: Option<Duration>,
     /// The hash-chained audit trail (sled tree `audit`).
-    pub audit: Arc<AuditLog>,
+    pub audit: Arc<dyn AuditStore>,
     /// The sled database under the store, flushed last at shutdown.
     db: sled::Db,
 }
@@ -107,8 +108,11 @@ pub fn assemble(
     let checkpoint = store
         .dir()
         .join(crate::coordinator::reconciler::CHECKPOINT_FILE);
-    let seizures = Arc::new(SeizureLog::open(store.db())?);
-    let audit = Arc::new(AuditLog::open(store.db(), key.clone())?);
+    let seizures = Arc::new(SledSeizureStore::open(store.db())?);
+    let audit = Arc::new(crate::coordinator::storage::SledAuditLog::open(
+        store.db(),
+        key.clone(),
+    )?);
     let store: Arc<dyn SnapshotStore> = Arc::new(store);
     let open_reconciler = || -> Result<Reconciler, ServerError> {
         let alerts = Arc::new(AlertStore::open(&db)?);

@@ -17,7 +17,7 @@ use super::request::RequestError;
 use super::status;
 use crate::access::{AccessError, AccessPolicy, Principal};
 use crate::audit::{Action, Actor, Event, Outcome};
-use crate::coordinator::storage::audit_log::AuditLog;
+use crate::coordinator::storage::audit_log::AuditStore;
 use crate::state::StateCode;
 use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use crate::support::tls;
@@ -26,7 +26,7 @@ use crate::support::tls;
 #[derive(Clone)]
 pub struct AccessLayer {
     policy: Arc<AccessPolicy>,
-    audit: Option<Arc<AuditLog>>,
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 impl AccessLayer {
@@ -38,7 +38,7 @@ impl AccessLayer {
     }
 
     /// Records every refused call in `audit`.
-    pub fn recording_to(mut self, audit: Arc<AuditLog>) -> AccessLayer {
+    pub fn recording_to(mut self, audit: Arc<dyn AuditStore>) -> AccessLayer {
         self.audit = Some(audit);
         self
     }
@@ -60,7 +60,7 @@ impl<S> tower_layer::Layer<S> for AccessLayer {
 pub struct AccessService<S> {
     inner: S,
     policy: Arc<AccessPolicy>,
-    audit: Option<Arc<AuditLog>>,
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 /// The caller's address, over TLS or not.

@@ -17,7 +17,7 @@ use crate::audit::Action;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::Metrics;
 use crate::coordinator::storage::alerts::{Alert, AlertStatus, AlertStore, ResolutionReason};
-use crate::coordinator::storage::audit_log::AuditLog;
+use crate::coordinator::storage::audit_log::AuditStore;
 use crate::proto;
 use crate::reconcile::AlertKind;
 use crate::serial::{CanonicalModel, CanonicalRule};
@@ -39,7 +39,7 @@ pub struct AlertsService {
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
     /// Every acknowledge, resolve and reopen is recorded here.
-    audit: Arc<AuditLog>,
+    audit: Arc<dyn AuditStore>,
 }
 
 impl AlertsService {
@@ -48,7 +48,7 @@ impl AlertsService {
         rule: CanonicalRule,
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
-        audit: Arc<AuditLog>,
+        audit: Arc<dyn AuditStore>,
     ) -> AlertsService {
         AlertsService {
             alerts,
@@ -375,8 +375,13 @@ mod tests {
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
         let opened = crate::coordinator::storage::alerts::tests::conflict_opened();
         let id = alerts.apply(&[opened], 1_000).unwrap()[0].alert_id;
-        let audit =
-            Arc::new(AuditLog::open(&db, ed25519_dalek::SigningKey::from_bytes(&[9; 32])).unwrap());
+        let audit = Arc::new(
+            crate::coordinator::storage::SledAuditLog::open(
+                &db,
+                ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+            )
+            .unwrap(),
+        );
         let service = AlertsService::new(
             alerts.clone(),
             CanonicalRule::default(),

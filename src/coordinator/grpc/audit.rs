@@ -9,7 +9,7 @@ use super::status::EdgeFailure;
 use super::{blocking, within_page_bytes};
 use crate::access::Principal;
 use crate::audit::{Action, Actor, Event, Outcome, SealedRecord};
-use crate::coordinator::storage::audit_log::{AuditLog, AuditLogError};
+use crate::coordinator::storage::audit_log::{AuditLogError, AuditStore};
 use crate::proto;
 use crate::support::clock::system_now_unix_ms as now_unix_ms;
 
@@ -51,7 +51,7 @@ pub fn outcome_of<T>(result: &Result<T, Status>) -> Outcome {
 }
 
 /// Appends one record off the async runtime (the append flushes to disk).
-pub async fn append(log: &Arc<AuditLog>, event: Event) -> Result<(), AuditLogError> {
+pub async fn append(log: &Arc<dyn AuditStore>, event: Event) -> Result<(), AuditLogError> {
     let log = log.clone();
     let span = tracing::Span::current();
     match tokio::task::spawn_blocking(move || span.in_scope(|| log.append(event))).await {
@@ -65,7 +65,7 @@ pub async fn append(log: &Arc<AuditLog>, event: Event) -> Result<(), AuditLogErr
 /// passed on unchanged (and the failure logged); a success becomes
 /// `INTERNAL`, saying the action was done but not audited.
 pub async fn audited<T>(
-    log: &Arc<AuditLog>,
+    log: &Arc<dyn AuditStore>,
     caller: Caller,
     action: Action,
     result: Result<T, Status>,
@@ -123,11 +123,11 @@ pub fn record_from_proto(r: &proto::AuditRecord) -> SealedRecord {
 }
 
 pub struct AuditService {
-    log: Arc<AuditLog>,
+    log: Arc<dyn AuditStore>,
 }
 
 impl AuditService {
-    pub fn new(log: Arc<AuditLog>) -> AuditService {
+    pub fn new(log: Arc<dyn AuditStore>) -> AuditService {
         AuditService { log }
     }
 }

@@ -12,7 +12,7 @@ use super::{blocking, run_detached};
 use crate::audit::Action;
 use crate::coordinator::admission::Ingestor;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
-use crate::coordinator::storage::audit_log::AuditLog;
+use crate::coordinator::storage::audit_log::AuditStore;
 use crate::proto;
 use crate::reconcile::{AlertKey, AlertKind, Seizure};
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
@@ -33,14 +33,14 @@ pub struct SeizuresService {
     reconciler: Arc<Reconciler>,
     rule: CanonicalRule,
     /// Every seizure report, accepted or refused, is recorded here.
-    audit: Arc<AuditLog>,
+    audit: Arc<dyn AuditStore>,
 }
 
 impl SeizuresService {
     pub fn new(
         reconciler: Arc<Reconciler>,
         rule: CanonicalRule,
-        audit: Arc<AuditLog>,
+        audit: Arc<dyn AuditStore>,
     ) -> SeizuresService {
         SeizuresService {
             reconciler,

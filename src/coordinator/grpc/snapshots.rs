@@ -18,7 +18,7 @@ use crate::coordinator::admission::{Admission, IngestError, Ingestor, Upload};
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
 use crate::coordinator::reconciler::Reconciler;
-use crate::coordinator::storage::audit_log::AuditLog;
+use crate::coordinator::storage::audit_log::AuditStore;
 use crate::proto::{self, get_snapshot_response, submit_request};
 use crate::state::StateCode;
 use crate::support::config::Limits;
@@ -39,7 +39,7 @@ pub struct SnapshotsService {
     /// One permit per upload being verified (limits.max_concurrent_uploads).
     uploads: Arc<Semaphore>,
     /// Every rejected submission is recorded here.
-    audit: Arc<AuditLog>,
+    audit: Arc<dyn AuditStore>,
 }
 
 impl SnapshotsService {
@@ -48,7 +48,7 @@ impl SnapshotsService {
         reconciler: Arc<Reconciler>,
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
-        audit: Arc<AuditLog>,
+        audit: Arc<dyn AuditStore>,
     ) -> SnapshotsService {
         let uploads = Arc::new(Semaphore::new(ingestor.limits().max_concurrent_uploads));
         SnapshotsService {

@@ -297,6 +297,7 @@ mod tests {
         }));
         rows.extend(rows!(StoreError, Status::from, {
             Backend => sled_error().into(), Internal;
+            InUse => StoreError::InUse { source: "locked".into() }, Internal;
             File => StoreError::File { path: "x".into(), source: io::Error::other("x") }, Internal;
             Corrupt => store_error(), Internal;
             ChainMoved => StoreError::ChainMoved { state: rus(), sequence: 2 }, Internal;

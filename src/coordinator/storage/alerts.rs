@@ -3,8 +3,10 @@
 //! The engine decides which conditions hold; this module gives each
 //! occurrence of a condition an id, keeps its history, and records every
 //! change as an event with a strictly increasing cursor. An alert and the
-//! event that changed it are written in one sled transaction, so a watcher
-//! that resumes from its last cursor sees exactly what happened.
+//! event that changed it are committed together ([`AlertStorage::commit`]),
+//! so a watcher that resumes from its last cursor sees exactly what
+//! happened. [`AlertStorage`] is the persistence below that lifecycle; the
+//! sled backend is `SledAlertStorage`, an in-memory one is in `memory`.
 //!
 //! Identity: at most one *current* alert per [`AlertKey`]. When a condition
 //! clears, its alert stays (status `cleared`) and stops being current; if the
@@ -14,10 +16,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::sync::Arc;
 
+pub use super::sled_alerts::ALERT_TREES;
 use crate::reconcile::{AlertChange, AlertKey};
 use crate::serial::ItemKey;
 pub use tally_core::alert::{
@@ -53,28 +54,51 @@ pub enum ActionError {
 #[derive(Debug, thiserror::Error)]
 pub enum AlertStoreError {
     #[error("alert storage failed: {0}")]
-    Backend(#[from] sled::Error),
+    Backend(#[source] crate::coordinator::storage::BackendError),
     #[error("stored alert record is corrupt: {0}")]
     Corrupt(String),
 }
 
-impl From<TransactionError<AlertStoreError>> for AlertStoreError {
-    fn from(e: TransactionError<AlertStoreError>) -> Self {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => AlertStoreError::Backend(e),
-        }
-    }
+/// What the alert store needs from durable storage: alerts by id, the
+/// newest occurrence of each condition (by its identity, see [`identity`]),
+/// and the event log by cursor. The lifecycle (ids, cursors, transitions,
+/// the item index, live watchers) stays in [`AlertStore`].
+pub trait AlertStorage: Send + Sync + 'static {
+    /// The alert with this id.
+    fn get(&self, id: u64) -> Result<Option<Alert>, AlertStoreError>;
+    /// The id of the newest occurrence of the condition `ident`.
+    fn newest_id(&self, ident: &[u8]) -> Result<Option<u64>, AlertStoreError>;
+    /// The newest occurrence's id of every condition seen, by identity.
+    fn newest_ids(&self) -> Result<Vec<u64>, AlertStoreError>;
+    /// Calls `visit` with the alerts whose id is below `before`, newest
+    /// first (oldest first if `oldest_first`), until it returns false.
+    fn scan(
+        &self,
+        before: u64,
+        oldest_first: bool,
+        visit: &mut dyn FnMut(Alert) -> bool,
+    ) -> Result<(), AlertStoreError>;
+    /// Events with a cursor greater than `after`, oldest first, at most `limit`.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<AlertEvent>, AlertStoreError>;
+    /// The largest alert id stored (0: none).
+    fn last_alert_id(&self) -> Result<u64, AlertStoreError>;
+    /// The largest event cursor stored (0: none).
+    fn last_cursor(&self) -> Result<u64, AlertStoreError>;
+    /// Writes `alerts` (each becoming the newest occurrence of its identity)
+    /// and `events` as one: a reader sees all of them or none. Not yet
+    /// durable (see [`AlertStorage::flush`]).
+    fn commit(
+        &self,
+        alerts: &[(Vec<u8>, Alert)],
+        events: &[AlertEvent],
+    ) -> Result<(), AlertStoreError>;
+    /// Makes everything committed so far durable.
+    fn flush(&self) -> Result<(), AlertStoreError>;
 }
 
-/// Alerts in sled: `alerts` (id → alert), `alert_latest` (identity → id of
-/// its newest occurrence; current if that one is not cleared),
-/// `alert_events` (cursor → event).
+/// Alerts, their lifecycle and their watchers, over an [`AlertStorage`].
 pub struct AlertStore {
-    db: sled::Db,
-    alerts: sled::Tree,
-    latest: sled::Tree,
-    events: sled::Tree,
+    storage: Arc<dyn AlertStorage>,
     /// Serialises writers so ids and cursors are handed out in order.
     next: Mutex<Counters>,
     /// The newest cursor committed, set as soon as the transaction is, and
@@ -98,70 +122,21 @@ struct Counters {
     cursor: u64,
 }
 
-fn identity(key: &AlertKey) -> Vec<u8> {
+/// The identity of a condition: at most one current alert per identity.
+pub fn identity(key: &AlertKey) -> Vec<u8> {
     // JSON of a struct with fixed field order: stable, and readable in a dump.
     serde_json::to_vec(key).unwrap_or_default()
 }
 
-fn be_u64(bytes: &[u8]) -> Result<u64, AlertStoreError> {
-    bytes
-        .try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| AlertStoreError::Corrupt("key is not 8 bytes".into()))
-}
-
-fn last_u64(tree: &sled::Tree) -> Result<u64, AlertStoreError> {
-    match tree.last()? {
-        Some((k, _)) => be_u64(&k),
-        None => Ok(0),
-    }
-}
-
-fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, AlertStoreError> {
-    serde_json::to_vec(value).map_err(|e| AlertStoreError::Corrupt(e.to_string()))
-}
-
-/// The sled trees that hold alerts and their events.
-pub const ALERT_TREES: [&str; 3] = ["alerts", "alert_latest", "alert_events"];
-
 impl AlertStore {
-    /// Moves the alert trees aside: copies each into a tree named
-    /// `quarantine.<now_unix_ms>.<name>` (bytes as they are, for a person to
-    /// inspect), then empties the original. Used when the persisted alerts
-    /// cannot be read, so the coordinator can rebuild them from the stored
-    /// snapshots instead of refusing to start. Returns the new tree names.
-    pub fn quarantine(db: &sled::Db, now_unix_ms: i64) -> Result<Vec<String>, AlertStoreError> {
-        let mut moved = Vec::new();
-        for name in ALERT_TREES {
-            let tree = db.open_tree(name)?;
-            let aside_name = format!("quarantine.{now_unix_ms}.{name}");
-            let aside = db.open_tree(&aside_name)?;
-            for entry in tree.iter() {
-                let (k, v) = entry?;
-                aside.insert(k, v)?;
-            }
-            crate::coordinator::storage::flush(db)?;
-            tree.clear()?;
-            moved.push(aside_name);
-        }
-        crate::coordinator::storage::flush(db)?;
-        Ok(moved)
-    }
-
-    /// Opens the alert trees inside an existing sled database.
-    pub fn open(db: &sled::Db) -> Result<AlertStore, AlertStoreError> {
-        let alerts = db.open_tree("alerts")?;
-        let latest = db.open_tree("alert_latest")?;
-        let events = db.open_tree("alert_events")?;
+    /// The alert store over `storage`.
+    pub fn with_storage(storage: Arc<dyn AlertStorage>) -> Result<AlertStore, AlertStoreError> {
         let next = Counters {
-            alert_id: last_u64(&alerts)? + 1,
-            cursor: last_u64(&events)? + 1,
+            alert_id: storage.last_alert_id()? + 1,
+            cursor: storage.last_cursor()? + 1,
         };
         Ok(AlertStore {
-            db: db.clone(),
-            alerts,
-            latest,
-            events,
+            storage,
             newest_cursor: AtomicU64::new(next.cursor - 1),
             next: Mutex::new(next),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
@@ -174,21 +149,14 @@ impl AlertStore {
         self.live.subscribe()
     }
 
-    fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, AlertStoreError> {
-        serde_json::from_slice(bytes).map_err(|e| AlertStoreError::Corrupt(e.to_string()))
-    }
-
     pub fn get(&self, id: u64) -> Result<Option<Alert>, AlertStoreError> {
-        self.alerts
-            .get(id.to_be_bytes())?
-            .map(|v| Self::decode(&v))
-            .transpose()
+        self.storage.get(id)
     }
 
     /// The newest occurrence of a condition, cleared or not.
     fn newest(&self, ident: &[u8]) -> Result<Option<Alert>, AlertStoreError> {
-        match self.latest.get(ident)? {
-            Some(id) => self.get(be_u64(&id)?),
+        match self.storage.newest_id(ident)? {
+            Some(id) => self.get(id),
             None => Ok(None),
         }
     }
@@ -204,9 +172,8 @@ impl AlertStore {
     /// resolved by an operator while the condition still holds).
     pub fn current_alerts(&self) -> Result<Vec<Alert>, AlertStoreError> {
         let mut out = Vec::new();
-        for entry in self.latest.iter() {
-            let (_, id) = entry?;
-            if let Some(a) = self.get(be_u64(&id)?)?
+        for id in self.storage.newest_ids()? {
+            if let Some(a) = self.get(id)?
                 && a.status != AlertStatus::Cleared
             {
                 out.push(a);
@@ -217,11 +184,12 @@ impl AlertStore {
 
     /// All stored alerts, by id.
     pub fn all(&self) -> Result<Vec<Alert>, AlertStoreError> {
-        self.alerts
-            .iter()
-            .values()
-            .map(|v| Self::decode(&v?))
-            .collect()
+        let mut all = Vec::new();
+        self.storage.scan(u64::MAX, true, &mut |alert| {
+            all.push(alert);
+            true
+        })?;
+        Ok(all)
     }
 
     /// Every stored alert about `item`, in any status, by id.
@@ -238,12 +206,12 @@ impl AlertStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if index.is_none() {
                 let mut built: HashMap<ItemKey, BTreeSet<u64>> = HashMap::new();
-                for v in self.alerts.iter().values() {
-                    let alert: Alert = Self::decode(&v?)?;
+                self.storage.scan(u64::MAX, true, &mut |alert| {
                     if let Some(key) = alert.key.item {
                         built.entry(key).or_default().insert(alert.id);
                     }
-                }
+                    true
+                })?;
                 *index = Some(built);
             }
             index
@@ -272,16 +240,18 @@ impl AlertStore {
         keep: impl Fn(&Alert) -> bool,
     ) -> Result<(Vec<Alert>, bool), AlertStoreError> {
         let mut out = Vec::with_capacity(limit);
-        for v in self.alerts.range(..before.to_be_bytes()).values().rev() {
-            let alert: Alert = Self::decode(&v?)?;
+        let mut more = false;
+        self.storage.scan(before, false, &mut |alert| {
             if keep(&alert) {
                 if out.len() == limit {
-                    return Ok((out, true));
+                    more = true;
+                    return false;
                 }
                 out.push(alert);
             }
-        }
-        Ok((out, false))
+            true
+        })?;
+        Ok((out, more))
     }
 
     /// Events with a cursor greater than `after`, oldest first, at most `limit`.
@@ -290,18 +260,13 @@ impl AlertStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<AlertEvent>, AlertStoreError> {
-        self.events
-            .range(after.saturating_add(1).to_be_bytes()..)
-            .values()
-            .take(limit)
-            .map(|v| Self::decode(&v?))
-            .collect()
+        self.storage.events_after(after, limit)
     }
 
     /// The newest cursor in storage (0 if none): [`AlertStore::last_cursor`]
     /// read from disk, for the moment between a commit and its counting.
     pub fn last_stored_cursor(&self) -> Result<u64, AlertStoreError> {
-        last_u64(&self.events)
+        self.storage.last_cursor()
     }
 
     /// The newest cursor handed out (0 if none).
@@ -355,35 +320,18 @@ impl AlertStore {
         // Committed: the ids and cursors are taken even if the flush fails,
         // or the next change would reuse them and overwrite these records.
         *next = counters;
-        crate::coordinator::storage::flush(&self.db)?;
+        self.storage.flush()?;
         self.publish(&events);
         Ok(events)
     }
 
-    /// Writes alerts and events in one transaction (not yet flushed).
+    /// Writes alerts and events together (not yet flushed).
     fn commit(
         &self,
         alerts: &[(Vec<u8>, Alert)],
         events: &[AlertEvent],
     ) -> Result<(), AlertStoreError> {
-        let encoded: Vec<(&[u8], u64, Vec<u8>)> = alerts
-            .iter()
-            .map(|(ident, a)| Ok((ident.as_slice(), a.id, json(a)?)))
-            .collect::<Result<_, AlertStoreError>>()?;
-        let encoded_events: Vec<(u64, Vec<u8>)> = events
-            .iter()
-            .map(|e| Ok((e.cursor, json(e)?)))
-            .collect::<Result<_, AlertStoreError>>()?;
-        (&self.alerts, &self.latest, &self.events).transaction(|(alerts, latest, ev)| {
-            for (ident, id, bytes) in &encoded {
-                alerts.insert(&id.to_be_bytes(), bytes.as_slice())?;
-                latest.insert(*ident, &id.to_be_bytes())?;
-            }
-            for (cursor, bytes) in &encoded_events {
-                ev.insert(&cursor.to_be_bytes(), bytes.as_slice())?;
-            }
-            Ok::<_, ConflictableTransactionError<AlertStoreError>>(())
-        })?;
+        self.storage.commit(alerts, events)?;
         // At once: a watcher replaying from storage can already read these
         // events, and may come back with their cursors.
         if let Some(last) = events.last() {
@@ -516,10 +464,9 @@ impl AlertStore {
             std::slice::from_ref(&event),
         )?;
         next.cursor += 1;
-        crate::coordinator::storage::flush(&self.db).map_err(|e| ActionError::NotDurable {
-            id,
-            source: e.into(),
-        })?;
+        self.storage
+            .flush()
+            .map_err(|source| ActionError::NotDurable { id, source })?;
         self.publish(std::slice::from_ref(&event));
         Ok(alert)
     }

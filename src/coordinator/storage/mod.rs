@@ -12,43 +12,24 @@ mod sled_store;
 
 pub mod alerts;
 pub mod audit_log;
+pub mod memory;
 pub mod seizures;
+mod sled_alerts;
+pub mod sled_audit;
+mod sled_seizures;
 
-pub use sled_store::SledStore;
+pub use alerts::AlertStorage;
+pub use audit_log::AuditStore;
+pub use seizures::SeizureStore;
+pub use sled_alerts::SledAlertStorage;
+pub use sled_audit::SledAuditLog;
+pub use sled_seizures::SledSeizureStore;
+pub use sled_store::{SledStore, drop_pinned, flush, is_locked_by_another_process};
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 pub(crate) mod test_support;
-
-/// Returns true if and only if `e` says that another process has this sled
-/// database open: sled takes an exclusive file lock for as long as a process
-/// has it open, and reports failing to get it only in the message.
-pub fn is_locked_by_another_process(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
-}
-
-/// Flushes a sled database to disk; every flush in Tally goes through here.
-///
-/// sled 0.34.7's flush reads the current IO buffer through a raw pointer
-/// without pinning an epoch, while another thread may seal that buffer and
-/// retire it for epoch-based reclamation: the buffer can be freed under the
-/// reader. AddressSanitizer caught this as a heap-use-after-free in the
-/// `submit_sequence` fuzz target (docs/fuzzing.md). Holding an epoch guard
-/// across the flush keeps any buffer retired meanwhile alive until it ends.
-/// sled's own periodic flush thread is not covered (it is inside sled).
-#[allow(clippy::disallowed_methods)]
-pub fn flush(tree: &sled::Tree) -> sled::Result<usize> {
-    let _epoch = sled::pin();
-    tree.flush()
-}
-
-/// Drops `value` (something that holds sled trees) with an epoch pinned:
-/// sled flushes a tree when its last handle drops, the same unpinned way as
-/// [`flush`] works around (the fuzz target found that one too). Covers the
-/// handles `value` holds last; not those dropped elsewhere.
-pub fn drop_pinned<T>(value: T) {
-    let _epoch = sled::pin();
-    drop(value);
-}
 
 use ed25519_dalek::Signature;
 
@@ -81,11 +62,19 @@ pub struct Equivocation {
     pub recorded_at_unix_ms: i64,
 }
 
+/// A backend's own error, kept as its cause: no backend's types appear in
+/// the storage errors (each backend converts its errors in its own file).
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What can go wrong below the storage trait.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage I/O failed: {0}")]
-    Backend(#[from] sled::Error),
+    #[error("storage I/O failed: {source}")]
+    Backend { source: BackendError },
+    /// Another process has the store open (a backend that allows one
+    /// process at a time says so here rather than as `Backend`).
+    #[error("storage I/O failed: {source}")]
+    InUse { source: BackendError },
     #[error("storage I/O failed on {path}: {source}")]
     File {
         path: std::path::PathBuf,

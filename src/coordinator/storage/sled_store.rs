@@ -14,6 +14,51 @@ use super::{
 use crate::snapshot::{Receipt, SignedHeader, SnapshotDigest};
 use crate::state::StateCode;
 
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        if is_locked_by_another_process(&e) {
+            StoreError::InUse {
+                source: Box::new(e),
+            }
+        } else {
+            StoreError::Backend {
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+/// Returns true if and only if `e` says that another process has this sled
+/// database open: sled takes an exclusive file lock for as long as a process
+/// has it open, and reports failing to get it only in the message.
+pub fn is_locked_by_another_process(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
+/// Flushes a sled database to disk; every flush in Tally goes through here.
+///
+/// sled 0.34.7's flush reads the current IO buffer through a raw pointer
+/// without pinning an epoch, while another thread may seal that buffer and
+/// retire it for epoch-based reclamation: the buffer can be freed under the
+/// reader. AddressSanitizer caught this as a heap-use-after-free in the
+/// `submit_sequence` fuzz target (docs/fuzzing.md). Holding an epoch guard
+/// across the flush keeps any buffer retired meanwhile alive until it ends.
+/// sled's own periodic flush thread is not covered (it is inside sled).
+#[allow(clippy::disallowed_methods)]
+pub fn flush(tree: &sled::Tree) -> sled::Result<usize> {
+    let _epoch = sled::pin();
+    tree.flush()
+}
+
+/// Drops `value` (something that holds sled trees) with an epoch pinned:
+/// sled flushes a tree when its last handle drops, the same unpinned way as
+/// [`flush`] works around (the fuzz target found that one too). Covers the
+/// handles `value` holds last; not those dropped elsewhere.
+pub fn drop_pinned<T>(value: T) {
+    let _epoch = sled::pin();
+    drop(value);
+}
+
 /// Snapshots in sled plus one chunk file per upload.
 ///
 /// sled trees: `snapshots` (state ‖ sequence → directory record),
@@ -231,7 +276,7 @@ impl SledStore {
         let f = self.chunks.file(upload)?;
         f.file.sync_all().map_err(file_error(&f.path))?;
         sync_dir(&self.chunks.dir)?;
-        super::flush(&self.db)?;
+        flush(&self.db)?;
         let record = {
             let mut last_issued = self
                 .commit_lock
@@ -257,7 +302,7 @@ impl SledStore {
             self.uploads.remove(upload.0.to_be_bytes())?;
             record
         };
-        super::flush(&self.db)?;
+        flush(&self.db)?;
         Ok(record)
     }
 
@@ -343,7 +388,7 @@ impl SledStore {
             );
             sync_dir(&self.chunks.dir)?;
         }
-        super::flush(&self.db)?;
+        flush(&self.db)?;
         Ok(removed)
     }
 
@@ -522,7 +567,7 @@ impl SnapshotStore for SledStore {
         key.extend_from_slice(&h.digest().0);
         self.equivocations
             .insert(key, encode_equivocation(record))?;
-        super::flush(&self.db)?;
+        flush(&self.db)?;
         Ok(())
     }
 
@@ -656,14 +701,6 @@ mod tests {
         };
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.chunk(&record(kept, 1), 0).unwrap(), b"committed");
-        let kept_record = record(kept, 1);
-        assert_eq!(
-            store.chunk_range(&kept_record, 0, 2, Some(5)).unwrap(),
-            b"mmi"
-        );
-        assert_eq!(store.chunk_range(&kept_record, 0, 6, None).unwrap(), b"ted");
-        assert!(store.chunk_range(&kept_record, 0, 6, Some(10)).is_err());
-        assert!(store.chunk_range(&kept_record, 0, 5, Some(4)).is_err());
         assert!(store.chunk(&record(lost, 2), 0).is_err());
         assert_eq!(
             store
