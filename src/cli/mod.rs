@@ -194,7 +194,7 @@ pub enum TokenCommand {
 }
 
 /// Default coordinator address of the client commands.
-pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
+pub(crate) const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {

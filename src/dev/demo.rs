@@ -46,9 +46,9 @@ use crate::support::keys;
 use crate::support::progress::Progress;
 
 /// Items per state and round at the default size.
-pub const DEFAULT_ITEMS: usize = 100_000;
+pub(crate) const DEFAULT_ITEMS: usize = 100_000;
 /// Smallest `--items` the generator can plant every case in.
-pub const MIN_ITEMS: usize = 200;
+pub(crate) const MIN_ITEMS: usize = 200;
 
 /// What `tally demo` was asked for.
 #[derive(Debug, Clone)]

@@ -16,14 +16,14 @@ pub const MODELS: [&str; 8] = [
 
 /// SplitMix64: tiny, fast, and good enough for test data (not for keys).
 #[derive(Debug, Clone)]
-pub struct SplitMix(u64);
+pub(crate) struct SplitMix(u64);
 
 impl SplitMix {
     pub fn new(seed: u64) -> SplitMix {
         SplitMix(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -541,7 +541,7 @@ pub fn reconcile_scenario(config: &ScenarioConfig) -> Scenario {
 /// One launcher of the demo's story: what happened to it on the member
 /// states' books, and how the ministry that seized it spelled its serial.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoryCase {
+pub(crate) struct StoryCase {
     /// What the exports say happened to it, in a few words.
     pub what: &'static str,
     pub model: &'static str,
@@ -697,7 +697,7 @@ impl Scenario {
     }
 
     /// The story's launchers (empty unless [`ScenarioConfig::story`]).
-    pub fn story(&self) -> &[StoryCase] {
+    pub(crate) fn story(&self) -> &[StoryCase] {
         &self.story
     }
 

@@ -31,7 +31,8 @@ use crate::support::keys;
 use crate::support::progress::Progress;
 use tally_wire::convert::{receipt_from_proto, signed_header_to_proto, snapshot_info_from_proto};
 
-pub use outbox::{Outbox, OutboxEntry, OutboxError};
+pub use outbox::OutboxEntry;
+pub use outbox::{Outbox, OutboxError};
 
 /// Why a node operation failed. `retryable` errors are retried with backoff
 /// by [`Node::submit_pending`]; the others need a person.
@@ -88,7 +89,7 @@ pub enum NodeError {
 
 impl NodeError {
     /// Returns true if and only if trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             NodeError::Unreachable { .. } | NodeError::Busy { .. } => true,
             NodeError::Rejected { code, .. } => matches!(
@@ -117,7 +118,7 @@ impl NodeError {
     /// Returns true if and only if the coordinator refused the snapshot for
     /// its content (malformed, too big), so that it stored nothing and a
     /// different export may succeed where this one failed.
-    pub fn is_refused_for_content(&self) -> bool {
+    pub(crate) fn is_refused_for_content(&self) -> bool {
         matches!(
             self,
             NodeError::Rejected {
@@ -193,7 +194,7 @@ impl Node {
 
     /// Draws parse, sign and upload progress on stderr when it is a
     /// terminal (off by default: a library caller decides).
-    pub fn show_progress(&mut self, show: bool) {
+    pub(crate) fn show_progress(&mut self, show: bool) {
         self.progress = show;
     }
 
@@ -288,7 +289,7 @@ impl Node {
     /// [`Node::fetch_chain_head`] tried once, for a node whose outbox is not
     /// empty: lets [`Node::prepare`] notice an outbox behind the coordinator.
     /// `None` if the coordinator cannot say now; the outbox then decides.
-    pub async fn chain_head_if_known(&self) -> Option<(u64, SnapshotDigest)> {
+    pub(crate) async fn chain_head_if_known(&self) -> Option<(u64, SnapshotDigest)> {
         match self.fetch_chain_head().await {
             Ok(head) => head,
             Err(e) => {

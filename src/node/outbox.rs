@@ -183,7 +183,10 @@ impl Outbox {
     /// again would only repeat that entry: one still pending, or the newest.
     /// An export identical to an older, accepted one is new evidence (the
     /// inventory went back to an earlier state) and is signed again.
-    pub fn find_export(&self, sha256: &[u8; 32]) -> Result<Option<OutboxEntry>, OutboxError> {
+    pub(crate) fn find_export(
+        &self,
+        sha256: &[u8; 32],
+    ) -> Result<Option<OutboxEntry>, OutboxError> {
         let entries = self.entries()?;
         let newest = entries.last().map(OutboxEntry::sequence);
         Ok(entries.into_iter().find(|e| {
@@ -201,7 +204,7 @@ impl Outbox {
 
     /// Stores a freshly signed snapshot durably: chunks, a flush, then the
     /// record that makes it visible, and another flush.
-    pub fn store_signed(
+    pub(crate) fn store_signed(
         &self,
         signed: &SignedHeader,
         chunks: &[Vec<u8>],
@@ -225,7 +228,11 @@ impl Outbox {
     }
 
     /// Records the coordinator's receipt for an entry (flushed).
-    pub fn mark_accepted(&self, entry: &OutboxEntry, receipt: &Receipt) -> Result<(), OutboxError> {
+    pub(crate) fn mark_accepted(
+        &self,
+        entry: &OutboxEntry,
+        receipt: &Receipt,
+    ) -> Result<(), OutboxError> {
         let mut updated = entry.clone();
         updated.receipt = Some(receipt.clone());
         self.snapshots
@@ -278,14 +285,14 @@ impl Outbox {
     }
 
     /// A handle that reads chunks from another thread while the outbox is in use.
-    pub fn chunk_reader(&self) -> ChunkReader {
+    pub(crate) fn chunk_reader(&self) -> ChunkReader {
         ChunkReader(self.chunks.clone())
     }
 }
 
 /// Reads outbox chunks; cheap to clone and `Send`.
 #[derive(Clone)]
-pub struct ChunkReader(sled::Tree);
+pub(crate) struct ChunkReader(sled::Tree);
 
 impl ChunkReader {
     pub fn chunk(&self, sequence: u64, index: u32) -> Result<Vec<u8>, OutboxError> {

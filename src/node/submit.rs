@@ -13,7 +13,7 @@ use crate::state::StateCode;
 
 /// Why a submission stopped, with what was done about it.
 #[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
+pub(crate) enum SubmitError {
     #[error(
         "--new-chain: the coordinator already holds {state}'s chain up to sequence {sequence}, \
          and a new chain would fork it; nothing was signed. Run without --new-chain to continue it"
@@ -77,7 +77,7 @@ fn refused_content_message(e: &NodeError, removed: &RangeInclusive<u64>) -> Stri
 /// sequence. Without the coordinator it cannot know whether such a chain
 /// exists, so it waits for it (as for a submission) and signs nothing unless
 /// told that this is a new chain (`new_chain`).
-pub async fn chain_head_for_signing(
+pub(crate) async fn chain_head_for_signing(
     node: &Node,
     new_chain: bool,
 ) -> Result<Option<(u64, SnapshotDigest)>, SubmitError> {
@@ -118,7 +118,7 @@ pub async fn chain_head_for_signing(
 /// the outbox with every snapshot chained on it: left pending, it would be
 /// resent first by every later submission and refused again, and the node
 /// could never move on. The error says which sequences were removed.
-pub async fn deliver_pending(node: &Node) -> Result<Vec<Receipt>, SubmitError> {
+pub(crate) async fn deliver_pending(node: &Node) -> Result<Vec<Receipt>, SubmitError> {
     match node.submit_pending().await {
         Ok(receipts) => Ok(receipts),
         Err(source) if source.is_refused_for_credentials() => {

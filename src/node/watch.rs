@@ -69,17 +69,17 @@ fn folder_err(path: &Path) -> impl FnOnce(std::io::Error) -> WatchError + '_ {
 }
 
 /// Returns true if and only if `name` follows the convention for a complete export.
-pub fn is_ready_export_name(name: &str) -> bool {
+pub(crate) fn is_ready_export_name(name: &str) -> bool {
     !name.starts_with('.') && name.len() > 4 && name.to_ascii_lowercase().ends_with(".csv")
 }
 
 /// Orders candidate exports by arrival: modification time, then name.
-pub fn arrival_order(files: &mut [(SystemTime, PathBuf)]) {
+pub(crate) fn arrival_order(files: &mut [(SystemTime, PathBuf)]) {
     files.sort_by(|(ta, a), (tb, b)| ta.cmp(tb).then_with(|| a.file_name().cmp(&b.file_name())));
 }
 
 /// The ready exports in `dir`, in arrival order.
-pub fn ready_exports(dir: &Path) -> Result<Vec<PathBuf>, WatchError> {
+pub(crate) fn ready_exports(dir: &Path) -> Result<Vec<PathBuf>, WatchError> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(folder_err(dir))? {
         let entry = entry.map_err(folder_err(dir))?;

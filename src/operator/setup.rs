@@ -48,7 +48,11 @@ pub fn keygen(args: KeygenArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn certs_init(out: PathBuf, states: Vec<StateCode>, server_names: Vec<String>) -> Result<()> {
+pub(crate) fn certs_init(
+    out: PathBuf,
+    states: Vec<StateCode>,
+    server_names: Vec<String>,
+) -> Result<()> {
     let states = if states.is_empty() {
         crate::state::MEMBER_STATES
             .iter()
@@ -78,7 +82,7 @@ pub fn certs_init(out: PathBuf, states: Vec<StateCode>, server_names: Vec<String
     Ok(())
 }
 
-pub fn token_new(role: crate::access::Role, name: String) -> Result<()> {
+pub(crate) fn token_new(role: crate::access::Role, name: String) -> Result<()> {
     if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
         bail!("--name must be a non-empty plain name (no quotes, backslashes or newlines)");
     }

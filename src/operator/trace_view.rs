@@ -29,13 +29,13 @@ use crate::evidence::{BundleEntry, BundleError, BundleKey};
 use crate::proto;
 
 /// The value of the JSON output's `format` field.
-pub const TRACE_FORMAT: &str = "tally-trace/v1";
+pub(crate) const TRACE_FORMAT: &str = "tally-trace/v1";
 
 /// Widest table line, in terminal columns.
-pub const TABLE_WIDTH: usize = 100;
+pub(crate) const TABLE_WIDTH: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TraceJson {
+pub(crate) struct TraceJson {
     pub format: &'static str,
     pub key: BundleKey,
     pub entries: Vec<BundleEntry>,
@@ -44,7 +44,7 @@ pub struct TraceJson {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AlertJson {
+pub(crate) struct AlertJson {
     pub id: u64,
     pub kind: String,
     pub status: &'static str,
@@ -54,7 +54,7 @@ pub struct AlertJson {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CustodyJson {
+pub(crate) struct CustodyJson {
     pub never_reported: bool,
     pub last_custodian: String,
     pub last_status: Vec<String>,
@@ -64,7 +64,7 @@ pub struct CustodyJson {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapshotJson {
+pub(crate) struct SnapshotJson {
     pub state: String,
     pub sequence: u64,
     pub as_of_unix_ms: i64,
@@ -91,7 +91,7 @@ fn snapshot_json(r: &proto::SnapshotRef) -> SnapshotJson {
 }
 
 impl TraceJson {
-    pub fn from_response(r: &proto::TraceItemResponse) -> Result<TraceJson, BundleError> {
+    pub(crate) fn from_response(r: &proto::TraceItemResponse) -> Result<TraceJson, BundleError> {
         Ok(TraceJson {
             format: TRACE_FORMAT,
             key: BundleKey {
@@ -129,7 +129,7 @@ impl TraceJson {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC for milliseconds since the Unix epoch.
-pub fn utc(ms: i64) -> String {
+pub(crate) fn utc(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let secs = ms.rem_euclid(86_400_000) / 1000;
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
@@ -261,7 +261,7 @@ fn snapshot_text(r: &proto::SnapshotRef) -> String {
 
 /// The table `tally trace` prints: the trail, the alerts and the custody
 /// summary; no line is wider than [`TABLE_WIDTH`] columns.
-pub fn render_table(r: &proto::TraceItemResponse) -> String {
+pub(crate) fn render_table(r: &proto::TraceItemResponse) -> String {
     let mut out = String::new();
     let key = format!("{}/{}", r.model, r.serial);
     let mut states: Vec<&str> = r.entries.iter().map(|e| e.state.as_str()).collect();

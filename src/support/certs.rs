@@ -32,7 +32,7 @@ pub enum CertsError {
 /// Names the coordinator's certificate always covers, so the demo, tests
 /// and the compose network (service name `coordinator`) connect without
 /// configuration.
-pub const DEFAULT_SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1", "coordinator"];
+pub(crate) const DEFAULT_SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1", "coordinator"];
 
 /// The files written, for the caller to print.
 #[derive(Debug, Clone)]

@@ -35,7 +35,7 @@ use crate::support::keys;
 use crate::support::tls::{ClientTlsFiles, ServerTlsFiles};
 
 /// Prefix of every environment variable that overrides a configuration key.
-pub const ENV_PREFIX: &str = "TALLY_";
+pub(crate) const ENV_PREFIX: &str = "TALLY_";
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +65,10 @@ fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
 
 /// Looks up an environment variable; tests pass their own map instead of
 /// the process environment.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The process environment, for [`CoordinatorConfig::load`] and [`NodeConfig::load`].
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
@@ -79,7 +79,7 @@ mod introspect {
     use serde::de::{self, Deserializer, Visitor};
 
     #[derive(Debug)]
-    pub struct Stop;
+    pub(crate) struct Stop;
 
     impl std::fmt::Display for Stop {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,7 +240,7 @@ impl EnvSchema {
 
 /// `(dotted key, environment variable)` pairs, e.g.
 /// `("limits.max_items_per_snapshot", "TALLY_LIMITS_MAX_ITEMS_PER_SNAPSHOT")`.
-pub type EnvKeys = Vec<(String, String)>;
+pub(crate) type EnvKeys = Vec<(String, String)>;
 
 /// Every `(dotted key, environment variable)` pair of the coordinator's
 /// configuration, then of a node's, in declaration order.
@@ -380,7 +380,7 @@ fn base_dir(path: &Path) -> PathBuf {
 /// Smallest `limits.max_message_bytes` accepted: a reference node's chunk
 /// (see [`crate::snapshot::CHUNK_TARGET_BYTES`]) with room for its last leaf
 /// and the message framing. Below it, every large export would be refused.
-pub const MIN_MESSAGE_BYTES: usize = crate::snapshot::CHUNK_TARGET_BYTES + 64 * 1024;
+pub(crate) const MIN_MESSAGE_BYTES: usize = crate::snapshot::CHUNK_TARGET_BYTES + 64 * 1024;
 
 /// Limits the coordinator enforces on submissions.
 #[derive(Debug, Clone, Deserialize)]
@@ -437,7 +437,7 @@ pub struct ReconcileSettings {
 }
 
 /// Default of `reconcile.checkpoint_seconds`.
-pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 600;
+pub(crate) const DEFAULT_CHECKPOINT_SECONDS: u64 = 600;
 
 impl Default for ReconcileSettings {
     fn default() -> Self {
@@ -468,7 +468,7 @@ pub struct ShutdownSettings {
 }
 
 /// Largest `shutdown.grace_seconds` accepted.
-pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
+pub(crate) const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
 
 impl Default for ShutdownSettings {
     fn default() -> Self {

@@ -48,7 +48,7 @@ pub fn generate() -> Result<SigningKey, KeyError> {
 }
 
 /// Paths of the private and public key files for `name` in `dir`.
-pub fn key_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn key_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (
         dir.join(format!("{name}.key")),
         dir.join(format!("{name}.pub")),
@@ -67,7 +67,7 @@ pub fn write_key_pair(
 /// Writes `NAME.key` (0600, created exclusively) into `private_dir` and
 /// `NAME.pub` into `public_dir`, so the public half can live where the
 /// private one must not (e.g. a volume shared with the coordinator).
-pub fn write_key_files(
+pub(crate) fn write_key_files(
     private_dir: &Path,
     public_dir: &Path,
     name: &str,
@@ -105,7 +105,7 @@ fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
 }
 
 /// Refuses a private key file that group or others can read.
-pub fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
+pub(crate) fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -126,7 +126,7 @@ pub fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
 
 /// Writes a new secret file readable by its owner only (0600, created
 /// exclusively, synced).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
     if path.exists() {
         return Err(KeyError::Exists {
             path: path.to_path_buf(),
@@ -158,7 +158,7 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
 }
 
 /// Parses a 32-byte public key; `None` if it is not a valid curve point.
-pub fn parse_verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+pub(crate) fn parse_verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(bytes).ok()
 }
 

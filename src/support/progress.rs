@@ -13,7 +13,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 
 /// Returns true if and only if stderr is a terminal, i.e. progress would be seen.
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
@@ -60,7 +60,7 @@ impl Progress {
 
     /// A spinner with a message, for work of unknown length, shown if `show`
     /// and stderr is a terminal.
-    pub fn spinner(show: bool, message: impl Into<Cow<'static, str>>) -> Progress {
+    pub(crate) fn spinner(show: bool, message: impl Into<Cow<'static, str>>) -> Progress {
         Progress::styled(show, None, "{spinner} {msg} ({elapsed})", message)
     }
 
@@ -90,24 +90,21 @@ impl Progress {
     }
 
     /// Returns true if and only if this progress line is drawn.
-    pub fn is_shown(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_shown(&self) -> bool {
         !self.bar.is_hidden()
     }
 
-    pub fn set_message(&self, message: impl Into<Cow<'static, str>>) {
+    pub(crate) fn set_message(&self, message: impl Into<Cow<'static, str>>) {
         self.bar.set_message(message);
     }
 
-    pub fn inc(&self, steps: u64) {
+    pub(crate) fn inc(&self, steps: u64) {
         self.bar.inc(steps);
     }
 
-    pub fn set_position(&self, position: u64) {
-        self.bar.set_position(position);
-    }
-
     /// Wraps a reader so that bytes read advance the bar.
-    pub fn wrap_read<R: Read>(&self, reader: R) -> impl Read {
+    pub(crate) fn wrap_read<R: Read>(&self, reader: R) -> impl Read {
         self.bar.wrap_read(reader)
     }
 

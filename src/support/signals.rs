@@ -1,7 +1,7 @@
 //! Process signals.
 
 /// Resolves when the process receives Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

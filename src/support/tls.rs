@@ -16,7 +16,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::state::StateCode;
 
 /// Prefix of the URI SAN that names a member state.
-pub const STATE_URI_PREFIX: &str = "urn:tally:state:";
+pub(crate) const STATE_URI_PREFIX: &str = "urn:tally:state:";
 
 /// Why TLS material could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,18 +66,6 @@ pub struct ServerTlsFiles {
 }
 
 impl ServerTlsFiles {
-    pub fn resolve_against(&mut self, base: &Path) {
-        for p in [
-            &mut self.cert_file,
-            &mut self.key_file,
-            &mut self.client_ca_file,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-    }
-
     /// Server config: client certificates are verified against the client
     /// CA when presented, but optional at the TLS layer, because operators
     /// authenticate with bearer tokens instead; the access layer decides.
@@ -109,21 +97,6 @@ pub struct ClientTlsFiles {
 }
 
 impl ClientTlsFiles {
-    pub fn resolve_against(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        fix(&mut self.ca_file);
-        if let Some(p) = self.cert_file.as_mut() {
-            fix(p);
-        }
-        if let Some(p) = self.key_file.as_mut() {
-            fix(p);
-        }
-    }
-
     pub fn client_config(&self) -> Result<ClientTlsConfig, TlsError> {
         let ca = read_pem(&self.ca_file, "CA certificate")?;
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
@@ -175,9 +148,9 @@ pub enum EndpointError {
 }
 
 /// How often both ends of a gRPC connection ping an otherwise quiet peer.
-pub const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is dropped.
-pub const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+pub(crate) const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A client endpoint for `address`, with TLS when `tls` is given. An
 /// `https://` address without TLS files, or TLS files with an `http://`
@@ -222,7 +195,7 @@ pub fn endpoint(
 /// TLS stack reports these as I/O errors of kind `InvalidData` (a fatal alert
 /// received from the peer arrives only as text), while a network that is down
 /// gives other kinds (refused, reset, timed out).
-pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(e);
     while let Some(err) = next {
         if let Some(io) = err.downcast_ref::<std::io::Error>()
@@ -240,7 +213,7 @@ pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 
 /// The full cause chain of a transport error: tonic's own message is often
 /// only "transport error", the useful part (certificate, handshake) is below.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -69,7 +69,7 @@ pub enum Principal {
 
 impl Principal {
     /// The state a member principal may act for; `None` for everyone else.
-    pub fn member_state(&self) -> Option<StateCode> {
+    pub(crate) fn member_state(&self) -> Option<StateCode> {
         match self {
             Principal::Member(s) => Some(*s),
             _ => None,
@@ -134,7 +134,7 @@ pub const RPC_TABLE: &[(&str, Need)] = &[
 ];
 
 /// What `path` needs.
-pub fn need_of(path: &str) -> Need {
+pub(crate) fn need_of(path: &str) -> Need {
     RPC_TABLE
         .iter()
         .find(|(p, _)| *p == path)
@@ -231,10 +231,6 @@ impl AccessPolicy {
     /// No checks (tests and the in-process demo on loopback).
     pub fn open() -> AccessPolicy {
         AccessPolicy::insecure([])
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.open
     }
 
     /// Who presents these credentials: a person by known token, else a

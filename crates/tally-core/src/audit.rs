@@ -57,16 +57,16 @@ use crate::access::{Principal, Role};
 use crate::state::StateCode;
 
 /// Version byte of the record encoding.
-pub const ENCODING_VERSION: u8 = 1;
+pub(crate) const ENCODING_VERSION: u8 = 1;
 /// What comes before record 1 in the chain.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 /// Prefix of the signed message.
-pub const SIGNATURE_DOMAIN: &[u8; 22] = b"tally/v1/audit-record\0";
+pub(crate) const SIGNATURE_DOMAIN: &[u8; 22] = b"tally/v1/audit-record\0";
 /// Longest text kept from a caller-supplied or error string; longer text is
 /// cut (at a character boundary) so a caller cannot grow the trail at will.
-pub const MAX_TEXT_BYTES: usize = 1024;
+pub(crate) const MAX_TEXT_BYTES: usize = 1024;
 /// Longest claimed state code kept from a rejected submission.
-pub const MAX_CLAIMED_STATE_BYTES: usize = 16;
+pub(crate) const MAX_CLAIMED_STATE_BYTES: usize = 16;
 
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq)]

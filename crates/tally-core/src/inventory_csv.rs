@@ -34,7 +34,7 @@ pub const HEADER: [&str; 5] = ["model", "serial", "status", "site", "counterpart
 pub const HEADER_LINE: &str = "model,serial,status,site,counterparty";
 
 /// A sensible cap on the problems listed for one file.
-pub const DEFAULT_MAX_PROBLEMS: usize = 100;
+pub(crate) const DEFAULT_MAX_PROBLEMS: usize = 100;
 
 /// How to read an export.
 #[derive(Debug, Clone, Copy)]

@@ -51,7 +51,7 @@ impl Status {
         self as u8
     }
 
-    pub fn from_code(code: u8) -> Option<Status> {
+    pub(crate) fn from_code(code: u8) -> Option<Status> {
         Status::ALL.into_iter().find(|s| s.code() == code)
     }
 
@@ -120,7 +120,7 @@ pub enum ItemError {
 
 /// The rules on raw fields that do not involve canonicalisation: lengths,
 /// and counterparty present if and only if the status is `transferred_out`.
-pub fn check_fields(
+pub(crate) fn check_fields(
     model: &str,
     serial: &str,
     status: Status,

@@ -80,7 +80,7 @@ pub fn leaf_hash(leaf: &[u8]) -> Hash {
 /// `SHA-256(0x01 || left || right)`.
 #[inline]
 #[must_use]
-pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+pub(crate) fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut buf = [0u8; 65];
     buf[0] = NODE_PREFIX;
     buf[1..33].copy_from_slice(left);
@@ -252,7 +252,7 @@ impl fmt::Debug for MerkleBuilder {
 
 /// `MTH` over leaves that are already leaf-hashed (`SHA-256(0x00 || leaf)`).
 #[must_use]
-pub fn root_of_leaf_hashes(hashes: &[Hash]) -> Hash {
+pub(crate) fn root_of_leaf_hashes(hashes: &[Hash]) -> Hash {
     let mut builder = MerkleBuilder::new();
     for h in hashes {
         builder.push_leaf_hash(*h);

@@ -5,7 +5,7 @@
 //! not fit in the response headers at all.
 
 /// At most this many characters of a raw value are quoted in a message.
-pub const EXCERPT_CHARS: usize = 80;
+pub(crate) const EXCERPT_CHARS: usize = 80;
 
 /// A raw value for a message, cut to [`EXCERPT_CHARS`] characters (marked
 /// with `…`).

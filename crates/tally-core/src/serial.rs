@@ -165,7 +165,7 @@ pub const HYPHEN_VARIANTS: [char; 9] = [
 
 /// Invisible characters removed like whitespace although they lack the
 /// Unicode `White_Space` property.
-pub const INVISIBLE_SPACES: [char; 3] = [
+pub(crate) const INVISIBLE_SPACES: [char; 3] = [
     '\u{200B}', // ZERO WIDTH SPACE
     '\u{2060}', // WORD JOINER
     '\u{FEFF}', // ZERO WIDTH NO-BREAK SPACE (byte order mark)
@@ -176,7 +176,7 @@ const ASCII_WHITESPACE: u128 = (0b1_1111 << 0x09) | (1 << 0x20);
 
 /// Step 3 for one character: the Latin capital a Cyrillic look-alike folds to,
 /// or the character itself.
-pub fn fold_lookalike(c: char) -> char {
+pub(crate) fn fold_lookalike(c: char) -> char {
     match c {
         '\u{0410}' | '\u{0430}' => 'A',
         '\u{0412}' | '\u{0432}' => 'B',

@@ -29,7 +29,7 @@ use crate::serial::{CanonicalError, CanonicalRule};
 use crate::state::StateCode;
 
 /// Version byte that starts every leaf encoding.
-pub const LEAF_VERSION: u8 = 1;
+pub(crate) const LEAF_VERSION: u8 = 1;
 
 /// Why bytes are not a valid leaf.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

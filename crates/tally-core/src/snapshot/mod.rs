@@ -38,7 +38,7 @@ pub const HEADER_DOMAIN: &[u8; 25] = b"tally/v1/snapshot-header\0";
 /// Length in bytes of the header encoding.
 pub const HEADER_LEN: usize = 25 + 3 + 8 + 8 + 32 + 8 + 32;
 /// Domain-separation prefix of the coordinator's receipt encoding.
-pub const RECEIPT_DOMAIN: &[u8; 17] = b"tally/v1/receipt\0";
+pub(crate) const RECEIPT_DOMAIN: &[u8; 17] = b"tally/v1/receipt\0";
 
 /// SHA-256 of a snapshot's header encoding: the snapshot's identity.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
