@@ -22,7 +22,7 @@ use crate::proto;
 use crate::reconcile::AlertKind;
 use crate::serial::{CanonicalModel, CanonicalRule};
 use crate::state::StateCode;
-use crate::support::clock::system_now_unix_ms as now_unix_ms;
+use crate::support::clock::Clock;
 use tally_wire::alerts::{alert_to_proto, event_to_proto, reason_from_proto, status_from_proto};
 
 /// Default and largest page of `ListAlerts`.
@@ -40,6 +40,8 @@ pub struct AlertsService {
     metrics: Arc<Metrics>,
     /// Every acknowledge, resolve and reopen is recorded here.
     audit: Arc<dyn AuditStore>,
+    /// The time of every action and its record.
+    clock: Clock,
 }
 
 impl AlertsService {
@@ -49,6 +51,7 @@ impl AlertsService {
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
         audit: Arc<dyn AuditStore>,
+        clock: Clock,
     ) -> AlertsService {
         AlertsService {
             alerts,
@@ -56,6 +59,7 @@ impl AlertsService {
             lifecycle,
             metrics,
             audit,
+            clock,
         }
     }
 }
@@ -189,10 +193,12 @@ impl proto::alerts_server::Alerts for AlertsService {
         record_alert_id(req.id);
         let action = Action::AcknowledgeAlert { alert_id: req.id };
         let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let (clock, now) = (self.clock.clone(), self.clock.clone());
         let alert = run_detached(async move {
             let result =
-                blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await;
-            audited(&audit, caller, action, result).await
+                blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now.now_unix_ms())?))
+                    .await;
+            audited(&audit, &clock, caller, action, result).await
         })
         .await?;
         tracing::info!("alert acknowledged");
@@ -212,17 +218,18 @@ impl proto::alerts_server::Alerts for AlertsService {
             reason: reason.as_ref().map_or("", |r| r.as_str()).to_string(),
         };
         let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let (clock, now) = (self.clock.clone(), self.clock.clone());
         let alert = run_detached(async move {
             let result = match reason {
                 Ok(reason) => {
                     blocking(move || {
-                        Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?)
+                        Ok(alerts.resolve(req.id, reason, &req.note, now.now_unix_ms())?)
                     })
                     .await
                 }
                 Err(refused) => Err(refused.into()),
             };
-            audited(&audit, caller, action, result).await
+            audited(&audit, &clock, caller, action, result).await
         })
         .await?;
         tracing::info!("alert resolved");
@@ -238,10 +245,11 @@ impl proto::alerts_server::Alerts for AlertsService {
         record_alert_id(req.id);
         let action = Action::ReopenAlert { alert_id: req.id };
         let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
+        let (clock, now) = (self.clock.clone(), self.clock.clone());
         let alert = run_detached(async move {
             let result =
-                blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await;
-            audited(&audit, caller, action, result).await
+                blocking(move || Ok(alerts.reopen(req.id, &req.note, now.now_unix_ms())?)).await;
+            audited(&audit, &clock, caller, action, result).await
         })
         .await?;
         tracing::info!("alert reopened");
@@ -388,6 +396,7 @@ mod tests {
             Lifecycle::new(),
             Arc::new(Metrics::new()),
             audit.clone(),
+            Clock::system(),
         );
 
         // Polled once, up to its first wait for storage, then dropped (what

@@ -17,7 +17,7 @@ use crate::proto;
 use crate::reconcile::{AlertKey, AlertKind, Seizure};
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use crate::state::StateCode;
-use crate::support::clock::system_now_unix_ms as now_unix_ms;
+use crate::support::clock::Clock;
 use tally_wire::alerts::custody_to_proto;
 
 /// Largest number of items in one seizure report.
@@ -34,6 +34,8 @@ pub struct SeizuresService {
     rule: CanonicalRule,
     /// Every seizure report, accepted or refused, is recorded here.
     audit: Arc<dyn AuditStore>,
+    /// The time of every report and its record.
+    clock: Clock,
 }
 
 impl SeizuresService {
@@ -41,11 +43,13 @@ impl SeizuresService {
         reconciler: Arc<Reconciler>,
         rule: CanonicalRule,
         audit: Arc<dyn AuditStore>,
+        clock: Clock,
     ) -> SeizuresService {
         SeizuresService {
             reconciler,
             rule,
             audit,
+            clock,
         }
     }
 }
@@ -143,7 +147,7 @@ impl SeizuresService {
             };
             return (None, Err(refused.into()));
         }
-        let now = now_unix_ms();
+        let now = self.clock.now_unix_ms();
         let items = match req
             .items
             .iter()
@@ -155,8 +159,9 @@ impl SeizuresService {
             Err(refused) => return (None, Err(refused.into())),
         };
         let reconciler = self.reconciler.clone();
+        let clock = self.clock.clone();
         let stored = blocking(move || {
-            let report = reconciler.report_seizures(items, now_unix_ms())?;
+            let report = reconciler.report_seizures(items, clock.now_unix_ms())?;
             let matches = match_seizures(&reconciler, &report.items);
             Ok((report.id, matches))
         })
@@ -214,7 +219,7 @@ impl proto::seizures_server::Seizures for SeizuresService {
         run_detached(async move {
             let (report_id, result) = service.report(req).await;
             let action = Action::ReportSeizures { items, report_id };
-            audited(&service.audit, caller, action, result).await
+            audited(&service.audit, &service.clock, caller, action, result).await
         })
         .await
         .map(Response::new)
