@@ -20,6 +20,7 @@ use crate::coordinator::grpc::snapshots::SnapshotsService;
 use crate::coordinator::grpc::trace::TraceService;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
+use crate::coordinator::ops::Ops;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
 use crate::coordinator::storage::SledSeizureStore;
 use crate::coordinator::storage::alerts::{AlertStore, AlertStoreError};
@@ -351,13 +352,19 @@ pub async fn run(
         coordinator.audit.clone(),
     ))
     .max_decoding_message_size(max_message);
+    let ops = Ops::new(
+        Arc::new(options.access.clone()),
+        coordinator.reconciler.clone(),
+        coordinator.audit.clone(),
+        coordinator.clock.clone(),
+        coordinator.rule.clone(),
+    );
     let alerts = AlertsServer::new(AlertsService::new(
         coordinator.reconciler.alerts().clone(),
         coordinator.rule.clone(),
         lifecycle.clone(),
         coordinator.metrics.clone(),
-        coordinator.audit.clone(),
-        coordinator.clock.clone(),
+        ops.clone(),
     ));
     let trace = TraceServer::new(TraceService::new(
         Arc::new(Tracer::new(coordinator.reconciler.clone())),
@@ -366,9 +373,7 @@ pub async fn run(
 
     let seizures = SeizuresServer::new(SeizuresService::new(
         coordinator.reconciler.clone(),
-        coordinator.rule.clone(),
-        coordinator.audit.clone(),
-        coordinator.clock.clone(),
+        ops.clone(),
     ));
     let audit = AuditServer::new(AuditService::new(coordinator.audit.clone()));
     let status = CoordinatorServer::new(CoordinatorService::new(

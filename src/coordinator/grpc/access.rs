@@ -130,9 +130,18 @@ where
                 ),
             };
             identified = self.policy.identify(authorization, state);
-            self.policy
-                .authorize(req.uri().path(), authorization, state)
-                .map_err(status::access)
+            let path = req.uri().path();
+            // The operations of `coordinator::ops` check their permission
+            // themselves (the same table, whatever the transport): here
+            // only who is calling.
+            let decided_in_ops = crate::access::operation_of(path)
+                .is_some_and(|o| crate::coordinator::ops::DECIDED.contains(&o));
+            if decided_in_ops {
+                self.policy.authenticate(path, authorization, state)
+            } else {
+                self.policy.authorize(path, authorization, state)
+            }
+            .map_err(status::access)
         });
         match decision {
             Ok(principal) => {
