@@ -16,6 +16,7 @@ use tally::reconcile::EngineConfig;
 use tally::serial::CanonicalRule;
 use tally::snapshot::{Receipt, SignedHeader, SnapshotDigest, build_snapshot, sort_items};
 use tally::state::StateCode;
+use tally::support::clock::Clock;
 use tally::support::config::Limits;
 use tally_wire::convert::{receipt_from_proto, signed_header_to_proto};
 use tokio::sync::oneshot;
@@ -171,7 +172,28 @@ pub fn assemble(
     limits: Limits,
     engine: EngineConfig,
 ) -> Coordinator {
-    tally::coordinator::server::assemble(
+    assemble_with_clock(
+        data_dir,
+        members,
+        limits,
+        engine,
+        std::time::Duration::from_secs(3600),
+        Clock::system(),
+    )
+}
+
+/// As [`assemble`], reading the time from `clock` (e.g. a
+/// [`Clock::manual`] a test moves instead of sleeping) and running the
+/// clock-based rules every `tick`.
+pub fn assemble_with_clock(
+    data_dir: &Path,
+    members: &[&str],
+    limits: Limits,
+    engine: EngineConfig,
+    tick: std::time::Duration,
+    clock: Clock,
+) -> Coordinator {
+    tally::coordinator::server::assemble_with_clock(
         open_store(data_dir),
         members
             .iter()
@@ -180,7 +202,8 @@ pub fn assemble(
         limits,
         CanonicalRule::default(),
         engine,
-        std::time::Duration::from_secs(3600),
+        tick,
+        clock,
     )
     .expect("assemble coordinator")
 }

@@ -964,3 +964,106 @@ fn equivocations_of_one_sequence_are_rebuilt_in_recording_order() {
     );
     assert_eq!(rebuilt_alert_bodies(dir.path()), live);
 }
+
+/// The clock-based rules of a running coordinator read its clock: with a
+/// manual one, a test moves time past a transfer's grace period and a
+/// state's cadence instead of waiting for them. The ticker runs every 50 ms;
+/// the test only polls (bounded) for the tick that follows the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_manual_clock_past_the_grace_and_the_cadence_opens_their_alerts() {
+    use tally::proto::alerts_client::AlertsClient;
+    use tally::support::clock::Clock;
+
+    const HOUR_MS: i64 = 60 * 60 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshots of sequence 1 are as of 1_790_000_000_001 (see `snapshot`).
+    let start = 1_790_000_000_001 + 60_000;
+    let (clock, time) = Clock::manual(start);
+    let engine = EngineConfig {
+        transfer_grace_ms: HOUR_MS,
+        cadence_ms: [(state("RUS"), 2 * HOUR_MS)].into_iter().collect(),
+    };
+    let coordinator = assemble_with_clock(
+        dir.path(),
+        &["RUS", "KAZ"],
+        Default::default(),
+        engine,
+        std::time::Duration::from_millis(50),
+        clock.clone(),
+    );
+    let coord = TestCoordinator::serve(coordinator).await;
+    let mut snaps = coord.client().await;
+    let receipt = submit(
+        &mut snaps,
+        &snapshot(
+            "RUS",
+            1,
+            SnapshotDigest::GENESIS,
+            &items(&[("9M39", "B3", TransferredOut, Some("KAZ"))]),
+        ),
+    )
+    .await
+    .unwrap();
+    // The receipt is stamped with the coordinator's (manual) clock.
+    assert_eq!(receipt.accepted_at_unix_ms, start);
+
+    let mut client = AlertsClient::connect(coord.url()).await.expect("connect");
+    // Within the grace period: a tick at the clock's time opens nothing.
+    let reconciler = coord.reconciler.clone().expect("running");
+    let now = clock.now_unix_ms();
+    let ticked = tokio::task::spawn_blocking(move || reconciler.tick(now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ticked.is_empty(), "{ticked:?}");
+    assert_eq!(open_kinds(&mut client).await, Vec::<String>::new());
+
+    // Past the grace period (but within the cadence): the next tick of the
+    // running coordinator opens `transfer_not_received`.
+    time.advance(HOUR_MS);
+    assert_eq!(
+        wait_for_kinds(&mut client, &["transfer_not_received"]).await,
+        vec!["transfer_not_received"]
+    );
+
+    // Past RUS's cadence: `snapshot_overdue` as well.
+    time.advance(HOUR_MS);
+    assert_eq!(
+        wait_for_kinds(&mut client, &["snapshot_overdue", "transfer_not_received"]).await,
+        vec!["snapshot_overdue", "transfer_not_received"]
+    );
+    coord.stop().await;
+}
+
+/// The kinds of every alert, sorted.
+async fn open_kinds(
+    client: &mut tally::proto::alerts_client::AlertsClient<tonic::transport::Channel>,
+) -> Vec<String> {
+    let mut kinds: Vec<String> = client
+        .list_alerts(tally::proto::ListAlertsRequest::default())
+        .await
+        .expect("list alerts")
+        .into_inner()
+        .alerts
+        .into_iter()
+        .map(|a| a.kind)
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// Polls (for at most 10 s) until the alerts' kinds are `want`; returns
+/// the last ones seen.
+async fn wait_for_kinds(
+    client: &mut tally::proto::alerts_client::AlertsClient<tonic::transport::Channel>,
+    want: &[&str],
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = open_kinds(client).await;
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

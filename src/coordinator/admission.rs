@@ -121,6 +121,20 @@ impl Ingestor {
         }
     }
 
+    /// This ingestor on the same store, members, key, limits and rule,
+    /// stamping with `clock` instead.
+    pub fn with_clock_of(&self, clock: Clock) -> Ingestor {
+        let i = &self.inner;
+        Ingestor::with_clock(
+            i.store.clone(),
+            i.members.iter().map(|(s, k)| (*s, *k)),
+            i.key.clone(),
+            i.limits.clone(),
+            i.rule.clone(),
+            clock,
+        )
+    }
+
     /// The clock that stamps receipts and equivocation records.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock

@@ -78,7 +78,7 @@ pub async fn export(config: PathBuf, out: PathBuf) -> Result<()> {
             &data,
             &settings,
             &target,
-            crate::support::clock::system_now_unix_ms(),
+            crate::support::clock::Clock::system().now_unix_ms(),
         )
     })
     .await??;

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod lifecycle;
 pub mod lookup;
 pub mod metrics;
+pub mod ops;
 pub mod reconciler;
 pub mod server;
 pub mod storage;

@@ -20,6 +20,7 @@ use crate::coordinator::grpc::snapshots::SnapshotsService;
 use crate::coordinator::grpc::trace::TraceService;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
+use crate::coordinator::ops::Ops;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
 use crate::coordinator::storage::SledSeizureStore;
 use crate::coordinator::storage::alerts::{AlertStore, AlertStoreError};
@@ -36,7 +37,7 @@ use crate::proto::trace_server::TraceServer;
 use crate::reconcile::EngineConfig;
 use crate::serial::CanonicalRule;
 use crate::state::StateCode;
-use crate::support::clock::system_now_unix_ms as now_unix_ms;
+use crate::support::clock::Clock;
 use crate::support::config::{CoordinatorConfig, Limits, Transport};
 use crate::support::keys;
 
@@ -85,8 +86,23 @@ pub struct Coordinator {
     pub checkpoint_every: Option<Duration>,
     /// The hash-chained audit trail (sled tree `audit`).
     pub audit: Arc<dyn AuditStore>,
+    /// The time every service reads: receipts, alert actions, audit
+    /// records, seizure checks and the clock-based rules. The system clock
+    /// unless assembled with another ([`assemble_with_clock`]) or set with
+    /// [`Coordinator::set_clock`] (tests move a manual one instead of
+    /// sleeping).
+    pub clock: Clock,
     /// The sled database under the store, flushed last at shutdown.
     db: sled::Db,
+}
+
+impl Coordinator {
+    /// Makes every service, the ingestor's receipts and the clock-based
+    /// rules read `clock` from now on.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.ingestor = self.ingestor.with_clock_of(clock.clone());
+        self.clock = clock;
+    }
 }
 
 /// Default of `shutdown.grace_seconds`.
@@ -103,6 +119,31 @@ pub fn assemble(
     rule: CanonicalRule,
     engine: EngineConfig,
     tick: Duration,
+) -> Result<Coordinator, ServerError> {
+    assemble_with_clock(
+        store,
+        members,
+        key,
+        limits,
+        rule,
+        engine,
+        tick,
+        Clock::system(),
+    )
+}
+
+/// As [`assemble`], reading the time from `clock` (from the rebuild of the
+/// reconciliation state on).
+#[allow(clippy::too_many_arguments)]
+pub fn assemble_with_clock(
+    store: SledStore,
+    members: impl IntoIterator<Item = (StateCode, VerifyingKey)>,
+    key: SigningKey,
+    limits: Limits,
+    rule: CanonicalRule,
+    engine: EngineConfig,
+    tick: Duration,
+    clock: Clock,
 ) -> Result<Coordinator, ServerError> {
     let db = store.db().clone();
     let checkpoint = store
@@ -121,7 +162,7 @@ pub fn assemble(
             alerts,
             seizures.clone(),
             engine.clone(),
-            now_unix_ms(),
+            clock.now_unix_ms(),
             Some(checkpoint.clone()),
         )?)
     };
@@ -133,7 +174,7 @@ pub fn assemble(
             ServerError::Alerts(e @ AlertStoreError::Corrupt(_))
             | ServerError::Reconcile(ReconcileError::Alerts(e @ AlertStoreError::Corrupt(_))),
         ) => {
-            let moved = AlertStore::quarantine(&db, now_unix_ms())?;
+            let moved = AlertStore::quarantine(&db, clock.now_unix_ms())?;
             tracing::error!(
                 error = %e,
                 quarantined_to = ?moved,
@@ -148,7 +189,7 @@ pub fn assemble(
     };
     let reconciler = Arc::new(reconciler);
     Ok(Coordinator {
-        ingestor: Ingestor::new(store, members, key, limits, rule.clone()),
+        ingestor: Ingestor::with_clock(store, members, key, limits, rule.clone(), clock.clone()),
         reconciler,
         tick,
         rule,
@@ -158,6 +199,7 @@ pub fn assemble(
             crate::support::config::DEFAULT_CHECKPOINT_SECONDS,
         )),
         audit,
+        clock,
         db,
     })
 }
@@ -310,12 +352,19 @@ pub async fn run(
         coordinator.audit.clone(),
     ))
     .max_decoding_message_size(max_message);
+    let ops = Ops::new(
+        Arc::new(options.access.clone()),
+        coordinator.reconciler.clone(),
+        coordinator.audit.clone(),
+        coordinator.clock.clone(),
+        coordinator.rule.clone(),
+    );
     let alerts = AlertsServer::new(AlertsService::new(
         coordinator.reconciler.alerts().clone(),
         coordinator.rule.clone(),
         lifecycle.clone(),
         coordinator.metrics.clone(),
-        coordinator.audit.clone(),
+        ops.clone(),
     ));
     let trace = TraceServer::new(TraceService::new(
         Arc::new(Tracer::new(coordinator.reconciler.clone())),
@@ -324,8 +373,7 @@ pub async fn run(
 
     let seizures = SeizuresServer::new(SeizuresService::new(
         coordinator.reconciler.clone(),
-        coordinator.rule.clone(),
-        coordinator.audit.clone(),
+        ops.clone(),
     ));
     let audit = AuditServer::new(AuditService::new(coordinator.audit.clone()));
     let status = CoordinatorServer::new(CoordinatorService::new(
@@ -348,13 +396,15 @@ pub async fn run(
     let ticker = {
         let reconciler = coordinator.reconciler.clone();
         let metrics = coordinator.metrics.clone();
+        let clock = coordinator.clock.clone();
         let now = tokio::time::Instant::now();
         until_draining(&lifecycle, now, coordinator.tick, move || {
             let r = reconciler.clone();
             let metrics = metrics.clone();
+            let clock = clock.clone();
             async move {
                 let started = std::time::Instant::now();
-                match tokio::task::spawn_blocking(move || r.tick(now_unix_ms())).await {
+                match tokio::task::spawn_blocking(move || r.tick(clock.now_unix_ms())).await {
                     Ok(Ok(events)) => {
                         metrics.reconciled(ReconcileTrigger::Clock, started.elapsed());
                         if !events.is_empty() {
@@ -406,7 +456,11 @@ pub async fn run(
     }
     let server = builder
         .trace_fn(rpc_span)
-        .layer(AccessLayer::new(options.access).recording_to(coordinator.audit.clone()))
+        .layer(
+            AccessLayer::new(options.access)
+                .recording_to(coordinator.audit.clone())
+                .timed_by(coordinator.clock.clone()),
+        )
         .add_service(health)
         .add_service(reflection)
         .add_service(snapshots)

@@ -103,42 +103,113 @@ pub enum Need {
     Act,
 }
 
-/// Every RPC the coordinator serves, by gRPC path, with what it needs. Paths
-/// not listed are treated as [`Need::Act`]: a new RPC is closed until it is
-/// added here.
-pub const RPC_TABLE: &[(&str, Need)] = &[
-    ("/grpc.health.v1.Health/Check", Need::Public),
-    ("/grpc.health.v1.Health/Watch", Need::Public),
+/// Every operation the coordinator serves, whatever the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    HealthCheck,
+    HealthWatch,
+    Reflection,
+    Submit,
+    ListSnapshots,
+    GetSnapshot,
+    GetCoordinatorInfo,
+    ListAlerts,
+    GetAlert,
+    WatchAlerts,
+    AcknowledgeAlert,
+    ResolveAlert,
+    ReopenAlert,
+    ReportSeizures,
+    ListSeizureReports,
+    GetStatus,
+    TraceItem,
+    ListAuditRecords,
+}
+
+impl Operation {
+    /// What the operation requires of its caller: the one permission table
+    /// (a `match` without wildcard, so a new operation does not compile
+    /// until it has a row).
+    pub const fn need(self) -> Need {
+        use Operation as O;
+        match self {
+            O::HealthCheck | O::HealthWatch | O::Reflection => Need::Public,
+            O::Submit => Need::Submit,
+            O::ListSnapshots | O::GetSnapshot | O::GetCoordinatorInfo => Need::ReadSnapshots,
+            O::ListAlerts
+            | O::GetAlert
+            | O::WatchAlerts
+            | O::ListSeizureReports
+            | O::GetStatus
+            | O::TraceItem
+            | O::ListAuditRecords => Need::Read,
+            O::AcknowledgeAlert | O::ResolveAlert | O::ReopenAlert | O::ReportSeizures => Need::Act,
+        }
+    }
+
+    /// The gRPC path that names this operation in [`RPC_TABLE`] (and in
+    /// refusals and audit records, whichever transport asked).
+    pub fn rpc(self) -> &'static str {
+        RPC_TABLE
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map_or("", |(p, _)| p)
+    }
+}
+
+/// Every RPC the coordinator serves, by gRPC path, with its operation (and
+/// so, through [`Operation::need`], what it needs). Paths not listed are
+/// treated as [`Need::Act`]: a new RPC is closed until it is added here.
+pub const RPC_TABLE: &[(&str, Operation)] = &[
+    ("/grpc.health.v1.Health/Check", Operation::HealthCheck),
+    ("/grpc.health.v1.Health/Watch", Operation::HealthWatch),
     (
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        Need::Public,
+        Operation::Reflection,
     ),
-    ("/tally.v1.Snapshots/Submit", Need::Submit),
-    ("/tally.v1.Snapshots/ListSnapshots", Need::ReadSnapshots),
-    ("/tally.v1.Snapshots/GetSnapshot", Need::ReadSnapshots),
+    ("/tally.v1.Snapshots/Submit", Operation::Submit),
+    (
+        "/tally.v1.Snapshots/ListSnapshots",
+        Operation::ListSnapshots,
+    ),
+    ("/tally.v1.Snapshots/GetSnapshot", Operation::GetSnapshot),
     (
         "/tally.v1.Snapshots/GetCoordinatorInfo",
-        Need::ReadSnapshots,
+        Operation::GetCoordinatorInfo,
     ),
-    ("/tally.v1.Alerts/ListAlerts", Need::Read),
-    ("/tally.v1.Alerts/GetAlert", Need::Read),
-    ("/tally.v1.Alerts/WatchAlerts", Need::Read),
-    ("/tally.v1.Alerts/AcknowledgeAlert", Need::Act),
-    ("/tally.v1.Alerts/ResolveAlert", Need::Act),
-    ("/tally.v1.Alerts/ReopenAlert", Need::Act),
-    ("/tally.v1.Seizures/ReportSeizures", Need::Act),
-    ("/tally.v1.Seizures/ListSeizureReports", Need::Read),
-    ("/tally.v1.Coordinator/GetStatus", Need::Read),
-    ("/tally.v1.Trace/TraceItem", Need::Read),
-    ("/tally.v1.Audit/ListAuditRecords", Need::Read),
+    ("/tally.v1.Alerts/ListAlerts", Operation::ListAlerts),
+    ("/tally.v1.Alerts/GetAlert", Operation::GetAlert),
+    ("/tally.v1.Alerts/WatchAlerts", Operation::WatchAlerts),
+    (
+        "/tally.v1.Alerts/AcknowledgeAlert",
+        Operation::AcknowledgeAlert,
+    ),
+    ("/tally.v1.Alerts/ResolveAlert", Operation::ResolveAlert),
+    ("/tally.v1.Alerts/ReopenAlert", Operation::ReopenAlert),
+    (
+        "/tally.v1.Seizures/ReportSeizures",
+        Operation::ReportSeizures,
+    ),
+    (
+        "/tally.v1.Seizures/ListSeizureReports",
+        Operation::ListSeizureReports,
+    ),
+    ("/tally.v1.Coordinator/GetStatus", Operation::GetStatus),
+    ("/tally.v1.Trace/TraceItem", Operation::TraceItem),
+    (
+        "/tally.v1.Audit/ListAuditRecords",
+        Operation::ListAuditRecords,
+    ),
 ];
 
+/// The operation `path` names, if any.
+pub fn operation_of(path: &str) -> Option<Operation> {
+    RPC_TABLE.iter().find(|(p, _)| *p == path).map(|(_, o)| *o)
+}
+
 /// What `path` needs.
-pub(crate) fn need_of(path: &str) -> Need {
-    RPC_TABLE
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map_or(Need::Act, |(_, n)| *n)
+pub fn need_of(path: &str) -> Need {
+    operation_of(path).map_or(Need::Act, Operation::need)
 }
 
 /// Why a request was refused; mapped to `UNAUTHENTICATED` and
@@ -279,44 +350,66 @@ impl AccessPolicy {
         authorization: Option<&str>,
         certificate_state: Option<StateCode>,
     ) -> Result<Principal, AccessError> {
+        let principal = self.authenticate(rpc, authorization, certificate_state)?;
+        check(&principal, need_of(rpc), rpc)?;
+        Ok(principal)
+    }
+
+    /// Who is calling `rpc`, without deciding whether they may: refuses
+    /// malformed or unknown credentials, and calls without any where the
+    /// RPC needs them. The permission itself is [`AccessPolicy::permit`]'s.
+    pub fn authenticate(
+        &self,
+        rpc: &str,
+        authorization: Option<&str>,
+        certificate_state: Option<StateCode>,
+    ) -> Result<Principal, AccessError> {
         let need = need_of(rpc);
-        let principal = match self.caller(authorization, certificate_state)? {
-            Some(p) => p,
-            None if need == Need::Public || self.open => return Ok(Principal::Unchecked),
+        match self.caller(authorization, certificate_state)? {
+            Some(p) => Ok(p),
+            None if need == Need::Public || self.open => Ok(Principal::Unchecked),
             None if self.nodes_without_certificates
                 && matches!(need, Need::Submit | Need::ReadSnapshots) =>
             {
-                return Ok(Principal::Unchecked);
+                Ok(Principal::Unchecked)
             }
-            None => {
-                return Err(AccessError::NoCredentials {
-                    rpc: rpc.trim_start_matches('/').to_string(),
-                });
-            }
-        };
-        let refusal = match (&principal, need) {
-            (_, Need::Public) => None,
-            (Principal::Member(_), Need::Submit | Need::ReadSnapshots) => None,
-            (Principal::Member(_), _) => {
-                Some("member-state nodes may only submit and read their own snapshots")
-            }
-            (Principal::Person { .. }, Need::Submit) => {
-                Some("only member-state nodes submit snapshots (with their client certificate)")
-            }
-            (Principal::Person { .. }, Need::ReadSnapshots | Need::Read) => None,
-            (Principal::Person { role, .. }, Need::Act) => {
-                (*role != Role::Operator).then_some("this needs the operator role")
-            }
-            (Principal::Unchecked, _) => None,
-        };
-        match refusal {
-            None => Ok(principal),
-            Some(why) => Err(AccessError::Denied {
-                who: principal.describe(),
+            None => Err(AccessError::NoCredentials {
                 rpc: rpc.trim_start_matches('/').to_string(),
-                why,
             }),
         }
+    }
+
+    /// Whether an authenticated `principal` may perform `operation`, by the
+    /// one permission table ([`Operation::need`]).
+    pub fn permit(&self, principal: &Principal, operation: Operation) -> Result<(), AccessError> {
+        check(principal, operation.need(), operation.rpc())
+    }
+}
+
+/// The role check of one call of `rpc`, which needs `need`.
+fn check(principal: &Principal, need: Need, rpc: &str) -> Result<(), AccessError> {
+    let refusal = match (principal, need) {
+        (_, Need::Public) => None,
+        (Principal::Member(_), Need::Submit | Need::ReadSnapshots) => None,
+        (Principal::Member(_), _) => {
+            Some("member-state nodes may only submit and read their own snapshots")
+        }
+        (Principal::Person { .. }, Need::Submit) => {
+            Some("only member-state nodes submit snapshots (with their client certificate)")
+        }
+        (Principal::Person { .. }, Need::ReadSnapshots | Need::Read) => None,
+        (Principal::Person { role, .. }, Need::Act) => {
+            (*role != Role::Operator).then_some("this needs the operator role")
+        }
+        (Principal::Unchecked, _) => None,
+    };
+    match refusal {
+        None => Ok(()),
+        Some(why) => Err(AccessError::Denied {
+            who: principal.describe(),
+            rpc: rpc.trim_start_matches('/').to_string(),
+            why,
+        }),
     }
 }
 
@@ -393,7 +486,8 @@ mod tests {
                 Need::Act => [Unauthenticated, Unauthenticated, Denied, Denied, Allowed],
             }
         };
-        for (rpc, need) in RPC_TABLE {
+        for (rpc, operation) in RPC_TABLE {
+            let need = &operation.need();
             let got = [
                 outcome(p.authorize(rpc, None, None)),
                 outcome(p.authorize(rpc, Some("Bearer tly_nobody"), None)),

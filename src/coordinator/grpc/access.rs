@@ -19,7 +19,7 @@ use crate::access::{AccessError, AccessPolicy, Principal};
 use crate::audit::{Action, Actor, Event, Outcome};
 use crate::coordinator::storage::audit_log::AuditStore;
 use crate::state::StateCode;
-use crate::support::clock::system_now_unix_ms as now_unix_ms;
+use crate::support::clock::Clock;
 use crate::support::tls;
 
 /// Tower layer applying an [`AccessPolicy`] to every RPC.
@@ -27,6 +27,7 @@ use crate::support::tls;
 pub struct AccessLayer {
     policy: Arc<AccessPolicy>,
     audit: Option<Arc<dyn AuditStore>>,
+    clock: Clock,
 }
 
 impl AccessLayer {
@@ -34,7 +35,14 @@ impl AccessLayer {
         AccessLayer {
             policy: Arc::new(policy),
             audit: None,
+            clock: Clock::system(),
         }
+    }
+
+    /// Stamps the records of refused calls with `clock`'s time.
+    pub fn timed_by(mut self, clock: Clock) -> AccessLayer {
+        self.clock = clock;
+        self
     }
 
     /// Records every refused call in `audit`.
@@ -52,6 +60,7 @@ impl<S> tower_layer::Layer<S> for AccessLayer {
             inner,
             policy: self.policy.clone(),
             audit: self.audit.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -61,6 +70,7 @@ pub struct AccessService<S> {
     inner: S,
     policy: Arc<AccessPolicy>,
     audit: Option<Arc<dyn AuditStore>>,
+    clock: Clock,
 }
 
 /// The caller's address, over TLS or not.
@@ -120,9 +130,18 @@ where
                 ),
             };
             identified = self.policy.identify(authorization, state);
-            self.policy
-                .authorize(req.uri().path(), authorization, state)
-                .map_err(status::access)
+            let path = req.uri().path();
+            // The operations of `coordinator::ops` check their permission
+            // themselves (the same table, whatever the transport): here
+            // only who is calling.
+            let decided_in_ops = crate::access::operation_of(path)
+                .is_some_and(|o| crate::coordinator::ops::DECIDED.contains(&o));
+            if decided_in_ops {
+                self.policy.authenticate(path, authorization, state)
+            } else {
+                self.policy.authorize(path, authorization, state)
+            }
+            .map_err(status::access)
         });
         match decision {
             Ok(principal) => {
@@ -136,7 +155,7 @@ where
                 tracing::warn!(rpc = req.uri().path(), code = ?status.code(), reason = %status.message(), "request refused");
                 let event = self.audit.clone().map(|log| {
                     let event = Event {
-                        at_unix_ms: now_unix_ms(),
+                        at_unix_ms: self.clock.now_unix_ms(),
                         actor: Actor::of(identified.as_ref()),
                         peer: peer_addr(&req).map(|p| p.to_string()),
                         action: Action::call(req.uri().path()),

@@ -9,20 +9,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::audit::{Caller, audited};
 use super::check_field_len;
 use super::request::RequestError;
 use super::{blocking, run_detached, within_page_bytes};
-use crate::audit::Action;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::Metrics;
+use crate::coordinator::ops::Ops;
 use crate::coordinator::storage::alerts::{Alert, AlertStatus, AlertStore, ResolutionReason};
-use crate::coordinator::storage::audit_log::AuditStore;
 use crate::proto;
 use crate::reconcile::AlertKind;
 use crate::serial::{CanonicalModel, CanonicalRule};
 use crate::state::StateCode;
-use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use tally_wire::alerts::{alert_to_proto, event_to_proto, reason_from_proto, status_from_proto};
 
 /// Default and largest page of `ListAlerts`.
@@ -38,8 +35,8 @@ pub struct AlertsService {
     rule: CanonicalRule,
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
-    /// Every acknowledge, resolve and reopen is recorded here.
-    audit: Arc<dyn AuditStore>,
+    /// Acknowledge, resolve and reopen: permission, action, audit record.
+    ops: Ops,
 }
 
 impl AlertsService {
@@ -48,15 +45,26 @@ impl AlertsService {
         rule: CanonicalRule,
         lifecycle: Lifecycle,
         metrics: Arc<Metrics>,
-        audit: Arc<dyn AuditStore>,
+        ops: Ops,
     ) -> AlertsService {
         AlertsService {
             alerts,
             rule,
             lifecycle,
             metrics,
-            audit,
+            ops,
         }
+    }
+}
+
+/// Who made a request, and from where, for the operations.
+pub(super) fn caller_of<T>(request: &Request<T>) -> crate::coordinator::ops::Caller {
+    crate::coordinator::ops::Caller {
+        principal: request
+            .extensions()
+            .get::<crate::access::Principal>()
+            .cloned(),
+        peer: request.remote_addr(),
     }
 }
 
@@ -184,16 +192,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::AcknowledgeAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
-        let caller = Caller::of(&request);
+        let caller = caller_of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
-        let action = Action::AcknowledgeAlert { alert_id: req.id };
-        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
-        let alert = run_detached(async move {
-            let result =
-                blocking(move || Ok(alerts.acknowledge(req.id, &req.note, now_unix_ms())?)).await;
-            audited(&audit, caller, action, result).await
-        })
+        let ops = self.ops.clone();
+        let alert = run_detached(blocking(move || {
+            Ok(ops.acknowledge_alert(&caller, req.id, &req.note)?)
+        }))
         .await?;
         tracing::info!("alert acknowledged");
         Ok(Response::new(alert_to_proto(&alert)))
@@ -203,27 +208,14 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::ResolveAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
-        let caller = Caller::of(&request);
+        let caller = caller_of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
         let reason = reason_from_proto_checked(req.reason);
-        let action = Action::ResolveAlert {
-            alert_id: req.id,
-            reason: reason.as_ref().map_or("", |r| r.as_str()).to_string(),
-        };
-        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
-        let alert = run_detached(async move {
-            let result = match reason {
-                Ok(reason) => {
-                    blocking(move || {
-                        Ok(alerts.resolve(req.id, reason, &req.note, now_unix_ms())?)
-                    })
-                    .await
-                }
-                Err(refused) => Err(refused.into()),
-            };
-            audited(&audit, caller, action, result).await
-        })
+        let ops = self.ops.clone();
+        let alert = run_detached(blocking(move || {
+            Ok(ops.resolve_alert(&caller, req.id, reason, &req.note)?)
+        }))
         .await?;
         tracing::info!("alert resolved");
         Ok(Response::new(alert_to_proto(&alert)))
@@ -233,16 +225,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::ReopenAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
-        let caller = Caller::of(&request);
+        let caller = caller_of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
-        let action = Action::ReopenAlert { alert_id: req.id };
-        let (alerts, audit) = (self.alerts.clone(), self.audit.clone());
-        let alert = run_detached(async move {
-            let result =
-                blocking(move || Ok(alerts.reopen(req.id, &req.note, now_unix_ms())?)).await;
-            audited(&audit, caller, action, result).await
-        })
+        let ops = self.ops.clone();
+        let alert = run_detached(blocking(move || {
+            Ok(ops.reopen_alert(&caller, req.id, &req.note)?)
+        }))
         .await?;
         tracing::info!("alert reopened");
         Ok(Response::new(alert_to_proto(&alert)))
@@ -364,6 +353,7 @@ mod tests {
 
     use super::*;
     use crate::audit::Action;
+    use crate::coordinator::storage::audit_log::AuditStore;
 
     /// A client that stops waiting (hangs up, or its deadline passes) once
     /// its acknowledgement is under way: tonic drops the handler there. The
@@ -373,6 +363,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let alerts = Arc::new(AlertStore::open(&db).unwrap());
+        // Opened on an empty store, before the alert below exists (a
+        // rebuild would clear it).
+        let reconciler = Arc::new(
+            crate::coordinator::reconciler::Reconciler::open(
+                Arc::new(crate::coordinator::storage::memory::MemoryStore::new()),
+                alerts.clone(),
+                Arc::new(crate::coordinator::storage::memory::MemorySeizureStore::new()),
+                crate::reconcile::EngineConfig::default(),
+                0,
+                None,
+            )
+            .unwrap(),
+        );
         let opened = crate::coordinator::storage::alerts::tests::conflict_opened();
         let id = alerts.apply(&[opened], 1_000).unwrap()[0].alert_id;
         let audit = Arc::new(
@@ -382,12 +385,19 @@ mod tests {
             )
             .unwrap(),
         );
+        let ops = Ops::new(
+            Arc::new(crate::access::AccessPolicy::open()),
+            reconciler,
+            audit.clone(),
+            crate::support::clock::Clock::system(),
+            CanonicalRule::default(),
+        );
         let service = AlertsService::new(
             alerts.clone(),
             CanonicalRule::default(),
             Lifecycle::new(),
             Arc::new(Metrics::new()),
-            audit.clone(),
+            ops,
         );
 
         // Polled once, up to its first wait for storage, then dropped (what

@@ -11,7 +11,7 @@ use crate::access::Principal;
 use crate::audit::{Action, Actor, Event, Outcome, SealedRecord};
 use crate::coordinator::storage::audit_log::{AuditLogError, AuditStore};
 use crate::proto;
-use crate::support::clock::system_now_unix_ms as now_unix_ms;
+use crate::support::clock::Clock;
 
 /// Default and largest page of `ListAuditRecords`.
 const PAGE_MAX: usize = 1000;
@@ -31,9 +31,9 @@ impl Caller {
         }
     }
 
-    fn event(self, action: Action, outcome: Outcome) -> Event {
+    fn event(self, at_unix_ms: i64, action: Action, outcome: Outcome) -> Event {
         Event {
-            at_unix_ms: now_unix_ms(),
+            at_unix_ms,
             actor: self.actor,
             peer: self.peer.map(|p| p.to_string()),
             action,
@@ -60,18 +60,19 @@ pub async fn append(log: &Arc<dyn AuditStore>, event: Event) -> Result<(), Audit
     }
 }
 
-/// Records `action` by `caller` with the outcome of `result`, durably, and
+/// Records `action` by `caller`, at `clock`'s time, with the outcome of `result`, durably, and
 /// then passes `result` on. If the record cannot be written, a refusal is
 /// passed on unchanged (and the failure logged); a success becomes
 /// `INTERNAL`, saying the action was done but not audited.
 pub async fn audited<T>(
     log: &Arc<dyn AuditStore>,
+    clock: &Clock,
     caller: Caller,
     action: Action,
     result: Result<T, Status>,
 ) -> Result<T, Status> {
     let described = action.to_string();
-    let event = caller.event(action, outcome_of(&result));
+    let event = caller.event(clock.now_unix_ms(), action, outcome_of(&result));
     match append(log, event).await {
         Ok(()) => result,
         Err(e) => {

@@ -5,23 +5,15 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::audit::{Caller, audited};
-use super::request::{RequestError, SeizedItemError};
-use super::status::EdgeFailure;
 use super::{blocking, run_detached};
-use crate::audit::Action;
 use crate::coordinator::admission::Ingestor;
-use crate::coordinator::reconciler::{ReconcileError, Reconciler};
-use crate::coordinator::storage::audit_log::AuditStore;
+use crate::coordinator::ops::{Ops, RawSeizure, SeizureMatch};
+use crate::coordinator::reconciler::Reconciler;
 use crate::proto;
-use crate::reconcile::{AlertKey, AlertKind, Seizure};
-use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
+use crate::reconcile::{AlertKind, Seizure};
 use crate::state::StateCode;
-use crate::support::clock::system_now_unix_ms as now_unix_ms;
 use tally_wire::alerts::custody_to_proto;
 
-/// Largest number of items in one seizure report.
-const MAX_SEIZED_ITEMS: usize = 10_000;
 /// Most seizure reports in one `ListSeizureReports` page.
 const MAX_REPORTS_PER_PAGE: usize = 100;
 /// Stored size after which a `ListSeizureReports` page ends: well inside a
@@ -31,87 +23,14 @@ const PAGE_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct SeizuresService {
     reconciler: Arc<Reconciler>,
-    rule: CanonicalRule,
-    /// Every seizure report, accepted or refused, is recorded here.
-    audit: Arc<dyn AuditStore>,
+    /// Reports: permission, checks, storage, audit record.
+    ops: Ops,
 }
 
 impl SeizuresService {
-    pub fn new(
-        reconciler: Arc<Reconciler>,
-        rule: CanonicalRule,
-        audit: Arc<dyn AuditStore>,
-    ) -> SeizuresService {
-        SeizuresService {
-            reconciler,
-            rule,
-            audit,
-        }
+    pub fn new(reconciler: Arc<Reconciler>, ops: Ops) -> SeizuresService {
+        SeizuresService { reconciler, ops }
     }
-}
-
-/// How far a seizure time may be ahead of the coordinator's clock: clocks
-/// of the reporting office and the coordinator differ a little.
-const MAX_SEIZURE_CLOCK_SKEW_MS: i64 = 60 * 60 * 1000;
-
-fn seizure_from_proto(
-    i: usize,
-    item: &proto::SeizedItem,
-    rule: &CanonicalRule,
-    now_unix_ms: i64,
-) -> Result<Seizure, RequestError> {
-    let bad = |problem| RequestError::SeizedItem { index: i, problem };
-    for (field, value, max) in [
-        ("model", &item.model, crate::item::MAX_FIELD_BYTES),
-        ("serial", &item.serial, crate::item::MAX_FIELD_BYTES),
-        ("place", &item.place, crate::item::MAX_FIELD_BYTES),
-        (
-            "note",
-            &item.note,
-            crate::coordinator::storage::alerts::MAX_NOTE_BYTES,
-        ),
-    ] {
-        if value.len() > max {
-            return Err(bad(SeizedItemError::FieldTooLong {
-                field,
-                len: value.len(),
-                max,
-            }));
-        }
-    }
-    // The time is evidence shown beside the custody trace: an unset (0) or
-    // impossible one would mislead whoever reads it.
-    let at = item.seized_at_unix_ms;
-    if at <= 0 {
-        return Err(bad(SeizedItemError::TimeUnset { at }));
-    }
-    if at > now_unix_ms + MAX_SEIZURE_CLOCK_SKEW_MS {
-        return Err(bad(SeizedItemError::TimeInFuture {
-            at,
-            now: now_unix_ms,
-        }));
-    }
-    let not_canonical = |field, value: &String, error| {
-        bad(SeizedItemError::NotCanonical {
-            field,
-            value: value.clone(),
-            error,
-        })
-    };
-    let key = ItemKey {
-        model: CanonicalModel::from_raw(&item.model, rule)
-            .map_err(|e| not_canonical("model", &item.model, e))?,
-        serial: CanonicalSerial::from_raw(&item.serial, rule)
-            .map_err(|e| not_canonical("serial", &item.serial, e))?,
-    };
-    Ok(Seizure {
-        key,
-        model: item.model.clone(),
-        serial: item.serial.clone(),
-        seized_at_unix_ms: item.seized_at_unix_ms,
-        place: item.place.clone(),
-        note: item.note.clone(),
-    })
 }
 
 fn seizure_to_proto(s: &Seizure) -> proto::SeizedItem {
@@ -124,81 +43,23 @@ fn seizure_to_proto(s: &Seizure) -> proto::SeizedItem {
     }
 }
 
-impl SeizuresService {
-    /// Records a seizure report and matches its items. Returns the report's
-    /// id whenever it was stored, also when matching failed afterwards, so
-    /// that the audit record names it.
-    async fn report(
-        &self,
-        req: proto::ReportSeizuresRequest,
-    ) -> (Option<u64>, Result<proto::ReportSeizuresResponse, Status>) {
-        tracing::Span::current().record("items", req.items.len());
-        if req.items.is_empty() {
-            return (None, Err(RequestError::EmptySeizureReport.into()));
-        }
-        if req.items.len() > MAX_SEIZED_ITEMS {
-            let refused = RequestError::TooManySeizedItems {
-                count: req.items.len(),
-                max: MAX_SEIZED_ITEMS,
-            };
-            return (None, Err(refused.into()));
-        }
-        let now = now_unix_ms();
-        let items = match req
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| seizure_from_proto(i, item, &self.rule, now))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(items) => items,
-            Err(refused) => return (None, Err(refused.into())),
-        };
-        let reconciler = self.reconciler.clone();
-        let stored = blocking(move || {
-            let report = reconciler.report_seizures(items, now_unix_ms())?;
-            let matches = match_seizures(&reconciler, &report.items);
-            Ok((report.id, matches))
-        })
-        .await;
-        match stored {
-            Ok((report_id, matches)) => {
-                tracing::info!(report_id, "seizure report recorded");
-                let response = match matches {
-                    Ok(matches) => Ok(proto::ReportSeizuresResponse { report_id, matches }),
-                    Err(source) => Err(EdgeFailure::SeizuresUnmatched { report_id, source }.into()),
-                };
-                (Some(report_id), response)
-            }
-            Err(status) => (None, Err(status)),
-        }
+fn raw_seizure(item: proto::SeizedItem) -> RawSeizure {
+    RawSeizure {
+        model: item.model,
+        serial: item.serial,
+        seized_at_unix_ms: item.seized_at_unix_ms,
+        place: item.place,
+        note: item.note,
     }
 }
 
-/// Each seized item's alert and custody, as they stand now.
-fn match_seizures(
-    reconciler: &Reconciler,
-    items: &[Seizure],
-) -> Result<Vec<proto::SeizureMatch>, ReconcileError> {
-    let mut matches = Vec::with_capacity(items.len());
-    for item in items {
-        let key = AlertKey {
-            kind: AlertKind::SeizedItem,
-            item: Some(item.key.clone()),
-            state: None,
-            counterparty: None,
-            sequence: None,
-        };
-        let alert = reconciler.alerts().current(&key)?;
-        let custody = reconciler.with_engine(|e| e.custody(&item.key))?;
-        matches.push(proto::SeizureMatch {
-            model: item.key.model.to_string(),
-            serial: item.key.serial.to_string(),
-            alert_id: alert.map_or(0, |a| a.id),
-            custody: Some(custody_to_proto(&custody)),
-        });
+fn match_to_proto(m: &SeizureMatch) -> proto::SeizureMatch {
+    proto::SeizureMatch {
+        model: m.key.model.to_string(),
+        serial: m.key.serial.to_string(),
+        alert_id: m.alert_id.unwrap_or(0),
+        custody: Some(custody_to_proto(&m.custody)),
     }
-    Ok(matches)
 }
 
 #[tonic::async_trait]
@@ -207,17 +68,20 @@ impl proto::seizures_server::Seizures for SeizuresService {
         &self,
         request: Request<proto::ReportSeizuresRequest>,
     ) -> Result<Response<proto::ReportSeizuresResponse>, Status> {
-        let caller = Caller::of(&request);
-        let req = request.into_inner();
-        let items = req.items.len() as u64;
-        let service = self.clone();
-        run_detached(async move {
-            let (report_id, result) = service.report(req).await;
-            let action = Action::ReportSeizures { items, report_id };
-            audited(&service.audit, caller, action, result).await
-        })
-        .await
-        .map(Response::new)
+        let caller = super::alerts::caller_of(&request);
+        let items: Vec<RawSeizure> = request
+            .into_inner()
+            .items
+            .into_iter()
+            .map(raw_seizure)
+            .collect();
+        let ops = self.ops.clone();
+        let receipt =
+            run_detached(blocking(move || Ok(ops.report_seizures(&caller, &items)?))).await?;
+        Ok(Response::new(proto::ReportSeizuresResponse {
+            report_id: receipt.report_id,
+            matches: receipt.matches.iter().map(match_to_proto).collect(),
+        }))
     }
 
     async fn list_seizure_reports(

@@ -325,7 +325,7 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
             return result;
         }
         let action = Action::submit(claim.state.as_deref(), claim.sequence);
-        audited(&self.audit, caller, action, result).await
+        audited(&self.audit, self.ingestor.clock(), caller, action, result).await
     }
 
     async fn list_snapshots(

@@ -21,6 +21,7 @@ use tonic::{Code, Status};
 
 use crate::access::AccessError;
 use crate::coordinator::admission::IngestError;
+use crate::coordinator::ops::OpsError;
 use crate::coordinator::reconciler::ReconcileError;
 use crate::coordinator::storage::StoreError;
 use crate::coordinator::storage::alerts::{ActionError, AlertStoreError};
@@ -102,17 +103,53 @@ impl From<ReconcileError> for Status {
     }
 }
 
+/// An action's refusal's code; `None` for the coordinator's own failures.
+fn action_code(e: &ActionError) -> Option<Code> {
+    match e {
+        ActionError::NotFound(_) => Some(Code::NotFound),
+        ActionError::NoteTooLong { .. } => Some(Code::InvalidArgument),
+        ActionError::InvalidTransition { .. } => Some(Code::FailedPrecondition),
+        ActionError::Store(_) | ActionError::NotDurable { .. } => None,
+    }
+}
+
 impl From<ActionError> for Status {
     fn from(e: ActionError) -> Status {
-        let code = match &e {
-            ActionError::NotFound(_) => Code::NotFound,
-            ActionError::NoteTooLong { .. } => Code::InvalidArgument,
-            ActionError::InvalidTransition { .. } => Code::FailedPrecondition,
-            ActionError::Store(_) | ActionError::NotDurable { .. } => {
-                return internal(&e, "alert storage failure");
+        match action_code(&e) {
+            Some(code) => Status::new(code, e.to_string()),
+            None => internal(&e, "alert storage failure"),
+        }
+    }
+}
+
+/// The code of an operation's error: what its status carries, and what its
+/// audit record's outcome names.
+pub fn ops_code(e: &OpsError) -> Code {
+    match e {
+        OpsError::Access(e) => access_code(e),
+        OpsError::Request(e) => request_code(e),
+        OpsError::Action(e) => action_code(e).unwrap_or(Code::Internal),
+        OpsError::Reconcile(_)
+        | OpsError::Alerts(_)
+        | OpsError::Seizures(_)
+        | OpsError::NotAudited { .. }
+        | OpsError::SeizuresUnmatched { .. } => Code::Internal,
+    }
+}
+
+impl From<OpsError> for Status {
+    fn from(e: OpsError) -> Status {
+        match e {
+            OpsError::Access(e) => access(e),
+            OpsError::Request(e) => e.into(),
+            OpsError::Action(e) => e.into(),
+            OpsError::Reconcile(e) => e.into(),
+            OpsError::Alerts(e) => e.into(),
+            OpsError::Seizures(e) => e.into(),
+            e @ (OpsError::NotAudited { .. } | OpsError::SeizuresUnmatched { .. }) => {
+                internal(&e, "request failed")
             }
-        };
-        Status::new(code, e.to_string())
+        }
     }
 }
 
@@ -136,32 +173,35 @@ impl From<AuditLogError> for Status {
 
 impl From<RequestError> for Status {
     fn from(e: RequestError) -> Status {
-        use RequestError as R;
-        let code = match &e {
-            R::FirstMessageIsChunk
-            | R::FirstMessageEmpty
-            | R::NoHeader
-            | R::SecondHeader
-            | R::EmptyChunk
-            | R::State(_)
-            | R::FieldTooLong { .. }
-            | R::KeyNotCanonical { .. }
-            | R::UnknownAlertKind(_)
-            | R::UnknownAlertStatus(_)
-            | R::ModelFilterNotCanonical { .. }
-            | R::UnknownPageToken(_)
-            | R::UnknownResolutionReason { .. }
-            | R::EmptySeizureReport
-            | R::SeizedItem { .. } => Code::InvalidArgument,
-            R::MessageTooLarge { .. } | R::TooManySeizedItems { .. } => Code::ResourceExhausted,
-            R::UploadIdle { .. } => Code::DeadlineExceeded,
-            R::UploadEndedEarly => Code::Cancelled,
-            R::Busy { .. } | R::ShuttingDown | R::WatchShuttingDown => Code::Unavailable,
-            R::Certificate(_) => Code::Unauthenticated,
-            R::NoSnapshot { .. } | R::NoAlert(_) => Code::NotFound,
-            R::CursorAhead { .. } => Code::OutOfRange,
-        };
-        Status::new(code, e.to_string())
+        Status::new(request_code(&e), e.to_string())
+    }
+}
+
+fn request_code(e: &RequestError) -> Code {
+    use RequestError as R;
+    match e {
+        R::FirstMessageIsChunk
+        | R::FirstMessageEmpty
+        | R::NoHeader
+        | R::SecondHeader
+        | R::EmptyChunk
+        | R::State(_)
+        | R::FieldTooLong { .. }
+        | R::KeyNotCanonical { .. }
+        | R::UnknownAlertKind(_)
+        | R::UnknownAlertStatus(_)
+        | R::ModelFilterNotCanonical { .. }
+        | R::UnknownPageToken(_)
+        | R::UnknownResolutionReason { .. }
+        | R::EmptySeizureReport
+        | R::SeizedItem { .. } => Code::InvalidArgument,
+        R::MessageTooLarge { .. } | R::TooManySeizedItems { .. } => Code::ResourceExhausted,
+        R::UploadIdle { .. } => Code::DeadlineExceeded,
+        R::UploadEndedEarly => Code::Cancelled,
+        R::Busy { .. } | R::ShuttingDown | R::WatchShuttingDown => Code::Unavailable,
+        R::Certificate(_) => Code::Unauthenticated,
+        R::NoSnapshot { .. } | R::NoAlert(_) => Code::NotFound,
+        R::CursorAhead { .. } => Code::OutOfRange,
     }
 }
 
@@ -174,13 +214,16 @@ impl From<EdgeFailure> for Status {
 /// A refused call (the access layer, and a node acting for another state):
 /// "who are you?" is `UNAUTHENTICATED`, "you may not" `PERMISSION_DENIED`.
 pub fn access(e: AccessError) -> Status {
-    let code = match &e {
+    Status::new(access_code(&e), e.to_string())
+}
+
+fn access_code(e: &AccessError) -> Code {
+    match e {
         AccessError::NoCredentials { .. }
         | AccessError::UnknownToken
         | AccessError::MalformedToken => Code::Unauthenticated,
         AccessError::Denied { .. } => Code::PermissionDenied,
-    };
-    Status::new(code, e.to_string())
+    }
 }
 
 /// A protobuf message that does not decode into its domain type.
