@@ -49,15 +49,6 @@ pub enum EdgeFailure {
         action: String,
         source: AuditLogError,
     },
-    /// A seizure report was stored, but matching its items failed after.
-    #[error(
-        "seizure report {report_id} is recorded, but matching its items failed ({source}); \
-         ListSeizureReports shows it"
-    )]
-    SeizuresUnmatched {
-        report_id: u64,
-        source: ReconcileError,
-    },
 }
 
 /// `INTERNAL`, logged: the coordinator's fault, never the caller's.
@@ -455,7 +446,17 @@ mod tests {
             NotAudited => EdgeFailure::NotAudited {
                 action: "x".into(), source: audit_log_error(),
             }, Internal;
-            SeizuresUnmatched => EdgeFailure::SeizuresUnmatched {
+        }));
+        rows.extend(rows!(OpsError, Status::from, {
+            Access => AccessError::UnknownToken.into(), Unauthenticated;
+            Request => RequestError::UnknownResolutionReason { code: 99 }.into(), InvalidArgument;
+            Action => ActionError::NotFound(7).into(), NotFound;
+            Reconcile => ReconcileError::Poisoned.into(), Internal;
+            Alerts => AlertStoreError::Corrupt("x".into()).into(), Internal;
+            Seizures => SeizureLogError::Corrupt("x".into()).into(), Internal;
+            NotAudited => OpsError::NotAudited { action: "x".into(), source: audit_log_error() },
+                Internal;
+            SeizuresUnmatched => OpsError::SeizuresUnmatched {
                 report_id: 1, source: ReconcileError::Poisoned,
             }, Internal;
         }));
