@@ -53,19 +53,19 @@ use crate::support::config::CoordinatorConfig;
 use crate::support::keys::{self, KeyError};
 
 /// Name of the manifest file at the top of an export.
-pub const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 /// The manifest's `format` value.
-pub const FORMAT: &str = "tally-export";
+pub(crate) const FORMAT: &str = "tally-export";
 /// The manifest's `version` value this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Recorded equivocations (JSON array).
-pub const EQUIVOCATIONS: &str = "equivocations.json";
+pub(crate) const EQUIVOCATIONS: &str = "equivocations.json";
 /// Seizure reports (JSON array), oldest first.
-pub const SEIZURE_REPORTS: &str = "seizure-reports.json";
+pub(crate) const SEIZURE_REPORTS: &str = "seizure-reports.json";
 /// Operator actions on alerts (JSON array), in their original order.
-pub const OPERATOR_ACTIONS: &str = "operator-actions.json";
+pub(crate) const OPERATOR_ACTIONS: &str = "operator-actions.json";
 /// The audit trail (JSON array), record by record, as the coordinator sealed it.
-pub const AUDIT_TRAIL: &str = "audit-trail.json";
+pub(crate) const AUDIT_TRAIL: &str = "audit-trail.json";
 
 /// The three files of one exported snapshot, as paths relative to the export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +150,7 @@ pub struct Counts {
 /// One audit record in an export: the stored bytes, in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExportedAuditRecord {
+pub(crate) struct ExportedAuditRecord {
     pub sequence: u64,
     /// The record's canonical encoding (`crate::audit`).
     pub encoding: String,
@@ -181,7 +181,7 @@ pub struct FileEntry {
 /// A snapshot's `.json` file: the state's signature and the receipt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SnapshotSignatures {
+pub(crate) struct SnapshotSignatures {
     pub state: StateCode,
     pub sequence: u64,
     /// SHA-256 of the header file: the snapshot digest.
@@ -196,7 +196,7 @@ pub struct SnapshotSignatures {
 /// One entry of `equivocations.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EquivocationRecord {
+pub(crate) struct EquivocationRecord {
     /// The conflicting header encoding (hex of the 116 bytes).
     pub header: String,
     pub signature: String,
@@ -209,7 +209,7 @@ pub struct EquivocationRecord {
 /// or reopened an alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OperatorAction {
+pub(crate) struct OperatorAction {
     /// The event cursor it had: the actions' original order.
     pub cursor: u64,
     pub at_unix_ms: i64,
@@ -237,7 +237,7 @@ pub struct ExportSettings {
 
 impl ExportSettings {
     /// The settings of a coordinator configuration (reads its key file).
-    pub fn from_config(config: &CoordinatorConfig) -> Result<ExportSettings, KeyError> {
+    pub(crate) fn from_config(config: &CoordinatorConfig) -> Result<ExportSettings, KeyError> {
         Ok(ExportSettings {
             coordinator_key: keys::read_signing_key(&config.key_file)?.verifying_key(),
             members: config
@@ -698,7 +698,7 @@ pub struct ImportOptions {
 }
 
 impl ImportOptions {
-    pub fn from_config(config: &CoordinatorConfig) -> Result<ImportOptions, KeyError> {
+    pub(crate) fn from_config(config: &CoordinatorConfig) -> Result<ImportOptions, KeyError> {
         let settings = ExportSettings::from_config(config)?;
         Ok(ImportOptions {
             coordinator_key: Some(settings.coordinator_key),

@@ -32,7 +32,7 @@ impl Default for Lifecycle {
 
 /// Held by a submission for as long as it runs; dropping it counts it out.
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     state: watch::Sender<State>,
 }
 
@@ -51,7 +51,7 @@ impl Lifecycle {
 
     /// Counts a new submission in, or returns `None` if the coordinator is
     /// draining and must refuse it.
-    pub fn begin_submission(&self) -> Option<InFlight> {
+    pub(crate) fn begin_submission(&self) -> Option<InFlight> {
         let admitted = self.state.send_if_modified(|s| {
             if s.draining {
                 false
@@ -66,18 +66,18 @@ impl Lifecycle {
     }
 
     /// Returns true if and only if shutdown has begun.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.state.borrow().draining
     }
 
     /// Begins shutdown: refuses new submissions and ends watch streams.
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.state
             .send_if_modified(|s| !std::mem::replace(&mut s.draining, true));
     }
 
     /// Submissions currently running.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.state.borrow().in_flight
     }
 

@@ -43,7 +43,7 @@ pub enum LookupError {
 
 /// Leaves per piece, as a power of two (equal to the Merkle proof block
 /// size, so that a proof block is read as one piece).
-pub const PIECE_LOG2: u32 = crate::merkle::PROOF_BLOCK_LOG2;
+pub(crate) const PIECE_LOG2: u32 = crate::merkle::PROOF_BLOCK_LOG2;
 
 /// Where one piece of a stored snapshot starts: a non-empty run of leaves
 /// inside one chunk (see the module documentation).
@@ -85,7 +85,7 @@ impl ChunkIndex {
 
     /// [`ChunkIndex::read`] with pieces of 2^`piece_log2` leaves (tests use
     /// small ones).
-    pub fn read_with_pieces(
+    pub(crate) fn read_with_pieces(
         store: &dyn SnapshotStore,
         snapshot: &StoredSnapshot,
         piece_log2: u32,
@@ -118,14 +118,14 @@ impl ChunkIndex {
 }
 
 /// Whether a piece starts at leaf `position` even inside a chunk.
-pub fn starts_piece(position: u64, piece_log2: u32) -> bool {
+pub(crate) fn starts_piece(position: u64, piece_log2: u32) -> bool {
     position.trailing_zeros() >= piece_log2
 }
 
 /// Collects the piece starts of a snapshot while its leaves are walked in
 /// order (by [`ChunkIndex::read`], and by the reconciler, which parses every
 /// leaf anyway).
-pub struct PieceStarts {
+pub(crate) struct PieceStarts {
     piece_log2: u32,
     position: u64,
     starts: Vec<ChunkStart>,
@@ -164,7 +164,7 @@ impl PieceStarts {
 /// (u32), the byte offset (u32), the first leaf's position (u64), and the
 /// first key's canonical model and serial, each as a u16 length and its
 /// bytes; integers little-endian.
-pub fn encode_starts(snapshot: &StoredSnapshot, starts: &[ChunkStart]) -> Vec<u8> {
+pub(crate) fn encode_starts(snapshot: &StoredSnapshot, starts: &[ChunkStart]) -> Vec<u8> {
     let mut out = Vec::with_capacity(17 + starts.len() * 32);
     out.push(PIECE_LOG2 as u8);
     out.extend_from_slice(&snapshot.signed.header.item_count.to_le_bytes());
@@ -189,7 +189,10 @@ pub fn encode_starts(snapshot: &StoredSnapshot, starts: &[ChunkStart]) -> Vec<u8
 /// size, and the starts have the shape [`PieceStarts`] gives them: the
 /// first at leaf 0, offset 0; a new chunk at offset 0; further pieces of a
 /// chunk at multiples of the piece size; leaves, offsets and keys in order.
-pub fn decode_starts(mut bytes: &[u8], snapshot: &StoredSnapshot) -> Option<Vec<ChunkStart>> {
+pub(crate) fn decode_starts(
+    mut bytes: &[u8],
+    snapshot: &StoredSnapshot,
+) -> Option<Vec<ChunkStart>> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = bytes.split_at_checked(n)?;
         *bytes = tail;
@@ -256,7 +259,7 @@ fn bad_leaf(snapshot: &StoredSnapshot, chunk: u32, source: LeafError) -> LookupE
 
 /// The bytes of piece number `piece` of `index`: from its offset to the
 /// next piece's offset in the same chunk, or to the chunk's end.
-pub fn read_piece(
+pub(crate) fn read_piece(
     store: &dyn SnapshotStore,
     index: &ChunkIndex,
     piece: usize,
@@ -396,14 +399,14 @@ impl SnapshotLookup {
     }
 
     /// The index of the snapshot `state`/`sequence`, if one was recorded.
-    pub fn indexed(&self, state: StateCode, sequence: u64) -> Option<Arc<ChunkIndex>> {
+    pub(crate) fn indexed(&self, state: StateCode, sequence: u64) -> Option<Arc<ChunkIndex>> {
         lock(&self.indexes).get(&(state, sequence)).cloned()
     }
 
     /// Keeps the piece starts of an index in the store, so that after a
     /// restart it is read back instead of rebuilt from every leaf (record
     /// the index itself with [`SnapshotLookup::insert`]).
-    pub fn insert_and_keep(&self, index: &ChunkIndex) -> Result<(), StoreError> {
+    pub(crate) fn insert_and_keep(&self, index: &ChunkIndex) -> Result<(), StoreError> {
         self.store.put_piece_starts(
             &index.snapshot.digest,
             &encode_starts(&index.snapshot, &index.starts),
@@ -412,7 +415,10 @@ impl SnapshotLookup {
 
     /// The index of `snapshot`: the recorded one, else the piece starts
     /// kept in the store, else read from the snapshot's leaves (and kept).
-    pub fn index_of(&self, snapshot: &StoredSnapshot) -> Result<Arc<ChunkIndex>, LookupError> {
+    pub(crate) fn index_of(
+        &self,
+        snapshot: &StoredSnapshot,
+    ) -> Result<Arc<ChunkIndex>, LookupError> {
         let h = &snapshot.signed.header;
         if let Some(index) = self.indexed(h.state, h.sequence)
             && index.snapshot.digest == snapshot.digest
@@ -438,7 +444,7 @@ impl SnapshotLookup {
 
     /// The index of the stored snapshot `state`/`sequence`, as
     /// [`SnapshotLookup::index_of`]; `None` if no such snapshot is stored.
-    pub fn index_for(
+    pub(crate) fn index_for(
         &self,
         state: StateCode,
         sequence: u64,

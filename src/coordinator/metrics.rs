@@ -163,19 +163,19 @@ impl Metrics {
     }
 
     /// A new snapshot of `items` items was stored, `elapsed` after the call began.
-    pub fn snapshot_accepted(&self, items: u64, elapsed: Duration) {
+    pub(crate) fn snapshot_accepted(&self, items: u64, elapsed: Duration) {
         self.accepted.inc();
         self.items.inc_by(items);
         self.ingest_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// An accepted snapshot was sent again and answered with its receipt.
-    pub fn snapshot_resubmitted(&self) {
+    pub(crate) fn snapshot_resubmitted(&self) {
         self.resubmitted.inc();
     }
 
     /// A submission was refused with `code`.
-    pub fn snapshot_rejected(&self, code: tonic::Code) {
+    pub(crate) fn snapshot_rejected(&self, code: tonic::Code) {
         self.rejected
             .get_or_create(&[("reason", code_label(code))])
             .inc();
@@ -188,17 +188,17 @@ impl Metrics {
     }
 
     /// Counts a watcher in until the returned guard is dropped.
-    pub fn watcher_connected(&self) -> GaugeGuard {
+    pub(crate) fn watcher_connected(&self) -> GaugeGuard {
         GaugeGuard::inc(&self.watchers)
     }
 
     /// Counts a submission in until the returned guard is dropped.
-    pub fn submission_started(&self) -> GaugeGuard {
+    pub(crate) fn submission_started(&self) -> GaugeGuard {
         GaugeGuard::inc(&self.submissions_in_flight)
     }
 
     /// Sets the open-alert gauge of every kind (kinds absent from `counts` to 0).
-    pub fn set_open_alerts(&self, counts: &BTreeMap<AlertKind, u64>) {
+    pub(crate) fn set_open_alerts(&self, counts: &BTreeMap<AlertKind, u64>) {
         for kind in AlertKind::ALL {
             let n = counts.get(&kind).copied().unwrap_or(0);
             self.alerts_open
@@ -217,7 +217,7 @@ impl Metrics {
 
 /// Holds one count in a gauge until dropped.
 #[derive(Debug)]
-pub struct GaugeGuard {
+pub(crate) struct GaugeGuard {
     gauge: Gauge,
 }
 
@@ -237,7 +237,7 @@ impl Drop for GaugeGuard {
 }
 
 /// The stable `reason` label of a rejection: the gRPC code in snake_case.
-pub fn code_label(code: tonic::Code) -> &'static str {
+pub(crate) fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "ok",
@@ -262,7 +262,7 @@ pub fn code_label(code: tonic::Code) -> &'static str {
 
 /// Counts the alerts whose condition currently holds, by kind (the same
 /// count `tally status` shows).
-pub fn open_alerts_by_kind(
+pub(crate) fn open_alerts_by_kind(
     alerts: &AlertStore,
 ) -> Result<BTreeMap<AlertKind, u64>, AlertStoreError> {
     let mut counts = BTreeMap::new();
@@ -315,7 +315,7 @@ async fn scrape(State(endpoint): State<Endpoint>) -> Response {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
-pub async fn serve_http(
+pub(crate) async fn serve_http(
     endpoint: Endpoint,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,

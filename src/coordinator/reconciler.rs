@@ -364,7 +364,7 @@ impl Reconciler {
 
     /// As [`Reconciler::report_seizures`] for a report that already has its
     /// time (import): keeps that time.
-    pub fn replay_seizure_report(
+    pub(crate) fn replay_seizure_report(
         &self,
         items: Vec<Seizure>,
         reported_at_unix_ms: i64,
@@ -404,7 +404,7 @@ impl Reconciler {
         Ok(report)
     }
 
-    pub fn seizure_log(&self) -> &Arc<dyn SeizureStore> {
+    pub(crate) fn seizure_log(&self) -> &Arc<dyn SeizureStore> {
         &self.seizures
     }
 

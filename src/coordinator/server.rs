@@ -106,7 +106,7 @@ impl Coordinator {
 }
 
 /// Default of `shutdown.grace_seconds`.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Puts a coordinator together on an opened store: rebuilds the
 /// reconciliation state from the stored snapshots before serving.
@@ -205,7 +205,7 @@ pub fn assemble_with_clock(
 }
 
 /// Opens the store and loads the key named by `config`.
-pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, ServerError> {
+pub(crate) fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, ServerError> {
     let key = keys::read_signing_key(&config.key_file)?;
     let store = SledStore::open(&config.data_dir).map_err(|source| ServerError::Store {
         path: config.data_dir.clone(),
@@ -266,7 +266,7 @@ impl Default for ServeOptions {
 impl ServeOptions {
     /// What a configuration asks for: TLS with checked roles, or plaintext
     /// (`insecure = true`) with a warning.
-    pub fn from_config(config: &CoordinatorConfig) -> Result<ServeOptions, ServerError> {
+    pub(crate) fn from_config(config: &CoordinatorConfig) -> Result<ServeOptions, ServerError> {
         match &config.transport {
             Transport::Tls(files) => Ok(ServeOptions {
                 tls: Some(files.server_config()?),

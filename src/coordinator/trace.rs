@@ -36,7 +36,7 @@ use crate::state::StateCode;
 /// Why a trace could not be produced. Every variant is a fault of the
 /// coordinator's storage or state, not of the request.
 #[derive(Debug, thiserror::Error)]
-pub enum TraceError {
+pub(crate) enum TraceError {
     #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error(transparent)]
@@ -57,7 +57,7 @@ pub enum TraceError {
 
 /// One row of one stored snapshot that lists the key, with its evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrailEntry {
+pub(crate) struct TrailEntry {
     /// The snapshot's header and the state's signature over its encoding.
     pub signed: SignedHeader,
     pub digest: SnapshotDigest,
@@ -72,7 +72,7 @@ pub struct TrailEntry {
 
 /// Everything known about one item key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trail {
+pub(crate) struct Trail {
     pub key: ItemKey,
     /// Oldest first: by as-of time, then state, sequence and leaf position.
     pub entries: Vec<TrailEntry>,
@@ -83,7 +83,7 @@ pub struct Trail {
 }
 
 /// Produces trails from the coordinator's store, alerts and engine.
-pub struct Tracer {
+pub(crate) struct Tracer {
     reconciler: Arc<Reconciler>,
 }
 
@@ -192,7 +192,7 @@ struct ProofRanges {
 /// usable block roots (a store written before they were kept, or a damaged
 /// entry), every leaf is rehashed once for all positions, and the block
 /// roots found on the way are kept for the next trace.
-pub fn inclusion_proofs(
+pub(crate) fn inclusion_proofs(
     store: &dyn SnapshotStore,
     index: &ChunkIndex,
     positions: &[u64],

@@ -24,7 +24,7 @@ use crate::support::tls;
 
 /// Tower layer applying an [`AccessPolicy`] to every RPC.
 #[derive(Clone)]
-pub struct AccessLayer {
+pub(crate) struct AccessLayer {
     policy: Arc<AccessPolicy>,
     audit: Option<Arc<dyn AuditStore>>,
     clock: Clock,
@@ -40,13 +40,13 @@ impl AccessLayer {
     }
 
     /// Stamps the records of refused calls with `clock`'s time.
-    pub fn timed_by(mut self, clock: Clock) -> AccessLayer {
+    pub(crate) fn timed_by(mut self, clock: Clock) -> AccessLayer {
         self.clock = clock;
         self
     }
 
     /// Records every refused call in `audit`.
-    pub fn recording_to(mut self, audit: Arc<dyn AuditStore>) -> AccessLayer {
+    pub(crate) fn recording_to(mut self, audit: Arc<dyn AuditStore>) -> AccessLayer {
         self.audit = Some(audit);
         self
     }
@@ -66,7 +66,7 @@ impl<S> tower_layer::Layer<S> for AccessLayer {
 }
 
 #[derive(Clone)]
-pub struct AccessService<S> {
+pub(crate) struct AccessService<S> {
     inner: S,
     policy: Arc<AccessPolicy>,
     audit: Option<Arc<dyn AuditStore>>,

@@ -30,7 +30,7 @@ const REPLAY_BATCH: usize = 500;
 /// Events queued for one watcher's connection before it counts as slow.
 const WATCH_QUEUE: usize = 256;
 
-pub struct AlertsService {
+pub(crate) struct AlertsService {
     alerts: Arc<AlertStore>,
     rule: CanonicalRule,
     lifecycle: Lifecycle,

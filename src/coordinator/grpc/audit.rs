@@ -43,7 +43,7 @@ impl Caller {
 }
 
 /// The outcome a request's result is recorded with.
-pub fn outcome_of<T>(result: &Result<T, Status>) -> Outcome {
+pub(crate) fn outcome_of<T>(result: &Result<T, Status>) -> Outcome {
     match result {
         Ok(_) => Outcome::Ok,
         Err(s) => Outcome::refused(s.code() as u32, s.message()),
@@ -51,7 +51,7 @@ pub fn outcome_of<T>(result: &Result<T, Status>) -> Outcome {
 }
 
 /// Appends one record off the async runtime (the append flushes to disk).
-pub async fn append(log: &Arc<dyn AuditStore>, event: Event) -> Result<(), AuditLogError> {
+pub(crate) async fn append(log: &Arc<dyn AuditStore>, event: Event) -> Result<(), AuditLogError> {
     let log = log.clone();
     let span = tracing::Span::current();
     match tokio::task::spawn_blocking(move || span.in_scope(|| log.append(event))).await {
@@ -64,7 +64,7 @@ pub async fn append(log: &Arc<dyn AuditStore>, event: Event) -> Result<(), Audit
 /// then passes `result` on. If the record cannot be written, a refusal is
 /// passed on unchanged (and the failure logged); a success becomes
 /// `INTERNAL`, saying the action was done but not audited.
-pub async fn audited<T>(
+pub(crate) async fn audited<T>(
     log: &Arc<dyn AuditStore>,
     clock: &Clock,
     caller: Caller,
@@ -90,7 +90,7 @@ pub async fn audited<T>(
 }
 
 /// The wire form of a stored record.
-pub fn record_to_proto(r: &SealedRecord) -> proto::AuditRecord {
+pub(crate) fn record_to_proto(r: &SealedRecord) -> proto::AuditRecord {
     let mut out = proto::AuditRecord {
         sequence: r.sequence,
         encoding: r.encoding.clone().into(),
@@ -123,7 +123,7 @@ pub fn record_from_proto(r: &proto::AuditRecord) -> SealedRecord {
     }
 }
 
-pub struct AuditService {
+pub(crate) struct AuditService {
     log: Arc<dyn AuditStore>,
 }
 

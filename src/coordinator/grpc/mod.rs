@@ -69,10 +69,13 @@ async fn run_detached<T: Send + 'static>(
 /// per raw field, but a query may spell the same canonical form longer
 /// (full-width letters, separators), so it gets four times that: enough for
 /// any real lookup, and a bound on what is canonicalised and echoed.
-pub const MAX_QUERY_FIELD_BYTES: usize = 4 * crate::item::MAX_FIELD_BYTES;
+pub(crate) const MAX_QUERY_FIELD_BYTES: usize = 4 * crate::item::MAX_FIELD_BYTES;
 
 /// Refuses a query field longer than [`MAX_QUERY_FIELD_BYTES`].
-pub fn check_field_len(field: &'static str, value: &str) -> Result<(), request::RequestError> {
+pub(crate) fn check_field_len(
+    field: &'static str,
+    value: &str,
+) -> Result<(), request::RequestError> {
     let max = MAX_QUERY_FIELD_BYTES;
     if value.len() > max {
         return Err(request::RequestError::FieldTooLong {

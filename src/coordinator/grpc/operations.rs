@@ -21,7 +21,7 @@ const MAX_REPORTS_PER_PAGE: usize = 100;
 const PAGE_BYTES: usize = 1 << 20;
 
 #[derive(Clone)]
-pub struct SeizuresService {
+pub(crate) struct SeizuresService {
     reconciler: Arc<Reconciler>,
     /// Reports: permission, checks, storage, audit record.
     ops: Ops,
@@ -114,7 +114,7 @@ impl proto::seizures_server::Seizures for SeizuresService {
     }
 }
 
-pub struct CoordinatorService {
+pub(crate) struct CoordinatorService {
     ingestor: Ingestor,
     reconciler: Arc<Reconciler>,
 }

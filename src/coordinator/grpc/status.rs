@@ -33,7 +33,7 @@ pub use super::request::{RequestError, SeizedItemError};
 
 /// A failure of the gRPC edge itself, answered `INTERNAL`.
 #[derive(Debug, thiserror::Error)]
-pub enum EdgeFailure {
+pub(crate) enum EdgeFailure {
     /// A task the RPC ran its work in panicked or was cancelled.
     #[error("{what} failed: {source}")]
     Task {
@@ -115,7 +115,7 @@ impl From<ActionError> for Status {
 
 /// The code of an operation's error: what its status carries, and what its
 /// audit record's outcome names.
-pub fn ops_code(e: &OpsError) -> Code {
+pub(crate) fn ops_code(e: &OpsError) -> Code {
     match e {
         OpsError::Access(e) => access_code(e),
         OpsError::Request(e) => request_code(e),

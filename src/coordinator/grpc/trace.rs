@@ -13,7 +13,7 @@ use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use tally_wire::alerts::{alert_status_to_proto, custody_to_proto};
 use tally_wire::convert::text_or_empty;
 
-pub struct TraceService {
+pub(crate) struct TraceService {
     tracer: Arc<Tracer>,
     rule: CanonicalRule,
 }

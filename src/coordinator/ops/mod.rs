@@ -30,7 +30,7 @@ pub use seizures::{RawSeizure, SeizureMatch, SeizureReceipt};
 
 /// The operations whose permission is decided here rather than by a
 /// transport's own layer (which then only authenticates the caller).
-pub const DECIDED: &[Operation] = &[
+pub(crate) const DECIDED: &[Operation] = &[
     Operation::AcknowledgeAlert,
     Operation::ResolveAlert,
     Operation::ReopenAlert,
@@ -48,7 +48,7 @@ pub struct Caller {
 /// Why an operation was refused or failed. Its gRPC status code is given in
 /// `grpc::status` (and is what the audit record's outcome carries).
 #[derive(Debug, thiserror::Error)]
-pub enum OpsError {
+pub(crate) enum OpsError {
     /// The permission table refused the caller.
     #[error(transparent)]
     Access(#[from] AccessError),
@@ -85,7 +85,7 @@ pub enum OpsError {
 
 /// What the operations work on.
 #[derive(Clone)]
-pub struct Ops {
+pub(crate) struct Ops {
     policy: Arc<AccessPolicy>,
     reconciler: Arc<Reconciler>,
     audit: Arc<dyn AuditStore>,
@@ -108,10 +108,6 @@ impl Ops {
             clock,
             rule,
         }
-    }
-
-    pub fn clock(&self) -> &Clock {
-        &self.clock
     }
 
     /// Checks `operation` for `caller` against the permission table; a

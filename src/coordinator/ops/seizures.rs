@@ -6,7 +6,7 @@ use crate::reconcile::{Custody, Seizure};
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 
 /// Largest number of items in one seizure report.
-pub const MAX_SEIZED_ITEMS: usize = 10_000;
+pub(crate) const MAX_SEIZED_ITEMS: usize = 10_000;
 
 /// How far a seizure time may be ahead of the coordinator's clock: clocks
 /// of the reporting office and the coordinator differ a little.

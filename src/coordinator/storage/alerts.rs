@@ -130,7 +130,9 @@ pub fn identity(key: &AlertKey) -> Vec<u8> {
 
 impl AlertStore {
     /// The alert store over `storage`.
-    pub fn with_storage(storage: Arc<dyn AlertStorage>) -> Result<AlertStore, AlertStoreError> {
+    pub(crate) fn with_storage(
+        storage: Arc<dyn AlertStorage>,
+    ) -> Result<AlertStore, AlertStoreError> {
         let next = Counters {
             alert_id: storage.last_alert_id()? + 1,
             cursor: storage.last_cursor()? + 1,
@@ -145,7 +147,7 @@ impl AlertStore {
     }
 
     /// Live events from now on (pair with [`AlertStore::events_after`]).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AlertEvent> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AlertEvent> {
         self.live.subscribe()
     }
 
@@ -196,7 +198,7 @@ impl AlertStore {
     ///
     /// Reads only those alerts, through an in-memory index from item key to
     /// alert ids that the first call builds by scanning every alert.
-    pub fn for_item(&self, item: &ItemKey) -> Result<Vec<Alert>, AlertStoreError> {
+    pub(crate) fn for_item(&self, item: &ItemKey) -> Result<Vec<Alert>, AlertStoreError> {
         let ids: Vec<u64> = {
             // The index is only ever replaced whole, so a poisoned lock
             // still guards a consistent value.
@@ -233,7 +235,7 @@ impl AlertStore {
 
     /// One page of alerts, newest first: those with id below `before` that
     /// `keep` accepts, at most `limit`; and whether more follow.
-    pub fn page_before(
+    pub(crate) fn page_before(
         &self,
         before: u64,
         limit: usize,
@@ -265,7 +267,7 @@ impl AlertStore {
 
     /// The newest cursor in storage (0 if none): [`AlertStore::last_cursor`]
     /// read from disk, for the moment between a commit and its counting.
-    pub fn last_stored_cursor(&self) -> Result<u64, AlertStoreError> {
+    pub(crate) fn last_stored_cursor(&self) -> Result<u64, AlertStoreError> {
         self.storage.last_cursor()
     }
 
@@ -401,7 +403,7 @@ impl AlertStore {
 
     /// An operator reopens a resolved alert (its condition still holds:
     /// cleared alerts cannot be reopened; a returning condition opens anew).
-    pub fn reopen(&self, id: u64, note: &str, now: i64) -> Result<Alert, ActionError> {
+    pub(crate) fn reopen(&self, id: u64, note: &str, now: i64) -> Result<Alert, ActionError> {
         self.act(
             id,
             now,

@@ -64,7 +64,7 @@ pub struct Equivocation {
 
 /// A backend's own error, kept as its cause: no backend's types appear in
 /// the storage errors (each backend converts its errors in its own file).
-pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What can go wrong below the storage trait.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ impl From<sled::Error> for AuditLogError {
 
 /// Every record of the trail in `db`, as stored (unchecked), oldest first:
 /// for reading a store without running a coordinator (export).
-pub fn read_all(db: &sled::Db) -> Result<Vec<SealedRecord>, AuditLogError> {
+pub(crate) fn read_all(db: &sled::Db) -> Result<Vec<SealedRecord>, AuditLogError> {
     db.open_tree(TREE)?
         .iter()
         .map(|kv| {
