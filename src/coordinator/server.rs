@@ -381,45 +381,7 @@ pub async fn run(
         coordinator.reconciler.clone(),
     ));
 
-    // The engine checkpoint is written on a timer until shutdown begins
-    // (and once more at the end, below).
-    let checkpointer = coordinator.checkpoint_every.map(|period| {
-        let reconciler = coordinator.reconciler.clone();
-        let first = tokio::time::Instant::now() + period;
-        until_draining(&lifecycle, first, period, move || {
-            let r = reconciler.clone();
-            write_checkpoint(move || r.write_checkpoint(true))
-        })
-    });
-
-    // The clock-based rules run on a timer until shutdown begins.
-    let ticker = {
-        let reconciler = coordinator.reconciler.clone();
-        let metrics = coordinator.metrics.clone();
-        let clock = coordinator.clock.clone();
-        let now = tokio::time::Instant::now();
-        until_draining(&lifecycle, now, coordinator.tick, move || {
-            let r = reconciler.clone();
-            let metrics = metrics.clone();
-            let clock = clock.clone();
-            async move {
-                let started = std::time::Instant::now();
-                match tokio::task::spawn_blocking(move || r.tick(clock.now_unix_ms())).await {
-                    Ok(Ok(events)) => {
-                        metrics.reconciled(ReconcileTrigger::Clock, started.elapsed());
-                        if !events.is_empty() {
-                            tracing::info!(
-                                changes = events.len(),
-                                "clock-based rules changed alerts"
-                            );
-                        }
-                    }
-                    Ok(Err(e)) => tracing::error!(error = %e, "clock-based reconciliation failed"),
-                    Err(e) => tracing::error!(error = %e, "clock task failed"),
-                }
-            }
-        })
-    };
+    let (checkpointer, ticker) = spawn_timers(&coordinator, &lifecycle);
 
     // The metrics endpoint stays up while draining and stops with the server.
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -485,42 +447,130 @@ pub async fn run(
             r
         }
         None => {
-            let grace = coordinator.shutdown_grace;
-            let deadline = tokio::time::Instant::now() + grace;
-            tracing::info!(
-                grace_seconds = grace.as_secs_f64(),
-                in_flight = lifecycle.in_flight(),
-                "shutting down: refusing new submissions, ending watch streams"
-            );
-            health_reporter
-                .set_not_serving::<SnapshotsServer<SnapshotsService>>()
-                .await;
-            health_reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            lifecycle.start_draining();
-            let early = tokio::select! {
-                r = &mut server => Some(r),
-                _ = tokio::time::timeout_at(deadline, lifecycle.idle()) => None,
-            };
-            match early {
-                Some(r) => r,
-                None => {
-                    let _ = stop_accepting.send(());
-                    match tokio::time::timeout_at(deadline, &mut server).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            tracing::warn!(
-                                dropped_submissions = lifecycle.in_flight(),
-                                "grace period over: dropping what is still in flight (nothing of it is stored)"
+            drain(
+                &mut server,
+                &lifecycle,
+                coordinator.shutdown_grace,
+                &health_reporter,
+                stop_accepting,
+            )
+            .await
+        }
+    };
+    stop_background(ticker, checkpointer, metrics_stop, metrics_server).await;
+    persist_and_flush(&coordinator).await;
+    crate::coordinator::storage::drop_pinned(coordinator);
+    result?;
+    Ok(())
+}
+
+/// Runs `job` at `first` and then every `period` (a late run delays the
+/// next) until shutdown begins.
+/// The coordinator's timers, until shutdown begins: the engine checkpoint
+/// (when configured; once more at the end of [`run`]) and the clock-based
+/// rules (transfer grace periods, cadences).
+fn spawn_timers(
+    coordinator: &Coordinator,
+    lifecycle: &Lifecycle,
+) -> (
+    Option<tokio::task::JoinHandle<()>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let lifecycle = lifecycle.clone();
+    let checkpointer = coordinator.checkpoint_every.map(|period| {
+        let reconciler = coordinator.reconciler.clone();
+        let first = tokio::time::Instant::now() + period;
+        until_draining(&lifecycle, first, period, move || {
+            let r = reconciler.clone();
+            write_checkpoint(move || r.write_checkpoint(true))
+        })
+    });
+
+    // The clock-based rules run on a timer until shutdown begins.
+    let ticker = {
+        let reconciler = coordinator.reconciler.clone();
+        let metrics = coordinator.metrics.clone();
+        let clock = coordinator.clock.clone();
+        let now = tokio::time::Instant::now();
+        until_draining(&lifecycle, now, coordinator.tick, move || {
+            let r = reconciler.clone();
+            let metrics = metrics.clone();
+            let clock = clock.clone();
+            async move {
+                let started = std::time::Instant::now();
+                match tokio::task::spawn_blocking(move || r.tick(clock.now_unix_ms())).await {
+                    Ok(Ok(events)) => {
+                        metrics.reconciled(ReconcileTrigger::Clock, started.elapsed());
+                        if !events.is_empty() {
+                            tracing::info!(
+                                changes = events.len(),
+                                "clock-based rules changed alerts"
                             );
-                            Ok(())
                         }
                     }
+                    Ok(Err(e)) => tracing::error!(error = %e, "clock-based reconciliation failed"),
+                    Err(e) => tracing::error!(error = %e, "clock task failed"),
+                }
+            }
+        })
+    };
+    (checkpointer, ticker)
+}
+
+/// Shutdown was asked for: refuse new submissions, end watch streams, wait
+/// up to `grace` for the submissions in flight, then stop accepting.
+async fn drain<S>(
+    server: &mut S,
+    lifecycle: &Lifecycle,
+    grace: Duration,
+    health_reporter: &tonic_health::server::HealthReporter,
+    stop_accepting: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), tonic::transport::Error>
+where
+    S: Future<Output = Result<(), tonic::transport::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!(
+        grace_seconds = grace.as_secs_f64(),
+        in_flight = lifecycle.in_flight(),
+        "shutting down: refusing new submissions, ending watch streams"
+    );
+    health_reporter
+        .set_not_serving::<SnapshotsServer<SnapshotsService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    lifecycle.start_draining();
+    let early = tokio::select! {
+        r = &mut *server => Some(r),
+        _ = tokio::time::timeout_at(deadline, lifecycle.idle()) => None,
+    };
+    match early {
+        Some(r) => r,
+        None => {
+            let _ = stop_accepting.send(());
+            match tokio::time::timeout_at(deadline, server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(
+                        dropped_submissions = lifecycle.in_flight(),
+                        "grace period over: dropping what is still in flight (nothing of it is stored)"
+                    );
+                    Ok(())
                 }
             }
         }
-    };
+    }
+}
+
+/// Waits for the timers to end and stops the metrics endpoint.
+async fn stop_background(
+    ticker: tokio::task::JoinHandle<()>,
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
+    metrics_stop: tokio::sync::oneshot::Sender<()>,
+    metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) {
     let _ = ticker.await;
     if let Some(checkpointer) = checkpointer {
         let _ = checkpointer.await;
@@ -536,6 +586,11 @@ pub async fn run(
             Err(_) => m.abort(),
         }
     }
+}
+
+/// Nothing reconciles any more: keeps the engine's state for a fast start,
+/// then flushes the store.
+async fn persist_and_flush(coordinator: &Coordinator) {
     // Nothing reconciles any more: keep the engine's state for a fast start.
     let reconciler = coordinator.reconciler.clone();
     write_checkpoint(move || reconciler.write_checkpoint(false)).await;
@@ -545,13 +600,8 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!(error = %e, "flushing the store at shutdown failed"),
         Err(e) => tracing::error!(error = %e, "flush task failed"),
     }
-    crate::coordinator::storage::drop_pinned(coordinator);
-    result?;
-    Ok(())
 }
 
-/// Runs `job` at `first` and then every `period` (a late run delays the
-/// next) until shutdown begins.
 fn until_draining<F, Fut>(
     lifecycle: &Lifecycle,
     first: tokio::time::Instant,
