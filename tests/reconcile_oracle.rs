@@ -70,8 +70,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tally::item::{Item, Status};
 use tally::reconcile::{
-    AlertChange, AlertKey, AlertKind, Engine, EngineConfig, EquivocationRef, ItemView, NoLines,
-    Seizure, SnapshotRef,
+    AlertChange, AlertKey, AlertKind, Custody, Engine, EngineConfig, EquivocationRef, ItemView,
+    NoLines, Seizure, SnapshotRef,
 };
 use tally::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 use tally::snapshot::{SnapshotDigest, encode_leaf};
@@ -688,9 +688,14 @@ fn replay_changes(
                     return Err(format!("Opened {key} with severity {:?}", body.severity));
                 }
             }
-            AlertChange::Updated { key, body } => {
+            AlertChange::Updated { key, body, by } => {
                 if !open.contains(key) {
                     return Err(format!("Updated {key}, which is not open"));
+                }
+                if *by != snapshot {
+                    return Err(format!(
+                        "Updated {key} naming {by:?}, expected {snapshot:?}"
+                    ));
                 }
                 if body.severity != key.kind.severity() {
                     return Err(format!("Updated {key} with severity {:?}", body.severity));
@@ -712,7 +717,85 @@ fn replay_changes(
     Ok(())
 }
 
-/// After every event: the engine's open set equals the oracle's.
+/// The custody rule of docs/alerts.md, read naively off the whole history:
+/// per state, its highest-sequence snapshot holding the key; the newest of
+/// those by as-of time wins, ties all win; never held: the same over
+/// listings. `declared_to` is left out (it follows the transfer records,
+/// which the alert oracle covers).
+fn oracle_custody(history: &[Event], k: &Key) -> Custody {
+    struct PerState<'a> {
+        code: StateCode,
+        snaps: Vec<&'a Snap>,
+    }
+    let states: Vec<PerState<'_>> = states_seen(history)
+        .into_iter()
+        .map(|st| PerState {
+            code: st,
+            snaps: snapshots_of(history, st)
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect(),
+        })
+        .collect();
+    let last = |p: &PerState<'_>, f: &dyn Fn(&Snap) -> bool| -> Option<usize> {
+        p.snaps.iter().rposition(|s| f(s))
+    };
+    let newest = |f: &dyn Fn(&Snap) -> bool| -> Vec<StateCode> {
+        let found: Vec<(StateCode, i64)> = states
+            .iter()
+            .filter_map(|p| last(p, f).map(|i| (p.code, p.snaps[i].r.as_of_unix_ms)))
+            .collect();
+        let Some(top) = found.iter().map(|f| f.1).max() else {
+            return Vec::new();
+        };
+        // `states_seen` is a BTreeSet: already in code order.
+        found.iter().filter(|f| f.1 == top).map(|f| f.0).collect()
+    };
+    let mut custodians = newest(&|s| s.holds(k));
+    if custodians.is_empty() {
+        custodians = newest(&|s| s.lists(k));
+    }
+    let Some(&first) = custodians.first() else {
+        return Custody::NeverReported;
+    };
+    let p = states
+        .iter()
+        .find(|p| p.code == first)
+        .expect("custodian seen");
+    let listed = last(p, &|s| s.lists(k)).expect("custodian listed it");
+    let held = last(p, &|s| s.holds(k));
+    let after = |i: usize| p.snaps.get(i + 1).map(|s| s.r);
+    let mut last_status: Vec<Status> = p.snaps[listed].rows_of(k).map(|r| r.status).collect();
+    last_status.sort_by_key(|s| s.code());
+    last_status.dedup();
+    Custody::Known {
+        custodians: custodians.clone(),
+        last_custodian: first,
+        last_status,
+        last_listed_in: p.snaps[listed].r,
+        last_held_in: held.map(|i| p.snaps[i].r),
+        gone_in: held.and_then(after),
+        absent_since: after(listed),
+        declared_to: Vec::new(),
+        held_now_by: states
+            .iter()
+            .filter(|p| p.snaps.last().is_some_and(|s| s.holds(k)))
+            .map(|p| p.code)
+            .collect(),
+    }
+}
+
+/// The engine's custody with `declared_to` cleared, for [`oracle_custody`].
+fn engine_custody(engine: &Engine, k: &Key) -> Custody {
+    let mut c = engine.custody(&item_key(k));
+    if let Custody::Known { declared_to, .. } = &mut c {
+        declared_to.clear();
+    }
+    c
+}
+
+/// After every event: the engine's open set equals the oracle's, and so
+/// does the custody of every key of the universe.
 fn check_against_oracle(setup: &Setup, events: &[Event]) -> Result<(), TestCaseError> {
     let mut engine = Engine::new(setup.config());
     for i in 0..events.len() {
@@ -725,6 +808,29 @@ fn check_against_oracle(setup: &Setup, events: &[Event]) -> Result<(), TestCaseE
                 diff(&got, &want),
                 describe(setup, &events[..=i])
             )));
+        }
+        for u in 0..=UNIVERSE {
+            let k = universe_key(u);
+            let got = engine_custody(&engine, &k);
+            let want = oracle_custody(&events[..=i], &k);
+            if got != want {
+                return Err(TestCaseError::fail(format!(
+                    "after event #{i} the custody of {k:?} differs\nengine: {got:?}\noracle: {want:?}\nevents:\n{}",
+                    describe(setup, &events[..=i])
+                )));
+            }
+        }
+        // A seized key's alert carries its custody as it stands now.
+        for (key, body) in engine.open_alerts() {
+            if key.kind == AlertKind::SeizedItem
+                && let Some(item) = &key.item
+                && body.custody.as_deref() != Some(&engine.custody(item))
+            {
+                return Err(TestCaseError::fail(format!(
+                    "after event #{i} the seized alert {key} keeps a stale custody\nevents:\n{}",
+                    describe(setup, &events[..=i])
+                )));
+            }
         }
     }
     Ok(())

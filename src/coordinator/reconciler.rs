@@ -486,7 +486,8 @@ impl Reconciler {
     /// of for every alert the engine re-evaluates (see [`attach_lines`]).
     fn with_lines(&self, mut changes: Vec<AlertChange>) -> Vec<AlertChange> {
         for change in &mut changes {
-            if let AlertChange::Opened { key, body } | AlertChange::Updated { key, body } = change
+            if let AlertChange::Opened { key, body } | AlertChange::Updated { key, body, .. } =
+                change
                 && let Some(item) = &key.item
             {
                 attach_lines(body, item, &self.lines);

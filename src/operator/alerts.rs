@@ -149,16 +149,22 @@ fn print_alert_detail(a: &proto::Alert) {
         if c.never_reported {
             println!("  custody:   never reported by any member");
         } else {
+            let seq = |r: &Option<proto::SnapshotRef>| {
+                r.as_ref()
+                    .map_or("-".to_string(), |r| format!("{} #{}", r.state, r.sequence))
+            };
             println!(
-                "  custody:   last on the books of {} ({}); last held in sequence {}; gone in sequence {}",
-                c.last_custodian,
+                "  custody:   custodian {} ({} in {}); last held in {}; absent since {}; held now by {}",
+                custodians_text(c),
                 c.last_status.join("/"),
-                c.last_held_in
-                    .as_ref()
-                    .map_or("-".into(), |r| r.sequence.to_string()),
-                c.gone_in
-                    .as_ref()
-                    .map_or("-".into(), |r| r.sequence.to_string()),
+                seq(&c.last_listed_in),
+                seq(&c.last_held_in),
+                seq(&c.absent_since),
+                if c.held_now_by.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    c.held_now_by.join(", ")
+                },
             );
         }
     }

@@ -154,6 +154,16 @@ pub(super) fn snapshot_json(r: &Option<proto::SnapshotRef>) -> Value {
     }
 }
 
+/// The custodians of a custody summary (a coordinator older than the
+/// `custodians` field sends only `last_custodian`).
+pub(super) fn custodians_text(c: &proto::Custody) -> String {
+    if c.custodians.is_empty() {
+        c.last_custodian.clone()
+    } else {
+        c.custodians.join(", ")
+    }
+}
+
 pub(super) fn custody_json(c: &Option<proto::Custody>) -> Value {
     match c {
         None => Value::Null,
@@ -165,6 +175,10 @@ pub(super) fn custody_json(c: &Option<proto::Custody>) -> Value {
             "last_held_in": snapshot_json(&c.last_held_in),
             "gone_in": snapshot_json(&c.gone_in),
             "held_now_by": c.held_now_by,
+            "custodians": c.custodians,
+            "last_listed_in": snapshot_json(&c.last_listed_in),
+            "absent_since": snapshot_json(&c.absent_since),
+            "declared_to": c.declared_to,
         }),
     }
 }

@@ -105,12 +105,14 @@ pub async fn run(target: Target, command: SeizedCommand) -> Result<()> {
                 let trail = match &m.custody {
                     Some(c) if c.never_reported => "never reported by any member".to_string(),
                     Some(c) => format!(
-                        "last on the books of {} ({}), gone in sequence {}",
-                        c.last_custodian,
+                        "custodian {} ({}), held now by {}",
+                        custodians_text(c),
                         c.last_status.join("/"),
-                        c.gone_in
-                            .as_ref()
-                            .map_or("-".into(), |r| r.sequence.to_string())
+                        if c.held_now_by.is_empty() {
+                            "nobody".to_string()
+                        } else {
+                            c.held_now_by.join(", ")
+                        }
                     ),
                     None => String::new(),
                 };

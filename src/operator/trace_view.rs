@@ -15,8 +15,10 @@
 //!   for every alert about the key (`status`: `open`, `acknowledged`,
 //!   `resolved` or `cleared`; absent states are empty strings).
 //! - `custody`: `{ "never_reported", "last_custodian", "last_status",
-//!   "last_held_in", "gone_in", "held_now_by" }`, where the two snapshot
-//!   fields are `null` or `{ "state", "sequence", "as_of_unix_ms", "digest" }`.
+//!   "last_held_in", "gone_in", "held_now_by", "custodians",
+//!   "last_listed_in", "absent_since", "declared_to" }` (docs/alerts.md,
+//!   "Custody"), where the snapshot fields are `null` or
+//!   `{ "state", "sequence", "as_of_unix_ms", "digest" }`.
 //!
 //! New fields may be added at the end of an object; existing ones keep their
 //! name, type and meaning.
@@ -61,6 +63,10 @@ pub(crate) struct CustodyJson {
     pub last_held_in: Option<SnapshotJson>,
     pub gone_in: Option<SnapshotJson>,
     pub held_now_by: Vec<String>,
+    pub custodians: Vec<String>,
+    pub last_listed_in: Option<SnapshotJson>,
+    pub absent_since: Option<SnapshotJson>,
+    pub declared_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,6 +129,10 @@ impl TraceJson {
                 last_held_in: c.last_held_in.as_ref().map(snapshot_json),
                 gone_in: c.gone_in.as_ref().map(snapshot_json),
                 held_now_by: c.held_now_by.clone(),
+                custodians: c.custodians.clone(),
+                last_listed_in: c.last_listed_in.as_ref().map(snapshot_json),
+                absent_since: c.absent_since.as_ref().map(snapshot_json),
+                declared_to: c.declared_to.clone(),
             }),
         })
     }
@@ -333,16 +343,42 @@ pub(crate) fn render_table(r: &proto::TraceItemResponse) -> String {
             vec!["Custody: no member state has ever reported this item".into()]
         }
         Some(c) => {
-            let mut lines = vec![format!(
-                "Custody: last on the books of {} as {}",
+            let custodians = if c.custodians.is_empty() {
+                c.last_custodian.clone()
+            } else {
+                c.custodians.join(", ")
+            };
+            let mut lines = vec![if c.last_held_in.is_some() {
+                format!("Custody: last held by {custodians}")
+            } else {
+                format!("Custody: never listed as held; last listed by {custodians}")
+            }];
+            let listed = c
+                .last_listed_in
+                .as_ref()
+                .map_or(String::new(), |r| format!(" in {}", snapshot_text(r)));
+            lines.push(format!(
+                "  {} lists it as {}{listed}",
                 c.last_custodian,
                 c.last_status.join(", ")
-            )];
+            ));
+            if !c.declared_to.is_empty() {
+                lines.push(format!(
+                    "  declared transferred to {}",
+                    c.declared_to.join(", ")
+                ));
+            }
             if let Some(h) = &c.last_held_in {
                 lines.push(format!("  last held in {}", snapshot_text(h)));
             }
             if let Some(g) = &c.gone_in {
                 lines.push(format!("  no longer held from {}", snapshot_text(g)));
+            }
+            if let Some(a) = &c.absent_since {
+                lines.push(format!(
+                    "  absent since {} (dropped without a declaration)",
+                    snapshot_text(a)
+                ));
             }
             lines.push(format!(
                 "  held now by: {}",
@@ -443,6 +479,15 @@ mod tests {
                 }),
                 gone_in: None,
                 held_now_by: vec![],
+                custodians: vec!["KAZ".into()],
+                last_listed_in: Some(proto::SnapshotRef {
+                    state: "KAZ".into(),
+                    sequence: 3,
+                    digest: vec![0; 32].into(),
+                    as_of_unix_ms: 1_768_000_000_000,
+                }),
+                absent_since: None,
+                declared_to: vec!["KGZ".into()],
             }),
         };
         let table = render_table(&response);

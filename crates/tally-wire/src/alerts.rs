@@ -88,10 +88,14 @@ pub fn custody_to_proto(c: &Custody) -> proto::Custody {
             ..Default::default()
         },
         Custody::Known {
+            custodians,
             last_custodian,
             last_status,
+            last_listed_in,
             last_held_in,
             gone_in,
+            absent_since,
+            declared_to,
             held_now_by,
         } => proto::Custody {
             never_reported: false,
@@ -100,6 +104,10 @@ pub fn custody_to_proto(c: &Custody) -> proto::Custody {
             last_held_in: last_held_in.as_ref().map(snapshot_ref),
             gone_in: gone_in.as_ref().map(snapshot_ref),
             held_now_by: held_now_by.iter().map(|s| s.to_string()).collect(),
+            custodians: custodians.iter().map(|s| s.to_string()).collect(),
+            last_listed_in: Some(snapshot_ref(last_listed_in)),
+            absent_since: absent_since.as_ref().map(snapshot_ref),
+            declared_to: declared_to.iter().map(|s| s.to_string()).collect(),
         },
     }
 }
@@ -136,7 +144,7 @@ pub fn alert_to_proto(a: &Alert) -> proto::Alert {
                 reason: h.reason.map_or(0, |r| reason_to_proto(r) as i32),
             })
             .collect(),
-        custody: a.body.custody.as_ref().map(custody_to_proto),
+        custody: a.body.custody.as_deref().map(custody_to_proto),
     }
 }
 

@@ -498,9 +498,13 @@ impl AlertStore {
                 counters.alert_id += 1;
                 (alert, EventKind::Opened, None, body.summary.clone())
             }
-            (AlertChange::Opened { body, .. } | AlertChange::Updated { body, .. }, Some(mut a)) => {
+            (AlertChange::Opened { body, .. }, Some(mut a)) => {
                 a.body = body.clone();
                 (a, EventKind::Updated, None, body.summary.clone())
+            }
+            (AlertChange::Updated { body, by, .. }, Some(mut a)) => {
+                a.body = body.clone();
+                (a, EventKind::Updated, *by, body.summary.clone())
             }
             (AlertChange::Cleared { by, .. }, Some(mut a)) => {
                 a.status = AlertStatus::Cleared;

@@ -98,6 +98,16 @@ struct Transfer {
     declared_in: SnapshotRef,
 }
 
+/// A state's last mention of a key it no longer lists.
+#[derive(Debug, Clone, Copy)]
+struct LastMention {
+    /// The last snapshot that listed the key, and what it listed.
+    listed_in: SnapshotRef,
+    cell: Cell,
+    /// The next snapshot of the state: the first that did not list it.
+    absent_in: SnapshotRef,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct LastHeld {
     held_in: SnapshotRef,
@@ -113,7 +123,7 @@ pub struct Engine {
     vanished: HashMap<(KeyId, StateIdx), Vanished>,
     transfers: HashMap<(KeyId, StateIdx), Vec<Transfer>>,
     disposals: HashMap<KeyId, Vec<(SnapshotRef, Cell)>>,
-    last_mention: HashMap<(KeyId, StateIdx), (SnapshotRef, Cell)>,
+    last_mention: HashMap<(KeyId, StateIdx), LastMention>,
     last_held: HashMap<(KeyId, StateIdx), LastHeld>,
     seizures: HashMap<KeyId, Vec<Seizure>>,
     equivocations: BTreeMap<(StateCode, u64), EquivocationRef>,
@@ -289,9 +299,16 @@ impl Engine {
             self.update_records(id, s, (old, new), before, previous, snapshot);
         }
 
-        // 4. Evaluate the changed keys, then the clock.
+        // 4. Evaluate the changed keys, then every seized key (its custody
+        //    depends on the as-of times of other states' snapshots, not only
+        //    on its own rows; seizures are few), then the clock.
         let mut out = Vec::new();
         for &(id, _, _) in &changed {
+            self.evaluate_key(id, lines, now_unix_ms, Some(snapshot), &mut out);
+        }
+        let mut seized: Vec<KeyId> = self.seizures.keys().copied().collect();
+        seized.sort_unstable();
+        for id in seized {
             self.evaluate_key(id, lines, now_unix_ms, Some(snapshot), &mut out);
         }
         self.evaluate_clock(lines, now_unix_ms, Some(snapshot), &mut out);
@@ -315,7 +332,14 @@ impl Engine {
             self.vanished.remove(&k);
             self.last_mention.remove(&k);
         } else if let Some(prev) = previous {
-            self.last_mention.insert(k, (prev, old));
+            self.last_mention.insert(
+                k,
+                LastMention {
+                    listed_in: prev,
+                    cell: old,
+                    absent_in: snapshot,
+                },
+            );
             self.set_hint(id, HINT_MENTION);
             if old & HELD != 0 {
                 self.set_hint(id, HINT_VANISHED);
@@ -521,35 +545,91 @@ impl Engine {
         if self.hint(id) & HINT_MENTION == 0 {
             return None;
         }
-        self.last_mention.get(&(id, s)).copied()
+        self.last_mention
+            .get(&(id, s))
+            .map(|m| (m.listed_in, m.cell))
     }
 
+    /// The state's last snapshot that held the key (its latest, if that
+    /// holds it), with the first later snapshot that did not.
+    fn last_holding(&self, id: KeyId, s: StateIdx) -> Option<(SnapshotRef, Option<SnapshotRef>)> {
+        let slot = &self.states[s as usize];
+        if slot.cell(id) & HELD != 0 {
+            return slot.latest.map(|l| (l, None));
+        }
+        if self.hint(id) & HINT_LAST_HELD == 0 {
+            return None;
+        }
+        self.last_held
+            .get(&(id, s))
+            .map(|h| (h.held_in, Some(h.gone_in)))
+    }
+
+    /// The custody rule of docs/alerts.md: the newest holding snapshot by
+    /// as-of time across all states wins (within a state, the higher
+    /// sequence); ties make several custodians. Never held: the newest
+    /// listing instead.
     fn custody_of(&self, id: KeyId) -> Custody {
-        let best = (0..self.states.len() as StateIdx)
-            .filter_map(|s| self.last_seen(id, s).map(|(r, c)| (s, r, c)))
-            .max_by_key(|(_, r, _)| (r.as_of_unix_ms, r.sequence, r.state));
-        let Some((s, seen, cell)) = best else {
+        let n = self.states.len() as StateIdx;
+        let code = |s: StateIdx| self.states[s as usize].code;
+        let newest = |candidates: Vec<(StateIdx, i64)>| -> Vec<StateIdx> {
+            let Some(top) = candidates.iter().map(|&(_, t)| t).max() else {
+                return Vec::new();
+            };
+            let mut winners: Vec<StateIdx> = candidates
+                .into_iter()
+                .filter(|&(_, t)| t == top)
+                .map(|(s, _)| s)
+                .collect();
+            winners.sort_by_key(|&s| code(s));
+            winners
+        };
+        let mut custodians = newest(
+            (0..n)
+                .filter_map(|s| self.last_holding(id, s).map(|(r, _)| (s, r.as_of_unix_ms)))
+                .collect(),
+        );
+        if custodians.is_empty() {
+            custodians = newest(
+                (0..n)
+                    .filter_map(|s| self.last_seen(id, s).map(|(r, _)| (s, r.as_of_unix_ms)))
+                    .collect(),
+            );
+        }
+        let Some(&first) = custodians.first() else {
             return Custody::NeverReported;
         };
-        let still_listed = self.states[s as usize].cell(id) != 0;
-        let (last_held_in, gone_in) = if still_listed && cell & HELD != 0 {
-            (Some(seen), None)
+        let Some((last_listed_in, cell)) = self.last_seen(id, first) else {
+            return Custody::NeverReported;
+        };
+        let slot = &self.states[first as usize];
+        let listed_now = slot.cell(id) != 0;
+        let absent_since = if listed_now {
+            None
         } else {
-            match self.last_held.get(&(id, s)) {
-                Some(h) => (Some(h.held_in), Some(h.gone_in)),
-                None => (None, None),
-            }
+            self.last_mention.get(&(id, first)).map(|m| m.absent_in)
+        };
+        let holding = self.last_holding(id, first);
+        let declared_to = if cell & bit(Status::TransferredOut) == 0 {
+            Vec::new()
+        } else if listed_now {
+            slot.declared.get(&id).cloned().unwrap_or_default()
+        } else {
+            self.transfers
+                .get(&(id, first))
+                .map(|records| records.iter().map(|t| t.to).collect())
+                .unwrap_or_default()
         };
         Custody::Known {
-            last_custodian: seen.state,
+            custodians: custodians.iter().map(|&s| code(s)).collect(),
+            last_custodian: code(first),
             last_status: statuses(cell),
-            last_held_in,
-            gone_in,
-            held_now_by: self
-                .holders(id)
-                .into_iter()
-                .map(|h| self.states[h as usize].code)
-                .collect(),
+            last_listed_in,
+            last_held_in: holding.map(|(r, _)| r),
+            gone_in: holding.and_then(|(_, gone)| gone),
+            absent_since,
+            declared_to,
+            held_now_by: self.holders(id).into_iter().map(code).collect(),
         }
     }
 
@@ -624,7 +704,7 @@ impl Engine {
             (Some(old), Some(body)) if *old == body => {}
             (Some(_), Some(body)) => {
                 self.open.insert(key.clone(), body.clone());
-                out.push(AlertChange::Updated { key, body });
+                out.push(AlertChange::Updated { key, body, by });
             }
             (None, Some(body)) => {
                 if let Some(id) = id {
@@ -715,6 +795,160 @@ impl Engine {
             role: role.to_string(),
             lines: Vec::new(),
         }
+    }
+
+    /// The headline of a seized item's alert, and the evidence behind it:
+    /// each custodian's last holding row, the custodian's later rows, every
+    /// disposal declaration, and every state's last holding row dated after
+    /// the seizure (the strongest signal: a seized item still on the books).
+    fn seized_body(
+        &self,
+        id: KeyId,
+        item: &ItemKey,
+        trail: &Custody,
+        seizures: &[Seizure],
+        evidence: &mut Vec<Evidence>,
+    ) -> String {
+        let Custody::Known {
+            custodians,
+            last_custodian,
+            last_status,
+            last_listed_in,
+            last_held_in,
+            absent_since,
+            declared_to,
+            held_now_by,
+            ..
+        } = trail
+        else {
+            return format!("{item} was seized; no member ever reported it");
+        };
+        let mut push = |snapshot: SnapshotRef, role: &str| {
+            if !evidence
+                .iter()
+                .any(|e| e.snapshot == snapshot && e.role == role)
+            {
+                evidence.push(self.evidence(snapshot, role));
+            }
+        };
+        let index = |code: &StateCode| self.state_index.get(code).copied();
+        let at = |r: &SnapshotRef| format!("{} #{}", r.state, r.sequence);
+        let mut parts: Vec<String> = Vec::new();
+
+        // Disposals declared by other states (the custodian's own declaration
+        // is told below, as what became of the item).
+        if let Some(list) = self.disposals.get(&id) {
+            for (r, cell) in list {
+                let what = join_statuses(*cell);
+                push(*r, &format!("declared {what}"));
+                if !custodians.contains(&r.state) {
+                    parts.push(format!("declared {what} by {}", at(r)));
+                }
+            }
+        }
+
+        let status = join_statuses(statuses_cell(last_status));
+        let held_by = |r: &SnapshotRef| format!("held by {}", at(r));
+        match last_held_in {
+            None => parts.push(format!(
+                "never listed as held by any member; last listed by {} as {status}",
+                at(last_listed_in)
+            )),
+            Some(held) => {
+                for s in custodians.iter().filter_map(index) {
+                    if let Some((r, _)) = self.last_holding(id, s) {
+                        push(r, "last held");
+                    }
+                }
+                let others: Vec<String> = custodians
+                    .iter()
+                    .filter(|c| *c != last_custodian)
+                    .filter_map(index)
+                    .filter_map(|s| self.last_holding(id, s))
+                    .map(|(r, _)| at(&r))
+                    .collect();
+                let also = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {}", others.join(", "))
+                };
+                let still_holds = last_status.iter().any(|s| s.is_held());
+                if still_holds && absent_since.is_none() {
+                    parts.push(format!("{}{also} ({status})", held_by(held)));
+                } else if let Some(absent) = absent_since.filter(|_| still_holds) {
+                    push(absent, ROLE_ABSENT);
+                    parts.push(format!(
+                        "last {}{also} ({status}), dropped from {last_custodian}'s books without a declaration in #{}",
+                        held_by(held),
+                        absent.sequence
+                    ));
+                } else {
+                    push(*last_listed_in, &format!("declared {status}"));
+                    let then = if last_status.contains(&Status::TransferredOut) {
+                        let to: Vec<StateCode> = declared_to.clone();
+                        let received = to.iter().any(|t| held_now_by.contains(t));
+                        match (to.is_empty(), received) {
+                            (true, _) => {
+                                format!("declared transferred out in #{}", last_listed_in.sequence)
+                            }
+                            (false, true) => format!(
+                                "declared transferred to {} in #{}",
+                                join(&to),
+                                last_listed_in.sequence
+                            ),
+                            (false, false) => format!(
+                                "declared transferred to {} in #{} and never received",
+                                join(&to),
+                                last_listed_in.sequence
+                            ),
+                        }
+                    } else if last_status.contains(&Status::Lost) {
+                        format!("reported lost in #{}", last_listed_in.sequence)
+                    } else {
+                        format!("declared {status} in #{}", last_listed_in.sequence)
+                    };
+                    parts.push(format!("last {}{also}, {then}", held_by(held)));
+                    if let Some(absent) = absent_since {
+                        push(*absent, ROLE_ABSENT);
+                    }
+                }
+            }
+        }
+
+        let others_hold: Vec<StateCode> = held_now_by
+            .iter()
+            .filter(|h| !custodians.contains(h))
+            .copied()
+            .collect();
+        for s in others_hold.iter().filter_map(index) {
+            if let Some(l) = self.states[s as usize].latest {
+                push(l, "holds");
+            }
+        }
+        if !others_hold.is_empty() {
+            parts.push(format!("now held by {}", join(&others_hold)));
+        }
+
+        // Listed as held after the (first) seizure.
+        if let Some(seized_at) = seizures.iter().map(|z| z.seized_at_unix_ms).min() {
+            let mut after: Vec<StateCode> = Vec::new();
+            for s in 0..self.states.len() as StateIdx {
+                if let Some((r, _)) = self.last_holding(id, s)
+                    && r.as_of_unix_ms > seized_at
+                {
+                    push(r, ROLE_HELD_AFTER_SEIZURE);
+                    after.push(r.state);
+                }
+            }
+            after.sort();
+            if !after.is_empty() {
+                parts.push(format!(
+                    "listed as held after it was seized by {}",
+                    join(&after)
+                ));
+            }
+        }
+        format!("{item} was seized; {}", parts.join("; "))
     }
 
     /// Builds the full alert text and evidence for one condition.
@@ -821,28 +1055,20 @@ impl Engine {
                 format!("{} reports {item} lost", code(s))
             }
             AlertKind::SeizedItem => {
+                seizures = self.seizures.get(&id).cloned().unwrap_or_default();
                 let trail = self.custody_of(id);
+                let summary = self.seized_body(id, item, &trail, &seizures, &mut evidence);
                 if let Custody::Known {
-                    last_custodian,
-                    last_held_in,
+                    custodians,
+                    held_now_by,
                     ..
                 } = &trail
                 {
-                    states.push(*last_custodian);
-                    if let Some(r) = last_held_in {
-                        evidence.push(self.evidence(*r, "last held"));
-                    }
+                    states.extend(custodians.iter().copied());
+                    states.extend(held_now_by.iter().copied());
                 }
-                seizures = self.seizures.get(&id).cloned().unwrap_or_default();
-                let summary = match &trail {
-                    Custody::NeverReported => {
-                        format!("{item} was seized; no member ever reported it")
-                    }
-                    Custody::Known { last_custodian, .. } => {
-                        format!("{item} was seized; last on the books of {last_custodian}")
-                    }
-                };
-                custody = Some(trail);
+                states.extend(evidence.iter().map(|e| e.snapshot.state));
+                custody = Some(Box::new(trail));
                 summary
             }
             AlertKind::ConflictingSubmission | AlertKind::SnapshotOverdue => String::new(),
@@ -868,6 +1094,8 @@ impl Engine {
 const ROLE_ABSENT: &str = "absent without a declaration";
 const ROLE_NOT_RECEIVED: &str = "receiving state's latest snapshot does not hold it";
 const ROLE_LATEST: &str = "latest snapshot";
+/// A holding row dated after the item was seized.
+const ROLE_HELD_AFTER_SEIZURE: &str = "listed as held after it was seized";
 
 /// Fills the item lines of an item alert's evidence from `lines`, and its
 /// spellings (every raw serial in the lines and the seizure reports).
@@ -918,6 +1146,10 @@ fn join(codes: &[StateCode]) -> String {
         .map(|c| c.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn statuses_cell(list: &[Status]) -> Cell {
+    list.iter().fold(0, |c, s| c | bit(*s))
 }
 
 fn join_statuses(cell: Cell) -> String {

@@ -180,20 +180,44 @@ pub struct Evidence {
     pub lines: Vec<Line>,
 }
 
-/// Where a seized key was last on a member's books.
+/// Who last held a key, and what became of it (docs/alerts.md, "Custody").
+///
+/// The custodian is the state of the newest snapshot, by as-of time, among
+/// all accepted snapshots of all states, that lists the key as held; within
+/// one state the higher sequence wins, and states whose holding snapshots
+/// share that as-of time are all custodians. A key that no member ever
+/// listed as held falls back to the states whose last listing of it is the
+/// newest.
+// `Known` is large and `NeverReported` empty; alert bodies keep a custody
+// boxed (only seized alerts have one), so the size matters nowhere else.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Custody {
     /// No member state ever reported the key.
     NeverReported,
     Known {
-        /// The state whose newest snapshot mentioning the key is the newest (by as-of time).
+        /// Every custodian, by state code; never empty.
+        custodians: Vec<StateCode>,
+        /// The first custodian by state code: the one the fields below describe.
         last_custodian: StateCode,
-        /// The statuses it had in that state's last snapshot that mentioned it.
+        /// Its statuses for the key in its newest snapshot that lists the key
+        /// at all (so `lost`, `destroyed` or `transferred_out` when it later
+        /// declared so).
         last_status: Vec<Status>,
-        /// The last snapshot of that state that still held the key, if any did.
+        /// That newest snapshot that lists the key.
+        last_listed_in: SnapshotRef,
+        /// The custodian's last snapshot that held the key (none if no member
+        /// ever held it).
         last_held_in: Option<SnapshotRef>,
-        /// The first snapshot of that state in which it was no longer held, if any.
+        /// The custodian's first snapshot after `last_held_in` that no longer
+        /// held it, if there is one.
         gone_in: Option<SnapshotRef>,
+        /// The custodian's first snapshot after `last_listed_in`, when it
+        /// does not list the key at all (it dropped the key from its books).
+        absent_since: Option<SnapshotRef>,
+        /// To whom the custodian declared the key `transferred_out`, when its
+        /// last status says so and the engine still knows the receiver.
+        declared_to: Vec<StateCode>,
         /// States whose latest snapshots hold it right now.
         held_now_by: Vec<StateCode>,
     },
@@ -220,7 +244,8 @@ pub struct AlertBody {
     pub states: Vec<StateCode>,
     pub summary: String,
     pub evidence: Vec<Evidence>,
-    pub custody: Option<Custody>,
+    /// Seized items only (boxed: it is large, and most alerts have none).
+    pub custody: Option<Box<Custody>>,
     pub seizures: Vec<Seizure>,
 }
 
@@ -231,9 +256,12 @@ pub enum AlertChange {
         key: AlertKey,
         body: AlertBody,
     },
+    /// The alert's text or evidence changed; `by` names the snapshot that
+    /// changed it (none for a seizure report or the clock).
     Updated {
         key: AlertKey,
         body: AlertBody,
+        by: Option<SnapshotRef>,
     },
     /// The condition no longer holds; `by` names the snapshot whose arrival
     /// removed the cause (none if the clock or a correction did).

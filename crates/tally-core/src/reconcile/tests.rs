@@ -222,26 +222,309 @@ fn seized_items_carry_their_custody_trail() {
         alerts
             .iter()
             .find(|(k, _)| k.kind == AlertKind::SeizedItem && k.item == Some(key("9P39", serial)))
-            .and_then(|(_, b)| b.custody.clone())
+            .and_then(|(_, b)| b.custody.as_deref().cloned())
             .unwrap()
     };
     assert_eq!(trail("Z1"), Custody::NeverReported);
     match trail("L55") {
         Custody::Known {
+            custodians,
             last_custodian,
             last_status,
+            last_listed_in,
             last_held_in,
             gone_in,
+            absent_since,
+            declared_to,
             held_now_by,
         } => {
+            assert_eq!(custodians, [code("RUS")]);
             assert_eq!(last_custodian, code("RUS"));
             assert_eq!(last_status, [InStorage]);
+            assert_eq!(last_listed_in.sequence, 2);
             assert_eq!(last_held_in.unwrap().sequence, 2);
             assert_eq!(gone_in.unwrap().sequence, 3);
+            assert_eq!(absent_since.unwrap().sequence, 3);
+            assert!(declared_to.is_empty());
             assert!(held_now_by.is_empty());
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Seizes `model serial` now and returns its alert's custody and body.
+fn seize(w: &mut World, model: &str, serial: &str) -> (Custody, AlertBody) {
+    let s = Seizure {
+        key: key(model, serial),
+        model: model.into(),
+        serial: serial.into(),
+        seized_at_unix_ms: w.now,
+        place: "border".into(),
+        note: String::new(),
+    };
+    w.engine.apply_seizure(s, &NoLines, w.now);
+    seized_alert(w, model, serial)
+}
+
+fn seized_alert(w: &World, model: &str, serial: &str) -> (Custody, AlertBody) {
+    let (_, body) = w
+        .engine
+        .open_alerts()
+        .iter()
+        .find(|(k, _)| k.kind == AlertKind::SeizedItem && k.item == Some(key(model, serial)))
+        .expect("a seized alert");
+    assert_eq!(
+        Some(&w.engine.custody(&key(model, serial))),
+        body.custody.as_deref()
+    );
+    (*body.custody.clone().unwrap(), body.clone())
+}
+
+/// (custodians, last status, held now by)
+fn summary_of(c: &Custody) -> (Vec<String>, Vec<Status>, Vec<String>) {
+    match c {
+        Custody::Known {
+            custodians,
+            last_status,
+            held_now_by,
+            ..
+        } => (
+            custodians.iter().map(|s| s.to_string()).collect(),
+            last_status.clone(),
+            held_now_by.iter().map(|s| s.to_string()).collect(),
+        ),
+        Custody::NeverReported => panic!("never reported"),
+    }
+}
+
+fn roles(body: &AlertBody) -> Vec<String> {
+    body.evidence
+        .iter()
+        .map(|e| format!("{} #{}: {}", e.snapshot.state, e.snapshot.sequence, e.role))
+        .collect()
+}
+
+#[test]
+fn custody_declared_destroyed_by_one_state_and_held_by_another_in_the_same_round() {
+    // The first case observed: TJK #1 destroyed; round 2, one as-of time for
+    // all: ARM holds it, TJK still lists it destroyed.
+    let mut w = World::new(0);
+    w.submit("TJK", &[("AK-74M", "MA-200056", Destroyed, None)]);
+    w.submit("ARM", &[]);
+    w.now += HOUR;
+    w.submit("ARM", &[("AK-74M", "MA-200056", InService, None)]);
+    w.submit("TJK", &[("AK-74M", "MA-200056", Destroyed, None)]);
+    let (custody, body) = seize(&mut w, "AK-74M", "MA-200056");
+    assert_eq!(
+        summary_of(&custody),
+        (vec!["ARM".into()], vec![InService], vec!["ARM".into()])
+    );
+    assert_eq!(
+        body.summary,
+        "AK74M/MA200056 was seized; declared destroyed by TJK #1; held by ARM #2 (in_service)"
+    );
+    assert_eq!(
+        roles(&body),
+        ["TJK #1: declared destroyed", "ARM #2: last held"]
+    );
+    assert_eq!(body.states, [code("ARM"), code("TJK")]);
+}
+
+#[test]
+fn custody_follows_a_confirmed_transfer_reported_at_the_same_time() {
+    // The second case observed: RUS #1 holds; round 2 (one as-of): RUS
+    // declares it transferred to ARM, ARM holds it.
+    let mut w = World::new(0);
+    w.submit("RUS", &[("9K310", "33714", InService, None)]);
+    w.now += HOUR;
+    w.submit("RUS", &[("9K310", "33714", TransferredOut, Some("ARM"))]);
+    w.submit("ARM", &[("9K310", "33714", InService, None)]);
+    let (custody, body) = seize(&mut w, "9K310", "33714");
+    assert_eq!(
+        summary_of(&custody),
+        (vec!["ARM".into()], vec![InService], vec!["ARM".into()])
+    );
+    assert_eq!(
+        body.summary,
+        "9K310/33714 was seized; held by ARM #1 (in_service)"
+    );
+}
+
+#[test]
+fn custody_ties_name_every_holder_at_the_newest_as_of() {
+    let mut w = World::new(0);
+    w.submit("RUS", &[("9P39", "L1", InService, None)]);
+    w.submit("KAZ", &[("9P39", "L1", InStorage, None)]);
+    let (custody, body) = seize(&mut w, "9P39", "L1");
+    assert_eq!(
+        summary_of(&custody),
+        (
+            vec!["KAZ".into(), "RUS".into()],
+            vec![InStorage],
+            vec!["KAZ".into(), "RUS".into()]
+        )
+    );
+    assert!(
+        matches!(custody, Custody::Known { last_custodian, .. } if last_custodian == code("KAZ"))
+    );
+    assert_eq!(
+        body.summary,
+        "9P39/L1 was seized; held by KAZ #1 and RUS #1 (in_storage)"
+    );
+}
+
+#[test]
+fn custody_of_an_item_dropped_without_a_declaration_names_who_holds_it_now() {
+    // BLR held it as of an earlier time; RUS held it later, then dropped it.
+    let mut w = World::new(0);
+    w.submit("BLR", &[("9P39", "L2", InService, None)]);
+    w.now += HOUR;
+    w.submit("RUS", &[("9P39", "L2", InService, None)]);
+    w.now += HOUR;
+    w.submit("RUS", &[]);
+    let (custody, body) = seize(&mut w, "9P39", "L2");
+    assert_eq!(
+        summary_of(&custody),
+        (vec!["RUS".into()], vec![InService], vec!["BLR".into()])
+    );
+    match &custody {
+        Custody::Known { absent_since, .. } => assert_eq!(absent_since.unwrap().sequence, 2),
+        Custody::NeverReported => unreachable!(),
+    }
+    assert_eq!(
+        body.summary,
+        "9P39/L2 was seized; last held by RUS #1 (in_service), dropped from RUS's books without a declaration in #2; now held by BLR"
+    );
+    assert_eq!(
+        roles(&body),
+        [
+            "RUS #1: last held",
+            "RUS #2: absent without a declaration",
+            "BLR #1: holds"
+        ]
+    );
+}
+
+#[test]
+fn custody_of_a_lost_item_and_of_a_transfer_never_received() {
+    let mut w = World::new(0);
+    w.submit(
+        "KGZ",
+        &[
+            ("9P39", "L3", InService, None),
+            ("9P39", "L4", InService, None),
+        ],
+    );
+    w.submit("ARM", &[]);
+    w.now += HOUR;
+    w.submit(
+        "KGZ",
+        &[
+            ("9P39", "L3", Lost, None),
+            ("9P39", "L4", TransferredOut, Some("ARM")),
+        ],
+    );
+    w.submit("ARM", &[]);
+    let (custody, body) = seize(&mut w, "9P39", "L3");
+    assert_eq!(
+        summary_of(&custody),
+        (vec!["KGZ".into()], vec![Lost], vec![])
+    );
+    assert_eq!(
+        body.summary,
+        "9P39/L3 was seized; last held by KGZ #1, reported lost in #2"
+    );
+    assert_eq!(roles(&body), ["KGZ #1: last held", "KGZ #2: declared lost"]);
+    let (custody, body) = seize(&mut w, "9P39", "L4");
+    assert_eq!(
+        summary_of(&custody),
+        (vec!["KGZ".into()], vec![TransferredOut], vec![])
+    );
+    assert!(
+        matches!(&custody, Custody::Known { declared_to, .. } if *declared_to == [code("ARM")])
+    );
+    assert_eq!(
+        body.summary,
+        "9P39/L4 was seized; last held by KGZ #1, declared transferred to ARM in #2 and never received"
+    );
+}
+
+#[test]
+fn custody_of_an_item_never_held_and_of_one_never_reported() {
+    let mut w = World::new(0);
+    w.submit("TJK", &[("9P39", "L5", Destroyed, None)]);
+    let (custody, body) = seize(&mut w, "9P39", "L5");
+    assert_eq!(
+        summary_of(&custody),
+        (vec!["TJK".into()], vec![Destroyed], vec![])
+    );
+    assert!(matches!(
+        custody,
+        Custody::Known {
+            last_held_in: None,
+            ..
+        }
+    ));
+    assert_eq!(
+        body.summary,
+        "9P39/L5 was seized; never listed as held by any member; last listed by TJK #1 as destroyed"
+    );
+    let (custody, body) = seize(&mut w, "9P39", "NOPE");
+    assert_eq!(custody, Custody::NeverReported);
+    assert_eq!(
+        body.summary,
+        "9P39/NOPE was seized; no member ever reported it"
+    );
+}
+
+#[test]
+fn a_seized_item_listed_as_held_after_the_seizure_updates_its_alert_naming_the_snapshot() {
+    let mut w = World::new(0);
+    w.submit("RUS", &[("9P39", "L6", InService, None)]);
+    w.now += HOUR;
+    seize(&mut w, "9P39", "L6");
+    w.now += HOUR;
+    let changes = w.submit("RUS", &[("9P39", "L6", InService, None)]);
+    let updated: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match c {
+            AlertChange::Updated { key, by, .. } if key.kind == AlertKind::SeizedItem => Some(*by),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updated.len(), 1, "{changes:?}");
+    assert_eq!(
+        updated[0].map(|r| (r.state, r.sequence)),
+        Some((code("RUS"), 2))
+    );
+    let (_, body) = seized_alert(&w, "9P39", "L6");
+    assert_eq!(
+        body.summary,
+        "9P39/L6 was seized; held by RUS #2 (in_service); listed as held after it was seized by RUS"
+    );
+    assert_eq!(
+        roles(&body),
+        [
+            "RUS #2: last held",
+            "RUS #2: listed as held after it was seized"
+        ]
+    );
+}
+
+#[test]
+fn custody_moves_to_a_state_that_reports_the_item_later_without_a_change_of_its_own() {
+    // KAZ lists the key unchanged in its second snapshot; the seized alert's
+    // custody still moves, since custody depends on as-of times.
+    let mut w = World::new(0);
+    w.submit("KAZ", &[("9P39", "L7", InService, None)]);
+    w.now += HOUR;
+    w.submit("RUS", &[("9P39", "L7", InService, None)]);
+    let (custody, _) = seize(&mut w, "9P39", "L7");
+    assert_eq!(summary_of(&custody).0, ["RUS"]);
+    w.now += HOUR;
+    w.submit("KAZ", &[("9P39", "L7", InService, None)]);
+    let (custody, _) = seized_alert(&w, "9P39", "L7");
+    assert_eq!(summary_of(&custody).0, ["KAZ"]);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! coordinator compares each state's latest snapshot with its store);
 //! this module only guarantees that what it reads back is what was written.
 //!
-//! # Format (version 1)
+//! # Format (version 2: a last mention also names the snapshot that dropped the key)
 //! Integers are little-endian. A *blob* is an 8-byte length and that many
 //! bytes.
 //!
@@ -42,7 +42,7 @@ use crate::snapshot::SnapshotDigest;
 /// names the program version that wrote it and is used only by that
 /// version; bump this when the engine's records or rules change meaning
 /// without a version change (during development).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"TALLYENG";
 
@@ -90,7 +90,7 @@ struct Meta {
     vanished: Vec<(KeyId, StateIdx, RefIdx, RefIdx)>,
     transfers: Vec<TransferRecords>,
     disposals: Vec<(KeyId, Vec<(RefIdx, Cell)>)>,
-    last_mention: Vec<(KeyId, StateIdx, RefIdx, Cell)>,
+    last_mention: Vec<(KeyId, StateIdx, RefIdx, Cell, RefIdx)>,
     last_held: Vec<(KeyId, StateIdx, RefIdx, RefIdx)>,
     seizures: Vec<(KeyId, Vec<Seizure>)>,
     equivocations: Vec<(StateCode, u64, SnapshotDigest, SnapshotDigest)>,
@@ -243,8 +243,8 @@ impl Engine {
             disposals: sorted(&self.disposals, |(&id, list)| {
                 (id, list.iter().map(|(r, c)| (refs.idx(*r), *c)).collect())
             }),
-            last_mention: sorted(&self.last_mention, |(&(id, s), (r, c))| {
-                (id, s, refs.idx(*r), *c)
+            last_mention: sorted(&self.last_mention, |(&(id, s), m)| {
+                (id, s, refs.idx(m.listed_in), m.cell, refs.idx(m.absent_in))
             }),
             last_held: sorted(&self.last_held, |(&(id, s), h)| {
                 (id, s, refs.idx(h.held_in), refs.idx(h.gone_in))
@@ -447,10 +447,13 @@ impl Engine {
                 .collect::<Result<_, CheckpointError>>()?;
             engine.disposals.insert(key(*id)?, list);
         }
-        for &(id, s, r, c) in &meta.last_mention {
-            engine
-                .last_mention
-                .insert((key(id)?, state(s)?), (snapshot(r)?, c));
+        for &(id, s, listed, cell, absent) in &meta.last_mention {
+            let m = LastMention {
+                listed_in: snapshot(listed)?,
+                cell,
+                absent_in: snapshot(absent)?,
+            };
+            engine.last_mention.insert((key(id)?, state(s)?), m);
         }
         for &(id, s, held, gone) in &meta.last_held {
             let h = LastHeld {
