@@ -130,19 +130,40 @@ async fn a_node_that_dies_after_signing_resubmits_the_same_snapshot() {
     coord.stop().await;
 }
 
-/// An export equal to the newest snapshot is nothing new; one equal to an
-/// older snapshot is: the inventory went back to what it was (an item
-/// returned to its old site), and the coordinator must hear of it.
+/// `text` written to `dir/name`, modified at `unix_ms` (when the ministry's
+/// exporter wrote it, as far as the node can tell).
+fn write_export_at(dir: &Path, name: &str, text: &str, unix_ms: i64) -> PathBuf {
+    let path = write_export(dir, name, text);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
+    path
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+const HOUR_MS: i64 = 60 * 60 * 1000;
+const MINUTE_MS: i64 = 60 * 1000;
+
+/// The same export file submitted again signs nothing, whether its
+/// snapshot is pending or accepted, newest or not; an inventory that went
+/// back to what it was comes in a new export (a later modification time)
+/// and is signed again: the coordinator must hear of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inventory_that_goes_back_to_an_earlier_export_is_signed_again() {
     let dir = tempfile::tempdir().unwrap();
     let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
     let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
-    let first = write_export(dir.path(), "arm-1.csv", EXPORT_1);
-    let second = write_export(dir.path(), "arm-2.csv", EXPORT_2);
+    let t0 = 1_790_000_000_000;
+    let first = write_export_at(dir.path(), "arm-1.csv", EXPORT_1, t0);
+    let second = write_export_at(dir.path(), "arm-2.csv", EXPORT_2, t0 + DAY_MS);
+    let back = write_export_at(dir.path(), "arm-3.csv", EXPORT_1, t0 + 2 * DAY_MS);
     let node = open_node(&cfg);
     let mut outcomes = Vec::new();
-    for export in [&first, &second, &second, &first] {
+    for export in [&first, &second, &second, &first, &back, &back] {
         outcomes.push(node.prepare(export, None, None).unwrap());
         node.submit_pending().await.unwrap();
     }
@@ -158,14 +179,217 @@ async fn an_inventory_that_goes_back_to_an_earlier_export_is_signed_again() {
                 items: 2
             },
             Prepared::AlreadySigned { sequence: 2 },
+            // The first day's file again, after the second day's: stale.
+            Prepared::AlreadySigned { sequence: 1 },
             Prepared::Signed {
                 sequence: 3,
                 items: 3
             },
+            Prepared::AlreadySigned { sequence: 3 },
         ]
     );
     let (newest, _) = fetch_and_verify(&mut coord.client().await, "ARM", 3).await;
     assert_eq!(newest.header.item_count, 3);
+    assert_eq!(newest.header.as_of_unix_ms, t0 + 2 * DAY_MS);
+    coord.stop().await;
+}
+
+/// `--as-of-unix-ms` is part of what makes an export: the same bytes as of
+/// the same time are a retry, as of a later time a new snapshot of an
+/// unchanged inventory, as of an earlier time than one already signed a
+/// stale export. Without it the file's modification time decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_as_of_a_later_time_are_a_new_export_and_as_of_the_same_time_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["ARM"]).await;
+    let cfg = node_config(dir.path(), "ARM", &coord.url(), "outbox");
+    let t0 = 1_790_000_000_000;
+    let export = write_export_at(dir.path(), "arm.csv", EXPORT_1, t0 - HOUR_MS);
+    let node = open_node(&cfg);
+    let signed = |sequence| Prepared::Signed { sequence, items: 3 };
+    let already = |sequence| Prepared::AlreadySigned { sequence };
+    for (as_of, expected, why) in [
+        (Some(t0), signed(1), "the first export"),
+        (Some(t0), already(1), "the same export retried"),
+        (
+            Some(t0 + DAY_MS),
+            signed(2),
+            "the next day, nothing changed",
+        ),
+        (Some(t0 + DAY_MS), already(2), "retried"),
+        (Some(t0), already(2), "stale: as of before sequence 2"),
+        (None, already(2), "as of its modification time: stale"),
+        (Some(t0 + DAY_MS + 1), signed(3), "later"),
+    ] {
+        assert_eq!(
+            node.prepare(&export, as_of, None).unwrap(),
+            expected,
+            "{why}"
+        );
+        node.submit_pending().await.unwrap();
+    }
+    // The file written again (the exporter ran once more, same stock).
+    let again = write_export_at(dir.path(), "arm.csv", EXPORT_1, t0 + 2 * DAY_MS);
+    assert_eq!(node.prepare(&again, None, None).unwrap(), signed(4));
+    assert_eq!(node.prepare(&again, None, None).unwrap(), already(4));
+    node.submit_pending().await.unwrap();
+    let as_of: Vec<i64> = (1..=4)
+        .map(|sequence| {
+            let stored = coord.store.get(state("ARM"), sequence).unwrap().unwrap();
+            stored.signed.header.as_of_unix_ms
+        })
+        .collect();
+    assert_eq!(as_of, [t0, t0 + DAY_MS, t0 + DAY_MS + 1, t0 + 2 * DAY_MS]);
+    assert!(coord.store.equivocations().unwrap().is_empty());
+    coord.stop().await;
+}
+
+/// The alert events recorded after `cursor`, as (action, kind) pairs.
+fn events_after(coord: &TestCoordinator, cursor: u64) -> Vec<(String, String)> {
+    let alerts = coord.reconciler.as_ref().expect("running").alerts();
+    alerts
+        .events_after(cursor, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind.as_str().to_string(), e.key.kind.to_string()))
+        .collect()
+}
+
+/// Runs the coordinator's clock-based rules at `now`, as its ticker would.
+async fn tick(coord: &TestCoordinator, now: i64) {
+    let reconciler = coord.reconciler.clone().expect("running");
+    tokio::task::spawn_blocking(move || reconciler.tick(now))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A ministry whose stock did not change reports on time all the same: the
+/// second day's export, byte for byte the first day's, is sequence 2 as of
+/// its own time, changes no alert and keeps RUS from being overdue; the
+/// same file retried is not signed twice. A third day's, late, clears the
+/// `snapshot_overdue` that opened meanwhile and changes nothing else (the
+/// open `transfer_not_received` of an item in it stays as it was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_inventory_exported_again_is_the_next_snapshot_and_is_not_overdue() {
+    use tally::reconcile::EngineConfig;
+    use tally::support::clock::Clock;
+
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_790_000_000_000;
+    let (clock, time) = Clock::manual(t0 + MINUTE_MS);
+    let engine = EngineConfig {
+        transfer_grace_ms: HOUR_MS,
+        cadence_ms: [(state("RUS"), DAY_MS)].into_iter().collect(),
+    };
+    // The ticker runs once at start-up; the test runs the clock's rules
+    // itself, at the times it chooses.
+    let coord = TestCoordinator::serve(assemble_with_clock(
+        &dir.path().join("coord"),
+        &["RUS", "KAZ"],
+        Default::default(),
+        engine,
+        std::time::Duration::from_secs(3600),
+        clock,
+    ))
+    .await;
+    let cfg = node_config(dir.path(), "RUS", &coord.url(), "outbox");
+    let node = open_node(&cfg);
+
+    // Day 1: EXPORT_1 declares P-7 transferred to KAZ, which never
+    // reports it: `transfer_not_received` once the grace period is over.
+    let day1 = write_export_at(dir.path(), "rus-day1.csv", EXPORT_1, t0);
+    node.prepare(&day1, None, None).unwrap();
+    node.submit_pending().await.unwrap();
+    time.set(t0 + 2 * HOUR_MS);
+    tick(&coord, t0 + 2 * HOUR_MS).await;
+    let opened = [("opened".to_string(), "transfer_not_received".to_string())];
+    assert_eq!(events_after(&coord, 0), opened);
+    let cursor = coord.reconciler.as_ref().unwrap().alerts().last_cursor();
+
+    // Day 2, on time, nothing changed.
+    let day2_at = t0 + DAY_MS - 10 * MINUTE_MS;
+    let day2 = write_export_at(dir.path(), "rus-day2.csv", EXPORT_1, day2_at);
+    time.set(day2_at + 5 * MINUTE_MS);
+    assert_eq!(
+        node.prepare(&day2, None, None).unwrap(),
+        Prepared::Signed {
+            sequence: 2,
+            items: 3
+        }
+    );
+    assert_eq!(node.submit_pending().await.unwrap().len(), 1);
+    // Retried (a cron job running twice): nothing new signed or sent.
+    assert_eq!(
+        node.prepare(&day2, None, None).unwrap(),
+        Prepared::AlreadySigned { sequence: 2 }
+    );
+    assert!(node.submit_pending().await.unwrap().is_empty());
+    let first = coord.store.get(state("RUS"), 1).unwrap().unwrap();
+    let second = coord.store.get(state("RUS"), 2).unwrap().unwrap();
+    assert_eq!(second.signed.header.as_of_unix_ms, day2_at);
+    assert_eq!(second.signed.header.previous_digest, first.digest);
+    assert_eq!(
+        second.signed.header.items_root,
+        first.signed.header.items_root
+    );
+    // Past day 1's cadence, within day 2's: not overdue, nothing changed.
+    time.set(t0 + DAY_MS + HOUR_MS);
+    tick(&coord, t0 + DAY_MS + HOUR_MS).await;
+    assert_eq!(events_after(&coord, cursor), []);
+
+    // Day 3's export is late: RUS is overdue until it arrives, and its
+    // arrival clears that and only that.
+    let late = day2_at + DAY_MS + 2 * HOUR_MS;
+    time.set(late);
+    tick(&coord, late).await;
+    let overdue = || ("opened".to_string(), "snapshot_overdue".to_string());
+    assert_eq!(events_after(&coord, cursor), [overdue()]);
+    let day3 = write_export_at(dir.path(), "rus-day3.csv", EXPORT_1, late);
+    time.set(late + MINUTE_MS);
+    assert_eq!(
+        node.prepare(&day3, None, None).unwrap(),
+        Prepared::Signed {
+            sequence: 3,
+            items: 3
+        }
+    );
+    node.submit_pending().await.unwrap();
+    assert_eq!(
+        node.prepare(&day3, None, None).unwrap(),
+        Prepared::AlreadySigned { sequence: 3 }
+    );
+    assert_eq!(
+        events_after(&coord, cursor),
+        [
+            overdue(),
+            ("cleared".to_string(), "snapshot_overdue".to_string())
+        ]
+    );
+    let current: Vec<String> = coord
+        .reconciler
+        .as_ref()
+        .unwrap()
+        .alerts()
+        .current_alerts()
+        .unwrap()
+        .iter()
+        .map(|a| a.key.kind.to_string())
+        .collect();
+    assert_eq!(current, ["transfer_not_received"]);
+    assert_eq!(
+        coord
+            .store
+            .latest(state("RUS"))
+            .unwrap()
+            .unwrap()
+            .signed
+            .header
+            .sequence,
+        3
+    );
+    assert!(coord.store.equivocations().unwrap().is_empty());
+    drop(node);
     coord.stop().await;
 }
 
@@ -452,8 +676,8 @@ async fn cli_keygen_node_submit_and_status() {
         format!("insecure = true\nstate = 'KAZ'\nkey_file = 'keys/KAZ.key'\ncoordinator = 'http://{addr}'\noutbox_dir = 'outbox'\n"),
     )
     .unwrap();
-    let export = write_export(dir.path(), "kaz.csv", EXPORT_1);
-    let submit = cli_node_submit(&cfg, export).await;
+    let export = write_export_at(dir.path(), "kaz.csv", EXPORT_1, 1_790_000_000_000);
+    let submit = cli_node_submit(&cfg, export.clone()).await;
     let stdout = String::from_utf8_lossy(&submit.stdout);
     assert!(
         submit.status.success(),
@@ -461,11 +685,21 @@ async fn cli_keygen_node_submit_and_status() {
         String::from_utf8_lossy(&submit.stderr)
     );
     assert!(
-        stdout.contains("signed") && stdout.contains("as sequence 1 (3 items)"),
+        stdout.contains("signed")
+            && stdout.contains("as sequence 1 (3 items) as of 1790000000000 (unix ms)"),
         "{stdout}"
     );
     assert!(
         stdout.contains("accepted: state KAZ sequence 1 digest"),
+        "{stdout}"
+    );
+    // The same file again (a retry, a cron job): nothing signed or sent.
+    let again = cli_node_submit(&cfg, export).await;
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("was already signed as sequence 1 (as of 1790000000000 unix ms)")
+            && !stdout.contains("accepted:"),
         "{stdout}"
     );
 

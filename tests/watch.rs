@@ -221,6 +221,19 @@ async fn hold_the_only_upload_slot(
 /// because it has the name of a delivered file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_replaced_while_its_snapshot_waits_is_signed_next() {
+    replaced_while_its_snapshot_waits(&export_with(2, "TUE"), [1, 2]).await;
+}
+
+/// The same, when the stock did not change: today's export has yesterday's
+/// bytes, and is still today's report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_replaced_by_the_same_bytes_while_its_snapshot_waits_is_signed_next() {
+    replaced_while_its_snapshot_waits(&export_with(1, "MON"), [1, 1]).await;
+}
+
+/// Monday's export (one item) is signed and waits; `tuesday` is renamed
+/// over it a second later. `counts`: the item counts of sequences 1 and 2.
+async fn replaced_while_its_snapshot_waits(tuesday: &str, counts: [u64; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let coord = TestCoordinator::start_with_limits(
         &dir.path().join("coord"),
@@ -252,12 +265,7 @@ async fn an_export_replaced_while_its_snapshot_waits_is_signed_next() {
             crate::audit::trail(&coord).await.contains(&shed),
             "Monday's upload was never shed"
         );
-        drop_export(
-            &drop_dir,
-            "daily.csv",
-            &export_with(2, "TUE"),
-            t0 + Duration::from_secs(1),
-        );
+        drop_export(&drop_dir, "daily.csv", tuesday, t0 + Duration::from_secs(1));
         for c in &kgz.chunks {
             tx.send(chunk_msg(c)).await.unwrap();
         }
@@ -282,19 +290,126 @@ async fn an_export_replaced_while_its_snapshot_waits_is_signed_next() {
             moved_to: submitted.join("daily.csv")
         }]
     );
-    let counts: Vec<u64> = (1..=2)
+    let stored: Vec<(u64, i64)> = (1..=2)
         .map(|sequence| {
             let stored = coord.store.get(state("KAZ"), sequence).unwrap().unwrap();
-            stored.signed.header.item_count
+            (
+                stored.signed.header.item_count,
+                stored.signed.header.as_of_unix_ms,
+            )
         })
         .collect();
-    assert_eq!(counts, [1, 2], "Monday's snapshot, then Tuesday's");
+    let ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    assert_eq!(
+        stored,
+        [
+            (counts[0], ms(t0)),
+            (counts[1], ms(t0 + Duration::from_secs(1)))
+        ],
+        "Monday's snapshot, then Tuesday's, each as of its file's time"
+    );
     assert_eq!(
         std::fs::read_to_string(submitted.join("daily.csv")).unwrap(),
-        export_with(2, "TUE")
+        tuesday
     );
     assert_eq!(names_in(&drop_dir), [SUBMITTED_DIR]);
     drop(node);
+    coord.stop().await;
+}
+
+/// A copy of an export already filed, put back with its time kept (`cp -p`
+/// of `submitted/daily.csv`, or a cron job that re-drops the ministry's
+/// file with `rsync -t`), is the same export: filed, not signed again. The
+/// next day's export with the same bytes is a new one: sequence 2, as of
+/// its own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_filed_export_is_not_signed_again_but_the_next_days_identical_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = TestCoordinator::start(&dir.path().join("coord"), &["KAZ"]).await;
+    let cfg = write_node_config(dir.path(), "KAZ", &coord.url());
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let node = Node::open(NodeConfig::load(&cfg).unwrap()).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let drop_dir = drop_dir.clone();
+        tokio::spawn(async move {
+            watch(&node, &drop_dir, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let submitted = drop_dir.join(SUBMITTED_DIR);
+    let monday = SystemTime::now() - Duration::from_secs(2 * 86_400);
+    let tuesday = monday + Duration::from_secs(86_400);
+    let text = export_with(2, "D");
+
+    drop_export(&drop_dir, "daily.csv", &text, monday);
+    wait_for("Monday's export filed", || {
+        submitted.join("daily.csv").exists()
+    })
+    .await;
+    drop_export(&drop_dir, "daily-copy.csv", &text, monday);
+    wait_for("the copy filed", || {
+        submitted.join("daily-copy.csv").exists()
+    })
+    .await;
+    drop_export(&drop_dir, "daily.csv", &text, tuesday);
+    wait_for("Tuesday's export filed", || {
+        submitted.join("daily-2.csv").exists()
+    })
+    .await;
+    let _ = stop_tx.send(());
+    let outcomes = watcher.await.unwrap().unwrap();
+
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Submitted {
+                sequence: 1,
+                moved_to: submitted.join("daily.csv")
+            },
+            Outcome::Submitted {
+                sequence: 1,
+                moved_to: submitted.join("daily-copy.csv")
+            },
+            Outcome::Submitted {
+                sequence: 2,
+                moved_to: submitted.join("daily-2.csv")
+            },
+        ]
+    );
+    let ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let first = coord.store.get(state("KAZ"), 1).unwrap().unwrap();
+    let second = coord.store.get(state("KAZ"), 2).unwrap().unwrap();
+    assert_eq!(first.signed.header.as_of_unix_ms, ms(monday));
+    assert_eq!(second.signed.header.as_of_unix_ms, ms(tuesday));
+    assert_eq!(
+        second.signed.header.items_root,
+        first.signed.header.items_root
+    );
+    assert_eq!(second.signed.header.previous_digest, first.digest);
+    assert_eq!(
+        coord
+            .store
+            .latest(state("KAZ"))
+            .unwrap()
+            .unwrap()
+            .signed
+            .header
+            .sequence,
+        2
+    );
+    assert_eq!(names_in(&drop_dir), [SUBMITTED_DIR]);
     coord.stop().await;
 }
 

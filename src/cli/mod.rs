@@ -279,7 +279,10 @@ pub enum NodeCommand {
         config: PathBuf,
         /// Inventory export: CSV with header model,serial,status,site,counterparty.
         export: PathBuf,
-        /// When the inventory was taken, in milliseconds since the Unix epoch (default: now).
+        /// When the inventory was taken, in milliseconds since the Unix epoch
+        /// (default: the export file's modification time). The same file
+        /// as of the same or an earlier time than a snapshot already signed
+        /// from it is not signed again.
         #[arg(long)]
         as_of_unix_ms: Option<i64>,
         /// With an empty outbox, start the state's chain at sequence 1 even if

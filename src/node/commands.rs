@@ -20,16 +20,24 @@ pub async fn submit(
     // Drawn only when stderr is a terminal.
     node.show_progress(true);
     let head = crate::node::submit::chain_head_for_signing(&node, new_chain).await?;
-    match node.prepare(&export, as_of, head)? {
+    let prepared = node.prepare(&export, as_of, head)?;
+    let (Prepared::Signed { sequence, .. } | Prepared::AlreadySigned { sequence }) = prepared;
+    let as_of = match node.outbox().entry(sequence)? {
+        Some(entry) => entry.signed.header.as_of_unix_ms.to_string(),
+        None => "?".to_string(),
+    };
+    match prepared {
         Prepared::Signed { sequence, items } => {
             println!(
-                "signed {} as sequence {sequence} ({items} items), stored in the outbox",
+                "signed {} as sequence {sequence} ({items} items) as of {as_of} (unix ms), stored in the outbox",
                 export.display()
             );
         }
         Prepared::AlreadySigned { sequence } => {
             println!(
-                "{} was already signed as sequence {sequence}; not signing it again",
+                "{} was already signed as sequence {sequence} (as of {as_of} unix ms); not signing \
+                 it again (a new export of the same items needs a later modification time or \
+                 --as-of-unix-ms)",
                 export.display()
             );
         }

@@ -5,15 +5,40 @@
 //! [`Node::submit_pending`] delivers every pending snapshot in sequence order,
 //! retrying while the coordinator is unreachable. A crash between the two
 //! leaves a pending entry that the next run sends unchanged.
+//!
+//! # One export, one snapshot
+//!
+//! An export is its file's bytes at an as-of time: the time given
+//! (`tally node submit --as-of-unix-ms`), else the file's modification
+//! time, which is when the ministry's exporter wrote it (or when it was last
+//! written or copied without keeping its time). [`Node::prepare`] signs an
+//! export unless the outbox already holds a snapshot of the same bytes (by
+//! SHA-256) as of that time or later, pending or accepted
+//! ([`OutboxEntry::covers`]). So:
+//! - the same file submitted again, unchanged (a retry after a crash, a
+//!   cron job run twice, a file copied back into the drop folder with its
+//!   time kept), is not signed twice, and neither is an old file submitted
+//!   after newer ones: it would attest the items as of a time the chain
+//!   already passed;
+//! - a new export with the same items as the last one (the ministry's stock
+//!   did not change: a new file, or the same one written again, or
+//!   `--as-of-unix-ms` later) is signed as the next sequence with its later
+//!   as-of time. It attests that nothing changed, and keeps the state from
+//!   being reported overdue; the coordinator reconciles it at almost no
+//!   cost, since no key changed.
+//!
+//! The file name plays no part, and neither do the items alone: two files
+//! with different bytes (rows in another order, say) are two exports.
 
 pub mod commands;
 pub mod outbox;
 pub mod submit;
 pub mod watch;
 
+use std::io::Read;
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
@@ -161,13 +186,50 @@ fn classify_status(address: &str, sequence: u64, status: &tonic::Status) -> Node
     }
 }
 
+/// An export file as read for signing: its bytes, their SHA-256, and its
+/// modification time (the as-of time when none is given).
+pub(crate) struct ExportFile {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) modified_unix_ms: i64,
+}
+
+impl ExportFile {
+    /// Reads `path` through one open handle, so that the bytes and the
+    /// modification time are those of one file even if another is renamed
+    /// over its name meanwhile.
+    pub(crate) fn read(path: &Path) -> Result<ExportFile, NodeError> {
+        let err = |source| NodeError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(err)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(err)?;
+        let modified = file.metadata().and_then(|m| m.modified()).map_err(err)?;
+        Ok(ExportFile {
+            sha256: Sha256::digest(&bytes).into(),
+            modified_unix_ms: unix_ms(modified),
+            bytes,
+        })
+    }
+}
+
+/// `time` in milliseconds since the Unix epoch (negative before 1970).
+fn unix_ms(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
+}
+
 /// What [`Node::prepare`] did with an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
     /// Signed a new snapshot with this sequence number.
     Signed { sequence: u64, items: u64 },
-    /// This exact export is the newest snapshot signed, or one still pending
-    /// (as this sequence); nothing new signed.
+    /// This export (its bytes, as of its time or earlier) was signed already,
+    /// as this sequence, pending or accepted; nothing new signed.
     AlreadySigned { sequence: u64 },
 }
 
@@ -207,27 +269,34 @@ impl Node {
     }
 
     /// Parses, validates, orders, digests and signs `export`, storing the
-    /// signed snapshot in the outbox before returning. `as_of_unix_ms` defaults
-    /// to now. `chain_head` is the coordinator's newest snapshot of this
-    /// state, if known: with an empty outbox it continues that chain instead
-    /// of starting a new one at sequence 1; with an outbox that ends before
-    /// it, nothing is signed ([`NodeError::OutboxBehind`]).
+    /// signed snapshot in the outbox before returning. `as_of_unix_ms`
+    /// defaults to the file's modification time. Nothing is signed if the
+    /// outbox already holds this export (see the module documentation):
+    /// [`Prepared::AlreadySigned`]. `chain_head` is the coordinator's newest
+    /// snapshot of this state, if known: with an empty outbox it continues
+    /// that chain instead of starting a new one at sequence 1; with an outbox
+    /// that ends before it, nothing is signed ([`NodeError::OutboxBehind`]).
     pub fn prepare(
         &self,
         export_path: &Path,
         as_of_unix_ms: Option<i64>,
         chain_head: Option<(u64, SnapshotDigest)>,
     ) -> Result<Prepared, NodeError> {
-        let bytes = std::fs::read(export_path).map_err(|source| NodeError::Read {
-            path: export_path.to_path_buf(),
-            source,
-        })?;
-        let export_sha256: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Some(entry) = self.outbox.find_export(&export_sha256)? {
+        let export = ExportFile::read(export_path)?;
+        if as_of_unix_ms.is_none() && export.modified_unix_ms > now_unix_ms() + 60_000 {
+            tracing::warn!(
+                file = %export_path.display(),
+                modified_unix_ms = export.modified_unix_ms,
+                "the export's modification time is in the future (a clock out of step?): its snapshot is as of that time"
+            );
+        }
+        let as_of_unix_ms = as_of_unix_ms.unwrap_or(export.modified_unix_ms);
+        if let Some(entry) = self.outbox.find_export(&export.sha256, as_of_unix_ms)? {
             return Ok(Prepared::AlreadySigned {
                 sequence: entry.sequence(),
             });
         }
+        let bytes = export.bytes;
         let opts = ExportOptions {
             rule: &self.config.canonical,
             known_states: &self.config.known_states,
@@ -255,17 +324,11 @@ impl Node {
             (None, Some((seq, digest))) => (seq + 1, digest),
             (None, None) => (1, SnapshotDigest::GENESIS),
         };
-        let unsigned = build_snapshot(
-            self.config.state,
-            sequence,
-            as_of_unix_ms.unwrap_or_else(now_unix_ms),
-            previous,
-            &items,
-        );
+        let unsigned = build_snapshot(self.config.state, sequence, as_of_unix_ms, previous, &items);
         let signed = unsigned.header.sign(&self.key);
         signing.set_message(format!("storing sequence {sequence} in the outbox"));
         self.outbox
-            .store_signed(&signed, &unsigned.chunks, export_sha256)?;
+            .store_signed(&signed, &unsigned.chunks, export.sha256)?;
         signing.finish();
         Ok(Prepared::Signed {
             sequence,

@@ -7,9 +7,10 @@
 //! a second snapshot for one sequence number that the coordinator may hold.
 //! (Only a snapshot the coordinator refused for its content or its signer,
 //! and those chained on it, leave the outbox unaccepted: see
-//! [`Outbox::discard_refused`].) Each record also keeps the SHA-256 of the export file it came from, so that an
-//! export submitted again after a crash is not signed twice (see
-//! [`Outbox::find_export`]).
+//! [`Outbox::discard_refused`].) Each record also keeps the SHA-256 of the
+//! export file it came from, so that an export submitted again (after a
+//! crash, or by a cron job) is not signed twice: see [`Outbox::find_export`]
+//! and [`OutboxEntry::covers`].
 
 use std::path::Path;
 
@@ -53,6 +54,17 @@ impl OutboxEntry {
 
     pub fn digest(&self) -> SnapshotDigest {
         self.signed.digest()
+    }
+
+    /// Returns true if and only if this snapshot was signed from an export
+    /// with these bytes (SHA-256 `export_sha256`) as of `as_of_unix_ms` or
+    /// later: signing that export again as of `as_of_unix_ms` would only
+    /// repeat this snapshot (the same export retried), or attest the same
+    /// items as of an earlier time than this snapshot already does (a stale
+    /// export). The same bytes as of a later time are a new export: they
+    /// attest that the inventory is still the same.
+    pub(crate) fn covers(&self, export_sha256: &[u8; 32], as_of_unix_ms: i64) -> bool {
+        &self.export_sha256 == export_sha256 && self.signed.header.as_of_unix_ms >= as_of_unix_ms
     }
 }
 
@@ -179,19 +191,26 @@ impl Outbox {
             .collect())
     }
 
-    /// The entry an export with this SHA-256 was signed as, if signing it
-    /// again would only repeat that entry: one still pending, or the newest.
-    /// An export identical to an older, accepted one is new evidence (the
-    /// inventory went back to an earlier state) and is signed again.
+    /// The newest entry that [covers](OutboxEntry::covers) an export with
+    /// this SHA-256 as of `as_of_unix_ms`, pending or accepted, if any: that
+    /// export was signed already, and is not signed again. Every entry
+    /// counts, not only the newest: an export file signed as sequence 3 and
+    /// submitted again after sequence 4 is still the export of sequence 3 (a
+    /// stale retry), while an inventory that went back to what sequence 3
+    /// said comes in a new export, with a later as-of time.
     pub(crate) fn find_export(
         &self,
         sha256: &[u8; 32],
+        as_of_unix_ms: i64,
     ) -> Result<Option<OutboxEntry>, OutboxError> {
-        let entries = self.entries()?;
-        let newest = entries.last().map(OutboxEntry::sequence);
-        Ok(entries.into_iter().find(|e| {
-            &e.export_sha256 == sha256 && (e.receipt.is_none() || Some(e.sequence()) == newest)
-        }))
+        for kv in self.snapshots.iter().rev() {
+            let (k, v) = kv?;
+            let entry = self.decode_entry(&k, &v)?;
+            if entry.covers(sha256, as_of_unix_ms) {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
     }
 
     /// The entry with this sequence, if the outbox holds it.
@@ -319,12 +338,18 @@ mod tests {
         assert!(err.to_string().contains("tally node watch"), "{err}");
     }
 
+    const AS_OF: i64 = 1_700_000_000_000;
+
     fn signed(seq: u64) -> SignedHeader {
+        signed_as_of(seq, AS_OF)
+    }
+
+    fn signed_as_of(seq: u64, as_of_unix_ms: i64) -> SignedHeader {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         SnapshotHeader {
             state: StateCode::parse("ARM").unwrap(),
             sequence: seq,
-            as_of_unix_ms: 1_700_000_000_000,
+            as_of_unix_ms,
             previous_digest: SnapshotDigest::GENESIS,
             item_count: 0,
             items_root: crate::merkle::empty_root(),
@@ -359,11 +384,44 @@ mod tests {
             5
         );
         assert_eq!(outbox.chunk(1, 0).unwrap(), b"abc");
-        // Signing export 2 again would repeat a pending entry; export 1,
-        // accepted and older than the newest, is new evidence if it comes back.
-        assert_eq!(outbox.find_export(&[2; 32]).unwrap().unwrap().sequence(), 2);
-        assert!(outbox.find_export(&[1; 32]).unwrap().is_none());
-        assert!(outbox.find_export(&[3; 32]).unwrap().is_none());
+    }
+
+    /// An export is signed already while some entry, pending or accepted,
+    /// newest or not, holds its bytes as of its as-of time or later; the
+    /// same bytes as of a later time are a new export.
+    #[test]
+    fn an_export_is_found_while_an_entry_covers_its_bytes_and_as_of_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        let first = outbox.store_signed(&signed(1), &[], [1; 32]).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let receipt = Receipt::issue(&key, first.signed.header.state, 1, first.digest(), 5);
+        outbox.mark_accepted(&first, &receipt).unwrap();
+        outbox
+            .store_signed(&signed_as_of(2, AS_OF + day), &[], [2; 32])
+            .unwrap();
+        // The inventory went back to sequence 1's, in a new export.
+        outbox
+            .store_signed(&signed_as_of(3, AS_OF + 2 * day), &[], [1; 32])
+            .unwrap();
+        let found = |sha: u8, as_of: i64| {
+            outbox
+                .find_export(&[sha; 32], as_of)
+                .unwrap()
+                .map(|e| e.sequence())
+        };
+        for (sha, as_of, expected, why) in [
+            (1, AS_OF, Some(3), "the newest entry that covers it"),
+            (1, AS_OF + 2 * day, Some(3), "the same export retried"),
+            (1, AS_OF + 2 * day + 1, None, "the same bytes, later: new"),
+            (2, AS_OF + day, Some(2), "pending, retried"),
+            (2, AS_OF, Some(2), "stale: as of before its snapshot"),
+            (2, AS_OF + day + 1, None, "the same bytes, later: new"),
+            (3, AS_OF, None, "other bytes"),
+        ] {
+            assert_eq!(found(sha, as_of), expected, "{why}");
+        }
     }
 
     #[test]

@@ -10,20 +10,28 @@
 //!   order) for equal times. Each file becomes one snapshot, signed only once
 //!   the previous file's snapshot was accepted, so sequence numbers follow
 //!   arrival order. (A file copied in with its old time preserved, `cp -p`,
-//!   arrives at that old time.) A snapshot's as-of time is the moment the
-//!   node signs it, as with `tally node submit`.
+//!   arrives at that old time.) A snapshot's as-of time is its file's
+//!   modification time, as with `tally node submit` without
+//!   `--as-of-unix-ms`: when the export was written, however long it waited.
 //! - Accepted: the file moves to `DIR/submitted/`. Refused for good (the
 //!   export does not parse, or the coordinator refuses its content): the file
 //!   moves to `DIR/rejected/` beside `NAME.reason.txt`, and the watcher goes
 //!   on with the next file. A name already taken there gets `-2`, `-3`, …
 //!   before its extension.
-//! - A file identical (same SHA-256) to the newest snapshot signed, or to one
-//!   still waiting for delivery, is not signed again; it is moved to
-//!   `submitted/` once that snapshot is accepted. A file identical to an
-//!   older, accepted snapshot is signed: the inventory went back to what it was.
-//! - A file replaced (a new export renamed over its name) while its snapshot
-//!   was being delivered is left where it is and signed at the next scan;
-//!   only the export that was signed is filed under `submitted/` or `rejected/`.
+//! - A file is an export signed already, and is not signed again, if and
+//!   only if the outbox holds a snapshot of the same bytes (SHA-256) as of
+//!   the file's modification time or later, pending or accepted (see
+//!   [`super`], "One export, one snapshot"): a file whose processing a crash
+//!   or a stop interrupted, or a copy of an export put back with its time
+//!   kept (`cp -p`, `rsync -t`), whatever its name. It is moved to
+//!   `submitted/` once that snapshot is accepted. A file with the same bytes
+//!   as the newest snapshot but a later modification time is a new export of
+//!   an unchanged inventory: it is signed as the next sequence, as of its
+//!   own time, so the state is not reported overdue.
+//! - A file replaced (a new export renamed over its name, even with the
+//!   same bytes) while its snapshot was being delivered is left where it is
+//!   and signed at the next scan; only the export that was signed is filed
+//!   under `submitted/` or `rejected/`.
 //! - While the coordinator cannot be reached, the node retries with the
 //!   backoff of `[retry]`, and later files wait: nothing is lost or reordered,
 //!   and the outbox makes sure a restart resends the same signed snapshot.
@@ -39,9 +47,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
-
-use super::{Node, NodeError, Prepared};
+use super::{ExportFile, Node, NodeError, OutboxEntry, Prepared};
 
 /// Sub-folder of the drop folder for accepted exports.
 pub const SUBMITTED_DIR: &str = "submitted";
@@ -269,7 +275,7 @@ async fn submit_file(
             sequence
         }
         Ok(Prepared::AlreadySigned { sequence }) => {
-            tracing::info!(file = %file.display(), sequence, "identical to a snapshot signed before; not signing it again");
+            tracing::info!(file = %file.display(), sequence, "this export was signed before (same bytes, as of its time or later); not signing it again");
             sequence
         }
         Err(e @ (NodeError::Export(_) | NodeError::Read { .. })) => {
@@ -279,14 +285,10 @@ async fn submit_file(
         Err(e) => return Err(e.into()),
     };
     // What was signed; the file is compared with it before it is moved.
-    let signed_export = node
-        .outbox()
-        .entry(sequence)
-        .map_err(NodeError::from)?
-        .map(|e| e.export_sha256);
+    let signed_export = node.outbox().entry(sequence).map_err(NodeError::from)?;
     match node.submit_pending().await {
         Ok(_) => {
-            if !still_holds(file, signed_export)? {
+            if !still_holds(file, signed_export.as_ref())? {
                 return Ok(None);
             }
             let moved_to = move_into(file, &dir.join(SUBMITTED_DIR))?;
@@ -295,7 +297,7 @@ async fn submit_file(
         }
         Err(e) if e.is_refused_for_content() => match node.discard_refused(&e)? {
             Some(removed) if *removed.start() == sequence => {
-                if !still_holds(file, signed_export)? {
+                if !still_holds(file, signed_export.as_ref())? {
                     tracing::warn!(file = %file.display(), sequence, reason = %e, "the export signed from this file was refused");
                     return Ok(None);
                 }
@@ -319,25 +321,26 @@ async fn submit_file(
     }
 }
 
-/// Whether `file` still holds the export that was signed (SHA-256
-/// `signed_export`). Writers replace a file by renaming a new one over its
-/// name, and delivery can take hours while the coordinator is away: a newer
-/// export in its place must stay for the next scan, to be signed, rather than
-/// be filed with the verdict on the older one. A file taken away meanwhile
-/// holds nothing either.
-fn still_holds(file: &Path, signed_export: Option<[u8; 32]>) -> Result<bool, WatchError> {
-    let bytes = match std::fs::read(file) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+/// Whether `file` still holds an export that the snapshot `signed` covers
+/// ([`OutboxEntry::covers`]: the bytes it was signed from, modified no later
+/// than its as-of time). Writers replace a file by renaming a new one over
+/// its name, and delivery can take hours while the coordinator is away: a
+/// newer export in its place, even one with the same bytes, must stay for the
+/// next scan, to be signed, rather than be filed with the verdict on the
+/// older one. A file taken away meanwhile holds nothing either.
+fn still_holds(file: &Path, signed: Option<&OutboxEntry>) -> Result<bool, WatchError> {
+    let now = match ExportFile::read(file) {
+        Ok(export) => export,
+        Err(NodeError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(file = %file.display(), "taken away before it could be filed");
             return Ok(false);
         }
-        Err(e) => return Err(folder_err(file)(e)),
+        Err(NodeError::Read { source, .. }) => return Err(folder_err(file)(source)),
+        Err(e) => return Err(e.into()),
     };
-    let now: [u8; 32] = Sha256::digest(&bytes).into();
-    let same = signed_export == Some(now);
+    let same = signed.is_some_and(|e| e.covers(&now.sha256, now.modified_unix_ms));
     if !same {
-        tracing::info!(file = %file.display(), "replaced by a different export since it was signed; the new one is signed next");
+        tracing::info!(file = %file.display(), "replaced by a newer export since it was signed; the new one is signed next");
     }
     Ok(same)
 }
