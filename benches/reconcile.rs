@@ -4,6 +4,8 @@
 //! - `TALLY_BENCH_ITEMS` items per state (default 1,000,000),
 //! - `TALLY_BENCH_STATES` member states (default 6),
 //! - `TALLY_BENCH_CHANGE_PERCENT` share of items that round 2 changes (default 1),
+//! - `TALLY_BENCH_ROUND=realistic` round 2 follows `RoundProfile::realistic`
+//!   (about 30 % of rows differ, with confirmed transfers) instead,
 //! - `TALLY_BENCH_RUNS` coordinator runs on fresh stores (default 1; per-state
 //!   numbers are pooled and their median printed),
 //! - `TALLY_BENCH_DIR` keep the generated CSVs and the store here (default: a
@@ -49,7 +51,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use tally::coordinator::storage::SledStore;
-use tally::dev::generate::{PLANTED_KINDS, ScenarioConfig, reconcile_scenario};
+use tally::dev::generate::{PLANTED_KINDS, RoundProfile, ScenarioConfig, reconcile_scenario};
 use tally::inventory_csv::{ExportOptions, read_export};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use tally::reconcile::{AlertKind, Engine, EngineConfig, ItemView, NoLines, SnapshotRef};
@@ -833,8 +835,17 @@ fn run() -> bool {
 
     let mut config = ScenarioConfig::new(states, items, 7);
     config.change_percent = change_percent;
+    // TALLY_BENCH_ROUND=realistic: round 2 follows the realistic round
+    // profile (about 30 % of rows differ) instead of the change percent.
+    if std::env::var("TALLY_BENCH_ROUND").as_deref() == Ok("realistic") {
+        config.round_profile = Some(RoundProfile::realistic());
+    }
+    let round2 = match &config.round_profile {
+        Some(_) => "the realistic round profile".to_string(),
+        None => format!("{change_percent}%"),
+    };
     println!(
-        "tally reconcile benchmark: {} states × {items} items, round 2 changes {change_percent}%, \
+        "tally reconcile benchmark: {} states × {items} items, round 2 changes {round2}, \
          {} planted cases per kind and state, {runs} run(s); data in {}",
         config.states.len(),
         config.planted_per_kind,

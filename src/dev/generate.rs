@@ -83,6 +83,64 @@ pub struct ScenarioConfig {
     /// history worth telling (the demo seizes them). Needs all six member
     /// states.
     pub story: bool,
+    /// Round 2's background changes by kind, instead of `change_percent` of
+    /// changes that open nothing: see [`RoundProfile`].
+    pub round_profile: Option<RoundProfile>,
+}
+
+/// How a real monthly round differs from the previous one, in percent of
+/// each state's items, by kind of change. Unlike the default background
+/// (`change_percent`), some of these open alerts, as they would in a real
+/// round: every row gone opens `unaccounted_disappearance` and every `lost`
+/// opens `reported_lost` (both counted in [`Scenario::expected`]); a
+/// transfer is `transferred_out` to another member that lists the item held
+/// in the same round (confirmed: nothing once both have reported, but the
+/// order of submission decides what a round shows while it is under way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundProfile {
+    pub site_moves: f64,
+    /// `in_service` ↔ `in_storage`.
+    pub status_flips: f64,
+    pub new_deliveries: f64,
+    /// Rows dropped without a declaration.
+    pub gone: f64,
+    /// Confirmed transfers to another member (none with a single state).
+    pub transfers: f64,
+    /// `destroyed` or `expended`.
+    pub disposals: f64,
+    pub lost: f64,
+    /// The same key spelled differently (within the canonical rule).
+    pub respelled: f64,
+}
+
+impl RoundProfile {
+    /// The profile observed in real rounds: 12 % site moves, 7 %
+    /// `in_service`↔`in_storage`, 4 % new deliveries, 2 % rows gone, 2 %
+    /// confirmed transfers, 2 % disposals, 1 % lost, 0.5 % re-spelled
+    /// (about 30 % of the rows differ).
+    pub fn realistic() -> RoundProfile {
+        RoundProfile {
+            site_moves: 12.0,
+            status_flips: 7.0,
+            new_deliveries: 4.0,
+            gone: 2.0,
+            transfers: 2.0,
+            disposals: 2.0,
+            lost: 1.0,
+            respelled: 0.5,
+        }
+    }
+
+    /// Items changed in place (new deliveries are added, not changed).
+    fn changed_percent(&self) -> f64 {
+        self.site_moves
+            + self.status_flips
+            + self.gone
+            + self.transfers
+            + self.disposals
+            + self.lost
+            + self.respelled
+    }
 }
 
 impl ScenarioConfig {
@@ -100,6 +158,7 @@ impl ScenarioConfig {
             planted_per_kind: (items_per_state / 10_000).max(3),
             seed,
             story: false,
+            round_profile: None,
         }
     }
 }
@@ -321,7 +380,11 @@ pub fn reconcile_scenario(config: &ScenarioConfig) -> Scenario {
     let cross = n_states >= 2;
     // Own-key cases per state: 11 kinds of case, `p` each.
     let planted_rows = 11 * p;
-    let changes = ((m as f64) * config.change_percent / 100.0).round() as usize;
+    let share = |percent: f64| ((m as f64) * percent / 100.0).round() as usize;
+    let changes = match &config.round_profile {
+        Some(profile) => share(profile.changed_percent()),
+        None => share(config.change_percent),
+    };
     assert!(
         planted_rows + changes <= m / 2,
         "{m} items per state are too few for {p} planted cases per kind and {}% change",
@@ -486,9 +549,72 @@ pub fn reconcile_scenario(config: &ScenarioConfig) -> Scenario {
             }
         }
 
-        // Background changes that open nothing.
         let mut new_items = 0;
-        for k in 0..changes.saturating_sub(own.len()) {
+        if let Some(profile) = &config.round_profile {
+            // A realistic round: every kind of change at its share.
+            for _ in 0..share(profile.new_deliveries) {
+                add.push((s, 1, base(m + new_items)));
+                new_items += 1;
+            }
+            let mut changed = |rng: &mut SplitMix, f: &mut dyn FnMut(usize, Row) -> Vec<Row>| {
+                let i = pick(rng);
+                let b = base(i);
+                let after = f(i, b.clone());
+                own.push((i, [vec![b], after]));
+            };
+            for k in 0..share(profile.site_moves) {
+                changed(&mut rng, &mut |_, b| {
+                    let mut after = b;
+                    after.site = format!("Depot {}", 40 + k % 10);
+                    vec![after]
+                });
+            }
+            for _ in 0..share(profile.status_flips) {
+                changed(&mut rng, &mut |_, b| {
+                    let flipped = if b.status == InService {
+                        InStorage
+                    } else {
+                        InService
+                    };
+                    vec![b.with_status(flipped, None)]
+                });
+            }
+            for _ in 0..share(profile.gone) {
+                changed(&mut rng, &mut |_, _| vec![]);
+                bump(AlertKind::UnaccountedDisappearance);
+            }
+            if cross {
+                for k in 0..share(profile.transfers) {
+                    let t = other(k);
+                    let tc = config.states[t];
+                    changed(&mut rng, &mut |i, b| {
+                        add.push((t, 1, respelled(&b, state, i, k as u64)));
+                        vec![b.with_status(TransferredOut, Some(tc))]
+                    });
+                }
+            }
+            for k in 0..share(profile.disposals) {
+                let status = if k % 2 == 0 { Expended } else { Destroyed };
+                changed(&mut rng, &mut |_, b| vec![b.with_status(status, None)]);
+            }
+            for _ in 0..share(profile.lost) {
+                changed(&mut rng, &mut |_, b| vec![b.with_status(Lost, None)]);
+                bump(AlertKind::ReportedLost);
+            }
+            for k in 0..share(profile.respelled) {
+                changed(&mut rng, &mut |i, b| {
+                    vec![respelled(&b, state, i, k as u64).with_status(b.status, None)]
+                });
+            }
+        }
+
+        // Background changes that open nothing (without a round profile).
+        let background = if config.round_profile.is_some() {
+            0
+        } else {
+            changes.saturating_sub(own.len())
+        };
+        for k in 0..background {
             let r = rng.below(100);
             if r < 20 {
                 // A new item, held.
@@ -873,6 +999,39 @@ mod tests {
         }
         let other = reconcile_scenario(&ScenarioConfig::new(3, 20_000, 10));
         assert_ne!(a.csv(0, 1), other.csv(0, 1));
+    }
+
+    /// The realistic round profile: about 30 % of each export's rows differ
+    /// between rounds, and the engine finds exactly the planted alerts plus
+    /// one per row gone and per item lost (transfers confirmed, disposals and
+    /// moves quiet).
+    #[test]
+    fn a_realistic_round_changes_about_thirty_percent_and_opens_what_it_plants() {
+        let mut config = ScenarioConfig::new(6, 4_000, 21);
+        config.round_profile = Some(RoundProfile::realistic());
+        let plain = reconcile_scenario(&ScenarioConfig::new(6, 4_000, 21));
+        let scenario = reconcile_scenario(&config);
+        // 2 % gone and 1 % lost of 4,000 items, for each of six states.
+        assert_eq!(
+            scenario.expected()[&AlertKind::UnaccountedDisappearance],
+            plain.expected()[&AlertKind::UnaccountedDisappearance] + 6 * 80
+        );
+        assert_eq!(
+            scenario.expected()[&AlertKind::ReportedLost],
+            plain.expected()[&AlertKind::ReportedLost] + 6 * 40
+        );
+        assert_eq!(reconcile(&scenario), *scenario.expected());
+        for s in 0..6 {
+            let one: BTreeSet<String> = scenario.csv(s, 1).lines().map(str::to_string).collect();
+            let two: BTreeSet<String> = scenario.csv(s, 2).lines().map(str::to_string).collect();
+            let gone = one.difference(&two).count() as f64 / one.len() as f64;
+            // 26.5 % changed in place plus planted cases; new rows come on top.
+            assert!(
+                (0.26..=0.33).contains(&gone),
+                "{:.3} of the rows differ",
+                gone
+            );
+        }
     }
 
     #[test]
