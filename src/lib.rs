@@ -25,7 +25,7 @@ pub mod support;
 // The domain core and the wire format, under the names the rest of this
 // crate uses.
 pub use tally_core::{
-    access, alert, audit, evidence, inventory_csv, item, merkle, quote, reconcile, serial,
-    snapshot, state,
+    access, alert, audit, evidence, inventory_csv, item, merkle, overview, quote, reconcile,
+    seizure, serial, snapshot, state, trail,
 };
 pub use tally_wire::proto;

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tally::audit::{Actor, SealedRecord, chain_hash, verify};
-use tally::coordinator::grpc::audit::record_from_proto;
 use tally::proto::{
     self, alerts_client::AlertsClient, audit_client::AuditClient, seizures_client::SeizuresClient,
     snapshots_client::SnapshotsClient,
 };
 use tally::snapshot::SnapshotDigest;
+use tally_wire::audit::record_from_proto;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -12,28 +12,16 @@ use tonic::transport::ServerTlsConfig;
 
 use crate::access::AccessPolicy;
 use crate::coordinator::admission::Ingestor;
-use crate::coordinator::grpc::access::AccessLayer;
-use crate::coordinator::grpc::alerts::AlertsService;
-use crate::coordinator::grpc::audit::AuditService;
-use crate::coordinator::grpc::operations::{CoordinatorService, SeizuresService};
 use crate::coordinator::grpc::snapshots::SnapshotsService;
-use crate::coordinator::grpc::trace::TraceService;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
-use crate::coordinator::ops::Ops;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
 use crate::coordinator::storage::SledSeizureStore;
 use crate::coordinator::storage::alerts::{AlertStore, AlertStoreError};
 use crate::coordinator::storage::audit_log::AuditStore;
 use crate::coordinator::storage::seizures::SeizureLogError;
 use crate::coordinator::storage::{SledStore, SnapshotStore, StoreError};
-use crate::coordinator::trace::Tracer;
-use crate::proto::alerts_server::AlertsServer;
-use crate::proto::audit_server::AuditServer;
-use crate::proto::coordinator_server::CoordinatorServer;
-use crate::proto::seizures_server::SeizuresServer;
 use crate::proto::snapshots_server::SnapshotsServer;
-use crate::proto::trace_server::TraceServer;
 use crate::reconcile::EngineConfig;
 use crate::serial::CanonicalRule;
 use crate::state::StateCode;
@@ -335,52 +323,6 @@ pub async fn run(
     options: ServeOptions,
 ) -> Result<(), ServerError> {
     let lifecycle = Lifecycle::new();
-    let max_message = coordinator.ingestor.limits().max_message_bytes;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<SnapshotsServer<SnapshotsService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let snapshots = SnapshotsServer::new(SnapshotsService::new(
-        coordinator.ingestor.clone(),
-        coordinator.reconciler.clone(),
-        lifecycle.clone(),
-        coordinator.metrics.clone(),
-        coordinator.audit.clone(),
-    ))
-    .max_decoding_message_size(max_message);
-    let ops = Ops::new(
-        Arc::new(options.access.clone()),
-        coordinator.reconciler.clone(),
-        coordinator.audit.clone(),
-        coordinator.clock.clone(),
-        coordinator.rule.clone(),
-    );
-    let alerts = AlertsServer::new(AlertsService::new(
-        coordinator.reconciler.alerts().clone(),
-        coordinator.rule.clone(),
-        lifecycle.clone(),
-        coordinator.metrics.clone(),
-        ops.clone(),
-    ));
-    let trace = TraceServer::new(TraceService::new(
-        Arc::new(Tracer::new(coordinator.reconciler.clone())),
-        coordinator.rule.clone(),
-    ));
-
-    let seizures = SeizuresServer::new(SeizuresService::new(
-        coordinator.reconciler.clone(),
-        ops.clone(),
-    ));
-    let audit = AuditServer::new(AuditService::new(coordinator.audit.clone()));
-    let status = CoordinatorServer::new(CoordinatorService::new(
-        coordinator.ingestor.clone(),
-        coordinator.reconciler.clone(),
-    ));
-
     let (checkpointer, ticker) = spawn_timers(&coordinator, &lifecycle);
 
     // The metrics endpoint stays up while draining and stops with the server.
@@ -416,24 +358,16 @@ pub async fn run(
     if let Some(tls) = options.tls {
         builder = builder.tls_config(tls)?;
     }
-    let server = builder
-        .trace_fn(rpc_span)
-        .layer(
-            AccessLayer::new(options.access)
-                .recording_to(coordinator.audit.clone())
-                .timed_by(coordinator.clock.clone()),
-        )
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(snapshots)
-        .add_service(alerts)
-        .add_service(seizures)
-        .add_service(status)
-        .add_service(trace)
-        .add_service(audit)
-        .serve_with_incoming_shutdown(without_nagle(listener), async {
-            let _ = stopped.await;
-        });
+    let (router, health_reporter) = crate::coordinator::grpc::router(
+        builder.trace_fn(rpc_span),
+        &coordinator,
+        &lifecycle,
+        options.access,
+    )
+    .await?;
+    let server = router.serve_with_incoming_shutdown(without_nagle(listener), async {
+        let _ = stopped.await;
+    });
     tokio::pin!(server);
 
     let result = tokio::select! {

@@ -24,14 +24,14 @@ use std::sync::Arc;
 
 use crate::coordinator::lookup::{CachePolicy, ChunkIndex, LookupError, read_piece};
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
-use crate::coordinator::storage::alerts::{Alert, AlertStoreError};
+use crate::coordinator::storage::alerts::AlertStoreError;
 use crate::coordinator::storage::{SnapshotStore, StoreError, StoredSnapshot};
 use crate::merkle::{self, BlockRoots, Hash, InclusionProof, MerkleBuilder, PROOF_BLOCK_LOG2};
-use crate::reconcile::{Custody, ItemView, Line};
+use crate::reconcile::{ItemView, Line};
 use crate::serial::ItemKey;
 use crate::snapshot::leaf::{leaf_bounds, leaves};
-use crate::snapshot::{SignedHeader, SnapshotDigest};
 use crate::state::StateCode;
+use crate::trail::{Trail, TrailEntry};
 
 /// Why a trace could not be produced. Every variant is a fault of the
 /// coordinator's storage or state, not of the request.
@@ -53,33 +53,6 @@ pub(crate) enum TraceError {
         sequence: u64,
         reason: String,
     },
-}
-
-/// One row of one stored snapshot that lists the key, with its evidence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TrailEntry {
-    /// The snapshot's header and the state's signature over its encoding.
-    pub signed: SignedHeader,
-    pub digest: SnapshotDigest,
-    /// The row as the state reported it.
-    pub line: Line,
-    /// The row's leaf encoding, exactly as signed.
-    pub leaf: Vec<u8>,
-    /// Leads from `leaf` to `signed.header.items_root`; its `tree_size` is the
-    /// header's `item_count`.
-    pub proof: InclusionProof,
-}
-
-/// Everything known about one item key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Trail {
-    pub key: ItemKey,
-    /// Oldest first: by as-of time, then state, sequence and leaf position.
-    pub entries: Vec<TrailEntry>,
-    /// Every alert about the key, in any status, by id.
-    pub alerts: Vec<Alert>,
-    /// The engine's current custody summary (derived, not signed).
-    pub custody: Custody,
 }
 
 /// Produces trails from the coordinator's store, alerts and engine.

@@ -158,7 +158,7 @@ pub async fn run(target: Target, command: AuditCommand) -> Result<()> {
             let records = audit_records(&mut client, 1, usize::MAX).await?;
             let sealed: Vec<_> = records
                 .iter()
-                .map(crate::coordinator::grpc::audit::record_from_proto)
+                .map(tally_wire::audit::record_from_proto)
                 .collect();
             match crate::audit::verify(&sealed, &key) {
                 Ok(chain) => println!(

@@ -3,11 +3,14 @@
 //!
 //! Member-state nodes are identified by their TLS client certificate (the
 //! state code it names); operators and auditors by a bearer token, of which
-//! the configuration holds only the SHA-256. Every RPC is checked against
-//! [`RPC_TABLE`] in one place (the access layer at the gRPC edge); the few
-//! checks that depend on a request's content (a node may only submit and read
-//! its own state's snapshots) are made by the handler with the [`Principal`]
-//! the layer attached to the request.
+//! the configuration holds only the SHA-256. Every operation is checked
+//! against one table, [`Operation::need`] ([`RPC_TABLE`] names each by its
+//! gRPC path): the access layer at the gRPC edge authenticates every call
+//! and checks the table for node and public calls, the coordinator's
+//! operator operations check it themselves ([`AccessPolicy::permit`]),
+//! whatever the transport. The few checks that depend on a request's content
+//! (a node may only submit and read its own state's snapshots) are made by
+//! the handler with the [`Principal`] the layer attached to the request.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -8,6 +8,9 @@
 //! - Decisions: the [`reconcile`] engine (rules, checkpoint), [`alert`]s and
 //!   their lifecycle, [`access`] roles and the permission table, signed
 //!   [`audit`] records and their chain.
+//! - What the coordinator answers operators with: an item's custody
+//!   [`trail`], [`seizure`] reports and their matches, its status
+//!   ([`overview`]).
 
 pub mod access;
 pub mod alert;
@@ -16,8 +19,11 @@ pub mod evidence;
 pub mod inventory_csv;
 pub mod item;
 pub mod merkle;
+pub mod overview;
 pub mod quote;
 pub mod reconcile;
+pub mod seizure;
 pub mod serial;
 pub mod snapshot;
 pub mod state;
+pub mod trail;

@@ -51,6 +51,20 @@ pub fn reason_from_proto(code: i32) -> Option<ResolutionReason> {
         .find(|x| reason_to_proto(*x) == r)
 }
 
+/// Every resolution reason, named as a gRPC client writes it, with its
+/// number and the CLI's spelling beside: what a refusal of an unknown reason
+/// lists.
+pub fn reason_choices() -> String {
+    let valid: Vec<String> = ResolutionReason::ALL
+        .iter()
+        .map(|r| {
+            let p = reason_to_proto(*r);
+            format!("{} = {} ({})", p.as_str_name(), p as i32, r.as_str())
+        })
+        .collect();
+    valid.join(", ")
+}
+
 /// The wire form of a snapshot reference.
 pub fn snapshot_ref(r: &SnapshotRef) -> proto::SnapshotRef {
     proto::SnapshotRef {

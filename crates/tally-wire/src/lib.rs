@@ -6,8 +6,12 @@
 //! edge of whatever uses this crate: the domain never sees them.
 
 pub mod alerts;
+pub mod audit;
 pub mod convert;
 pub mod evidence;
+pub mod seizures;
+pub mod status;
+pub mod trace;
 
 /// Generated protobuf and gRPC types (`proto/tally/v1`).
 pub mod proto {

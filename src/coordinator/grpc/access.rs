@@ -1,6 +1,9 @@
-//! The access layer: every request is authorised here, once, before any
-//! handler runs (see `crate::access` for the rules). The caller's
-//! [`Principal`] is attached to the request for the handlers' own-state checks.
+//! The access layer: every request is authenticated here before any handler
+//! runs, and authorised here unless its operation is one that
+//! `coordinator::ops` decides itself (`ops::DECIDED`: the operator
+//! operations, which check the same table whatever the transport); see
+//! `crate::access` for the rules. The caller's [`Principal`] is attached to
+//! the request for the operations and the handlers' own-state checks.
 //! Refused calls are recorded in the audit trail, if one is attached.
 
 use std::future::Future;
@@ -13,7 +16,7 @@ use futures::future::Either;
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use super::request::RequestError;
+use super::request::EdgeRefusal;
 use super::status;
 use crate::access::{AccessError, AccessPolicy, Principal};
 use crate::audit::{Action, Actor, Event, Outcome};
@@ -100,7 +103,7 @@ fn certificate_state<B>(req: &http::Request<B>) -> Result<Option<StateCode>, ton
         None => Ok(None),
         Some(leaf) => tls::certificate_state(leaf.as_ref())
             .map(Some)
-            .map_err(|e| RequestError::Certificate(e).into()),
+            .map_err(|e| EdgeRefusal::Certificate(e).into()),
     }
 }
 

@@ -1,70 +1,31 @@
-//! `tally.v1.Alerts`: list, read, act on and watch discrepancy alerts.
+//! `tally.v1.Alerts`: list, read, act on and watch discrepancy alerts. Each
+//! RPC decodes its request, calls its operation in `coordinator::ops` and
+//! encodes the answer.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
-use super::check_field_len;
-use super::request::RequestError;
-use super::{blocking, run_detached, within_page_bytes};
-use crate::coordinator::lifecycle::Lifecycle;
-use crate::coordinator::metrics::Metrics;
-use crate::coordinator::ops::Ops;
-use crate::coordinator::storage::alerts::{Alert, AlertStatus, AlertStore, ResolutionReason};
+use super::{blocking, caller_of, run_detached, within_page_bytes};
+use crate::coordinator::ops::{
+    AlertFilter, AlertQuery, Decoded, Ops, RequestError, page_token, parse_page_token,
+};
+use crate::coordinator::storage::alerts::ResolutionReason;
 use crate::proto;
-use crate::reconcile::AlertKind;
-use crate::serial::{CanonicalModel, CanonicalRule};
-use crate::state::StateCode;
-use tally_wire::alerts::{alert_to_proto, event_to_proto, reason_from_proto, status_from_proto};
-
-/// Default and largest page of `ListAlerts`.
-const PAGE_DEFAULT: usize = 100;
-const PAGE_MAX: usize = 1000;
-/// Stored events read per step when a watcher replays.
-const REPLAY_BATCH: usize = 500;
-/// Events queued for one watcher's connection before it counts as slow.
-const WATCH_QUEUE: usize = 256;
+use tally_wire::alerts::{
+    alert_to_proto, event_to_proto, reason_choices, reason_from_proto, status_from_proto,
+};
 
 pub(crate) struct AlertsService {
-    alerts: Arc<AlertStore>,
-    rule: CanonicalRule,
-    lifecycle: Lifecycle,
-    metrics: Arc<Metrics>,
-    /// Acknowledge, resolve and reopen: permission, action, audit record.
-    ops: Ops,
+    /// Every RPC: permission, request, work (and audit record).
+    ops: Arc<Ops>,
 }
 
 impl AlertsService {
-    pub fn new(
-        alerts: Arc<AlertStore>,
-        rule: CanonicalRule,
-        lifecycle: Lifecycle,
-        metrics: Arc<Metrics>,
-        ops: Ops,
-    ) -> AlertsService {
-        AlertsService {
-            alerts,
-            rule,
-            lifecycle,
-            metrics,
-            ops,
-        }
-    }
-}
-
-/// Who made a request, and from where, for the operations.
-pub(super) fn caller_of<T>(request: &Request<T>) -> crate::coordinator::ops::Caller {
-    crate::coordinator::ops::Caller {
-        principal: request
-            .extensions()
-            .get::<crate::access::Principal>()
-            .cloned(),
-        peer: request.remote_addr(),
+    pub fn new(ops: Arc<Ops>) -> AlertsService {
+        AlertsService { ops }
     }
 }
 
@@ -73,71 +34,26 @@ fn record_alert_id(id: u64) {
     tracing::Span::current().record("alert_id", id);
 }
 
-fn reason_from_proto_checked(code: i32) -> Result<ResolutionReason, RequestError> {
-    reason_from_proto(code).ok_or(RequestError::UnknownResolutionReason { code })
+fn decode_reason(code: i32) -> Decoded<ResolutionReason> {
+    reason_from_proto(code).ok_or_else(|| RequestError::UnknownResolutionReason {
+        code,
+        valid: reason_choices(),
+    })
 }
 
-/// The validated filters of a list request.
-struct Filter {
-    kind: Option<AlertKind>,
-    state: Option<StateCode>,
-    model: Option<CanonicalModel>,
-    status: Option<AlertStatus>,
-    opened_since: i64,
-}
-
-impl Filter {
-    fn from_request(
-        r: &proto::ListAlertsRequest,
-        rule: &CanonicalRule,
-    ) -> Result<Filter, RequestError> {
-        let kind = match r.kind.as_str() {
-            "" => None,
-            k => Some(
-                AlertKind::ALL
-                    .into_iter()
-                    .find(|x| x.as_str() == k)
-                    .ok_or_else(|| RequestError::UnknownAlertKind(k.to_string()))?,
-            ),
-        };
-        let state = match r.state.as_str() {
-            "" => None,
-            s => Some(StateCode::parse(s)?),
-        };
-        let model = match r.model.as_str() {
-            "" => None,
-            m => Some(check_field_len("model filter", m).and_then(|()| {
-                CanonicalModel::from_raw(m, rule).map_err(|error| {
-                    RequestError::ModelFilterNotCanonical {
-                        value: m.to_string(),
-                        error,
-                    }
-                })
-            })?),
-        };
-        let status = proto::AlertStatus::try_from(r.status)
-            .map_err(|_| RequestError::UnknownAlertStatus(r.status))?;
-        Ok(Filter {
-            kind,
-            state,
-            model,
-            status: status_from_proto(status),
-            opened_since: r.opened_since_unix_ms,
-        })
-    }
-
-    fn matches(&self, a: &Alert) -> bool {
-        self.kind.is_none_or(|k| a.key.kind == k)
-            && self
-                .state
-                .is_none_or(|s| a.key.state == Some(s) || a.body.states.contains(&s))
-            && self
-                .model
-                .as_ref()
-                .is_none_or(|m| a.key.item.as_ref().is_some_and(|k| k.model == *m))
-            && self.status.is_none_or(|s| a.status == s)
-            && a.opened_at_unix_ms >= self.opened_since
-    }
+/// A list request's filter (kind, state, model, status, in that order),
+/// page size and position.
+fn decode_query(r: &proto::ListAlertsRequest, ops: &Ops) -> Decoded<AlertQuery> {
+    let mut filter = AlertFilter::parse(&r.kind, &r.state, &r.model, ops.rule())?;
+    let status = proto::AlertStatus::try_from(r.status)
+        .map_err(|_| RequestError::UnknownAlertStatus(r.status))?;
+    filter.status = status_from_proto(status);
+    filter.opened_since = r.opened_since_unix_ms;
+    Ok(AlertQuery {
+        filter,
+        page_size: r.page_size as usize,
+        before: parse_page_token(&r.page_token)?,
+    })
 }
 
 #[tonic::async_trait]
@@ -146,28 +62,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::ListAlertsRequest>,
     ) -> Result<Response<proto::ListAlertsResponse>, Status> {
-        let req = request.into_inner();
-        let filter = Filter::from_request(&req, &self.rule)?;
-        let page = match req.page_size as usize {
-            0 => PAGE_DEFAULT,
-            n => n.min(PAGE_MAX),
-        };
-        // Newest first; the token is the id to continue below.
-        let before = match req.page_token.as_str() {
-            "" => u64::MAX,
-            t => t
-                .parse::<u64>()
-                .map_err(|_| RequestError::UnknownPageToken(t.to_string()))?,
-        };
-        let alerts = self.alerts.clone();
-        let (found, more) = blocking(move || {
-            let (found, more) = alerts.page_before(before, page, |a| filter.matches(a))?;
-            Ok((found, more))
-        })
-        .await?;
-        let (alerts, cut) = within_page_bytes(found.iter().map(alert_to_proto));
-        let next_page_token = match (more || cut, alerts.last()) {
-            (true, Some(last)) => last.id.to_string(),
+        let caller = caller_of(&request);
+        let query = decode_query(request.get_ref(), &self.ops);
+        let ops = self.ops.clone();
+        let found = blocking(move || Ok(ops.list_alerts(&caller, query)?)).await?;
+        let (alerts, cut) = within_page_bytes(found.alerts.iter().map(alert_to_proto));
+        let next_page_token = match (found.more || cut, alerts.last()) {
+            (true, Some(last)) => page_token(last.id),
             _ => String::new(),
         };
         Ok(Response::new(proto::ListAlertsResponse {
@@ -180,11 +81,11 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::GetAlertRequest>,
     ) -> Result<Response<proto::Alert>, Status> {
+        let caller = caller_of(&request);
         let id = request.into_inner().id;
         record_alert_id(id);
-        let alerts = self.alerts.clone();
-        let alert = blocking(move || Ok(alerts.get(id)?)).await?;
-        let alert = alert.ok_or(RequestError::NoAlert(id))?;
+        let ops = self.ops.clone();
+        let alert = blocking(move || Ok(ops.get_alert(&caller, id)?)).await?;
         Ok(Response::new(alert_to_proto(&alert)))
     }
 
@@ -211,7 +112,7 @@ impl proto::alerts_server::Alerts for AlertsService {
         let caller = caller_of(&request);
         let req = request.into_inner();
         record_alert_id(req.id);
-        let reason = reason_from_proto_checked(req.reason);
+        let reason = decode_reason(req.reason);
         let ops = self.ops.clone();
         let alert = run_detached(blocking(move || {
             Ok(ops.resolve_alert(&caller, req.id, reason, &req.note)?)
@@ -243,105 +144,16 @@ impl proto::alerts_server::Alerts for AlertsService {
         &self,
         request: Request<proto::WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let caller = caller_of(&request);
         let after = request.into_inner().after_cursor;
         tracing::Span::current().record("after_cursor", after);
-        if self.lifecycle.is_draining() {
-            return Err(RequestError::WatchShuttingDown.into());
-        }
-        // A cursor beyond the newest event would skip events silently until
-        // the store caught up with it: it comes from another coordinator, or
-        // from before the alert store was rebuilt (cursors start again then).
-        let mut newest = self.alerts.last_cursor();
-        if after > newest {
-            // Storage may be a moment ahead of the count (see
-            // `AlertStore::last_cursor`): ask it before refusing.
-            let alerts = self.alerts.clone();
-            newest = blocking(move || Ok(alerts.last_stored_cursor()?)).await?;
-        }
-        if after > newest {
-            return Err(RequestError::CursorAhead { after, newest }.into());
-        }
-        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        let watcher = self.metrics.watcher_connected();
-        let lifecycle = self.lifecycle.clone();
-        let alerts = self.alerts.clone();
-        tokio::spawn(
-            async move {
-                // Counted as connected until this task ends.
-                let _watcher = watcher;
-                tokio::select! {
-                    _ = watch(alerts, after, &tx) => {}
-                    // Noticed at once, not at the next event: the gauge of
-                    // connected watchers stays true.
-                    _ = tx.closed() => tracing::debug!("watcher hung up"),
-                    // Dropping `tx` ends the stream cleanly (status OK); the
-                    // watcher resumes from its last cursor.
-                    _ = lifecycle.draining() => tracing::info!("watch stream ended: shutting down"),
-                }
-            }
-            .instrument(tracing::Span::current()),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// Feeds one watcher: stored events after its cursor, then live ones. The
-/// live subscription starts before the replay, so nothing committed in
-/// between is missed; events at or below the last one sent are skipped, so
-/// nothing is sent twice. A watcher that falls behind the live buffer goes
-/// back to reading storage from its last cursor: memory stays bounded and
-/// ingestion never waits for it.
-async fn watch(
-    alerts: Arc<AlertStore>,
-    mut last: u64,
-    tx: &mpsc::Sender<Result<proto::AlertEvent, Status>>,
-) {
-    let mut live = alerts.subscribe();
-    loop {
-        // Replay from storage until caught up.
-        loop {
-            let store = alerts.clone();
-            let batch =
-                match tokio::task::spawn_blocking(move || store.events_after(last, REPLAY_BATCH))
-                    .await
-                {
-                    Ok(Ok(batch)) => batch,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            if batch.is_empty() {
-                break;
-            }
-            for e in &batch {
-                // A watcher that hangs up is normal: stop quietly.
-                if tx.send(Ok(event_to_proto(e))).await.is_err() {
-                    return;
-                }
-                last = e.cursor;
-            }
-        }
-        // Live, until the watcher lags or a gap shows.
-        loop {
-            match live.recv().await {
-                Ok(e) if e.cursor <= last => continue,
-                Ok(e) if e.cursor == last + 1 => {
-                    if tx.send(Ok(event_to_proto(&e))).await.is_err() {
-                        return;
-                    }
-                    last = e.cursor;
-                }
-                // A gap (an event was committed between the replay and the
-                // subscription's buffer): read storage again.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    live = live.resubscribe();
-                    break;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
+        let ops = self.ops.clone();
+        let watch = blocking(move || Ok(ops.watch_alerts(&caller, after)?)).await?;
+        let events = watch.start().map(|event| match event {
+            Ok(e) => Ok(event_to_proto(&e)),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 }
 
@@ -353,6 +165,7 @@ mod tests {
 
     use super::*;
     use crate::audit::Action;
+    use crate::coordinator::storage::alerts::{AlertStatus, AlertStore};
     use crate::coordinator::storage::audit_log::AuditStore;
 
     /// A client that stops waiting (hangs up, or its deadline passes) once
@@ -385,29 +198,24 @@ mod tests {
             )
             .unwrap(),
         );
-        let ops = Ops::new(
-            Arc::new(crate::access::AccessPolicy::open()),
+        let ops = crate::coordinator::ops::tests::ops_on(
+            crate::access::AccessPolicy::open(),
             reconciler,
             audit.clone(),
-            crate::support::clock::Clock::system(),
-            CanonicalRule::default(),
         );
-        let service = AlertsService::new(
-            alerts.clone(),
-            CanonicalRule::default(),
-            Lifecycle::new(),
-            Arc::new(Metrics::new()),
-            ops,
-        );
+        let service = AlertsService::new(Arc::new(ops));
 
         // Polled once, up to its first wait for storage, then dropped (what
-        // tonic does when the client goes away).
-        let mut handler = Box::pin(service.acknowledge_alert(Request::new(
-            proto::AcknowledgeAlertRequest {
-                id,
-                note: "seen".into(),
-            },
-        )));
+        // tonic does when the client goes away). The principal is what the
+        // access layer attaches.
+        let mut request = Request::new(proto::AcknowledgeAlertRequest {
+            id,
+            note: "seen".into(),
+        });
+        request
+            .extensions_mut()
+            .insert(crate::access::Principal::Unchecked);
+        let mut handler = Box::pin(service.acknowledge_alert(request));
         let _ = futures::poll!(handler.as_mut());
         drop(handler);
 

@@ -1,49 +1,20 @@
-//! `tally.v1.Audit`, and how the other services write to the audit trail.
+//! `tally.v1.Audit`, and how the gRPC edge itself writes to the audit trail
+//! (refused calls, rejected submissions; the operations write their own).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::status::EdgeFailure;
-use super::{blocking, within_page_bytes};
-use crate::access::Principal;
-use crate::audit::{Action, Actor, Event, Outcome, SealedRecord};
+use super::{blocking, caller_of, within_page_bytes};
+use crate::audit::{Action, Event, Outcome};
+use crate::coordinator::ops::{Caller, NotAudited, Ops};
 use crate::coordinator::storage::audit_log::{AuditLogError, AuditStore};
 use crate::proto;
 use crate::support::clock::Clock;
-
-/// Default and largest page of `ListAuditRecords`.
-const PAGE_MAX: usize = 1000;
-
-/// Who made a request and from where, taken before the request is consumed.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub actor: Actor,
-    pub peer: Option<SocketAddr>,
-}
-
-impl Caller {
-    pub fn of<T>(request: &Request<T>) -> Caller {
-        Caller {
-            actor: Actor::of(request.extensions().get::<Principal>()),
-            peer: request.remote_addr(),
-        }
-    }
-
-    fn event(self, at_unix_ms: i64, action: Action, outcome: Outcome) -> Event {
-        Event {
-            at_unix_ms,
-            actor: self.actor,
-            peer: self.peer.map(|p| p.to_string()),
-            action,
-            outcome,
-        }
-    }
-}
+use tally_wire::audit::record_to_proto;
 
 /// The outcome a request's result is recorded with.
-pub(crate) fn outcome_of<T>(result: &Result<T, Status>) -> Outcome {
+fn outcome_of<T>(result: &Result<T, Status>) -> Outcome {
     match result {
         Ok(_) => Outcome::Ok,
         Err(s) => Outcome::refused(s.code() as u32, s.message()),
@@ -60,10 +31,11 @@ pub(crate) async fn append(log: &Arc<dyn AuditStore>, event: Event) -> Result<()
     }
 }
 
-/// Records `action` by `caller`, at `clock`'s time, with the outcome of `result`, durably, and
-/// then passes `result` on. If the record cannot be written, a refusal is
-/// passed on unchanged (and the failure logged); a success becomes
-/// `INTERNAL`, saying the action was done but not audited.
+/// Records `action` by `caller`, at `clock`'s time, with the outcome of
+/// `result`, durably, and then passes `result` on. If the record cannot be
+/// written, a refusal is passed on unchanged (and the failure logged); a
+/// success becomes `INTERNAL` ([`NotAudited`]), saying the action was done
+/// but not audited.
 pub(crate) async fn audited<T>(
     log: &Arc<dyn AuditStore>,
     clock: &Clock,
@@ -78,7 +50,7 @@ pub(crate) async fn audited<T>(
         Err(e) => {
             tracing::error!(error = %e, action = %described, "writing the audit trail failed");
             match result {
-                Ok(_) => Err(EdgeFailure::NotAudited {
+                Ok(_) => Err(NotAudited {
                     action: described,
                     source: e,
                 }
@@ -89,47 +61,13 @@ pub(crate) async fn audited<T>(
     }
 }
 
-/// The wire form of a stored record.
-pub(crate) fn record_to_proto(r: &SealedRecord) -> proto::AuditRecord {
-    let mut out = proto::AuditRecord {
-        sequence: r.sequence,
-        encoding: r.encoding.clone().into(),
-        hash: r.hash.clone().into(),
-        signature: r.signature.clone().into(),
-        ..Default::default()
-    };
-    if let Ok(d) = r.decode() {
-        let e = d.event;
-        out.at_unix_ms = e.at_unix_ms;
-        out.actor = e.actor.to_string();
-        out.peer = e.peer.unwrap_or_default();
-        out.action = e.action.kind().to_string();
-        out.description = e.action.to_string();
-        out.outcome = e.outcome.code_name().to_string();
-        if let Outcome::Refused { reason, .. } = e.outcome {
-            out.reason = reason;
-        }
-    }
-    out
-}
-
-/// The stored form of a record received over the wire (for verification).
-pub fn record_from_proto(r: &proto::AuditRecord) -> SealedRecord {
-    SealedRecord {
-        sequence: r.sequence,
-        encoding: r.encoding.to_vec(),
-        hash: r.hash.to_vec(),
-        signature: r.signature.to_vec(),
-    }
-}
-
 pub(crate) struct AuditService {
-    log: Arc<dyn AuditStore>,
+    ops: Arc<Ops>,
 }
 
 impl AuditService {
-    pub fn new(log: Arc<dyn AuditStore>) -> AuditService {
-        AuditService { log }
+    pub fn new(ops: Arc<Ops>) -> AuditService {
+        AuditService { ops }
     }
 }
 
@@ -139,21 +77,17 @@ impl proto::audit_server::Audit for AuditService {
         &self,
         request: Request<proto::ListAuditRecordsRequest>,
     ) -> Result<Response<proto::ListAuditRecordsResponse>, Status> {
+        let caller = caller_of(&request);
         let req = request.into_inner();
-        let limit = match req.limit as usize {
-            0 => PAGE_MAX,
-            n => n.min(PAGE_MAX),
-        };
-        let log = self.log.clone();
-        let (records, last_sequence) = blocking(move || {
-            let records = log.list(req.from_sequence.max(1), limit)?;
-            Ok((records, log.last_sequence()))
+        let ops = self.ops.clone();
+        let page = blocking(move || {
+            Ok(ops.list_audit_records(&caller, req.from_sequence, req.limit as usize)?)
         })
         .await?;
-        let (records, _) = within_page_bytes(records.iter().map(record_to_proto));
+        let (records, _) = within_page_bytes(page.records.iter().map(record_to_proto));
         Ok(Response::new(proto::ListAuditRecordsResponse {
             records,
-            last_sequence,
+            last_sequence: page.last_sequence,
         }))
     }
 }

@@ -1,7 +1,31 @@
-//! The gRPC edge: decode protobuf into validated domain types, call the
-//! domain, encode the answer. Generated types stop here; errors are mapped to
-//! `tonic::Status` once, in [`status`] (the services' own refusals are
-//! [`request::RequestError`]s).
+//! The gRPC edge: decode protobuf into domain types, call the domain (for
+//! operator operations, one function of `coordinator::ops` each), encode the
+//! answer with `tally_wire`. Generated types stop here; errors are mapped to
+//! `tonic::Status` once, in [`status`] (what the edge itself refuses is a
+//! [`request::EdgeRefusal`]). [`router`] puts the services together.
+
+use std::sync::Arc;
+
+use tonic::Request;
+use tonic::transport::server::Router;
+use tower_layer::{Identity, Stack};
+
+use self::access::AccessLayer;
+use self::alerts::AlertsService;
+use self::audit::AuditService;
+use self::operations::{CoordinatorService, SeizuresService};
+use self::snapshots::SnapshotsService;
+use self::trace::TraceService;
+use crate::access::{AccessPolicy, Principal};
+use crate::coordinator::lifecycle::Lifecycle;
+use crate::coordinator::ops::{Caller, Deps, Ops};
+use crate::coordinator::server::Coordinator;
+use crate::proto::alerts_server::AlertsServer;
+use crate::proto::audit_server::AuditServer;
+use crate::proto::coordinator_server::CoordinatorServer;
+use crate::proto::seizures_server::SeizuresServer;
+use crate::proto::snapshots_server::SnapshotsServer;
+use crate::proto::trace_server::TraceServer;
 
 pub mod access;
 pub mod alerts;
@@ -38,13 +62,18 @@ fn within_page_bytes<M: prost::Message>(messages: impl IntoIterator<Item = M>) -
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tonic::Status> + Send + 'static,
 ) -> Result<T, tonic::Status> {
+    blocking_as("task", f).await
+}
+
+/// [`blocking`], naming the task `what` if it fails.
+async fn blocking_as<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, tonic::Status> + Send + 'static,
+) -> Result<T, tonic::Status> {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
-        .map_err(|source| status::EdgeFailure::Task {
-            what: "task",
-            source,
-        })?
+        .map_err(|source| status::EdgeFailure::Task { what, source })?
 }
 
 /// Runs an operator action, with its audit record, as a task of its own and
@@ -64,27 +93,74 @@ async fn run_detached<T: Send + 'static>(
         })?
 }
 
-/// The longest model or serial a query (`TraceItem`, the `ListAlerts` model
-/// filter) may carry. Exports are held to [`crate::item::MAX_FIELD_BYTES`]
-/// per raw field, but a query may spell the same canonical form longer
-/// (full-width letters, separators), so it gets four times that: enough for
-/// any real lookup, and a bound on what is canonicalised and echoed.
-pub(crate) const MAX_QUERY_FIELD_BYTES: usize = 4 * crate::item::MAX_FIELD_BYTES;
-
-/// Refuses a query field longer than [`MAX_QUERY_FIELD_BYTES`].
-pub(crate) fn check_field_len(
-    field: &'static str,
-    value: &str,
-) -> Result<(), request::RequestError> {
-    let max = MAX_QUERY_FIELD_BYTES;
-    if value.len() > max {
-        return Err(request::RequestError::FieldTooLong {
-            field,
-            len: value.len(),
-            max,
-        });
+/// Who made a request and from where: the principal the access layer
+/// attached to it (none if it did not pass the layer), and the peer.
+pub(crate) fn caller_of<T>(request: &Request<T>) -> Caller {
+    Caller {
+        principal: request.extensions().get::<Principal>().cloned(),
+        peer: request.remote_addr(),
     }
-    Ok(())
+}
+
+/// The coordinator's gRPC services on `builder`, behind the access layer of
+/// `policy` (which records refused calls in the coordinator's audit trail):
+/// health (reporting `Snapshots` as serving), reflection, and every
+/// `tally.v1` service, the operator ones on one [`Ops`]. Returns the router
+/// to serve and the health reporter, which shutdown turns to NOT_SERVING.
+pub(crate) async fn router(
+    builder: tonic::transport::Server,
+    coordinator: &Coordinator,
+    lifecycle: &Lifecycle,
+    policy: AccessPolicy,
+) -> Result<
+    (
+        Router<Stack<AccessLayer, Identity>>,
+        tonic_health::server::HealthReporter,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let max_message = coordinator.ingestor.limits().max_message_bytes;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<SnapshotsServer<SnapshotsService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let snapshots = SnapshotsServer::new(SnapshotsService::new(
+        coordinator.ingestor.clone(),
+        coordinator.reconciler.clone(),
+        lifecycle.clone(),
+        coordinator.metrics.clone(),
+        coordinator.audit.clone(),
+    ))
+    .max_decoding_message_size(max_message);
+    let ops = Arc::new(Ops::new(Deps {
+        policy: Arc::new(policy.clone()),
+        ingestor: coordinator.ingestor.clone(),
+        reconciler: coordinator.reconciler.clone(),
+        audit: coordinator.audit.clone(),
+        lifecycle: lifecycle.clone(),
+        metrics: coordinator.metrics.clone(),
+        clock: coordinator.clock.clone(),
+        rule: coordinator.rule.clone(),
+        code_of: status::ops_outcome_code,
+    }));
+    let access = AccessLayer::new(policy)
+        .recording_to(coordinator.audit.clone())
+        .timed_by(coordinator.clock.clone());
+    let router = builder
+        .layer(access)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(snapshots)
+        .add_service(AlertsServer::new(AlertsService::new(ops.clone())))
+        .add_service(SeizuresServer::new(SeizuresService::new(ops.clone())))
+        .add_service(CoordinatorServer::new(CoordinatorService::new(ops.clone())))
+        .add_service(TraceServer::new(TraceService::new(ops.clone())))
+        .add_service(AuditServer::new(AuditService::new(ops)));
+    Ok((router, health_reporter))
 }
 
 #[cfg(test)]

@@ -9,14 +9,16 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::audit::{Caller, audited};
-use super::request::RequestError;
+use super::audit::audited;
+use super::caller_of;
+use super::request::EdgeRefusal;
 use super::status::{self, EdgeFailure};
 use crate::access::{Principal, check_own_state};
 use crate::audit::Action;
 use crate::coordinator::admission::{Admission, IngestError, Ingestor, Upload};
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
+use crate::coordinator::ops::RequestError;
 use crate::coordinator::reconciler::Reconciler;
 use crate::coordinator::storage::audit_log::AuditStore;
 use crate::proto::{self, get_snapshot_response, submit_request};
@@ -127,11 +129,11 @@ async fn submit(
         }
         Some(proto::SubmitRequest {
             part: Some(submit_request::Part::Chunk(_)),
-        }) => return Err(RequestError::FirstMessageIsChunk.into()),
+        }) => return Err(EdgeRefusal::FirstMessageIsChunk.into()),
         Some(proto::SubmitRequest { part: None }) => {
-            return Err(RequestError::FirstMessageEmpty.into());
+            return Err(EdgeRefusal::FirstMessageEmpty.into());
         }
-        None => return Err(RequestError::NoHeader.into()),
+        None => return Err(EdgeRefusal::NoHeader.into()),
     };
     let signed = signed_header_from_proto(&header).map_err(status::malformed)?;
     let items = signed.header.item_count;
@@ -164,9 +166,9 @@ async fn submit(
                     }
                 }
                 Some(submit_request::Part::Header(_)) => {
-                    return Err(RequestError::SecondHeader.into());
+                    return Err(EdgeRefusal::SecondHeader.into());
                 }
-                None => return Err(RequestError::EmptyChunk.into()),
+                None => return Err(EdgeRefusal::EmptyChunk.into()),
             }
         }
         let _ = tx.send(None).await;
@@ -180,7 +182,7 @@ async fn submit(
         (Err(e), _) => return Err(e.into()),
         (Ok(_), Err(status)) => return Err(status),
         (Ok(Some(upload)), Ok(())) => upload,
-        (Ok(None), Ok(())) => return Err(RequestError::UploadEndedEarly.into()),
+        (Ok(None), Ok(())) => return Err(EdgeRefusal::UploadEndedEarly.into()),
     };
     let receipt = join(blocking_in_span(move || upload.finish())).await??;
     Ok(Submitted::New {
@@ -199,14 +201,14 @@ async fn next_message(
     let idle = std::time::Duration::from_secs(limits.upload_idle_timeout_seconds);
     let next = tokio::time::timeout(idle, stream.message())
         .await
-        .map_err(|_| RequestError::UploadIdle {
+        .map_err(|_| EdgeRefusal::UploadIdle {
             seconds: idle.as_secs(),
         })?;
     // tonic's own status for a message it refused to decode, or the
     // transport's: passed on, apart from the size limit.
     next.map_err(|s| {
         if s.code() == tonic::Code::OutOfRange {
-            RequestError::MessageTooLarge {
+            EdgeRefusal::MessageTooLarge {
                 limit,
                 detail: s.message().to_string(),
             }
@@ -242,7 +244,7 @@ impl SnapshotsService {
         let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
             let limit = self.ingestor.limits().max_concurrent_uploads;
             tracing::warn!(limit, "submission refused: too many uploads in progress");
-            let status = Status::from(RequestError::Busy { limit });
+            let status = Status::from(EdgeRefusal::Busy { limit });
             self.metrics.snapshot_rejected(status.code());
             return Err(status);
         };
@@ -306,7 +308,7 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
         &self,
         request: Request<Streaming<proto::SubmitRequest>>,
     ) -> Result<Response<proto::Receipt>, Status> {
-        let caller = Caller::of(&request);
+        let caller = caller_of(&request);
         let mut claim = Claim::default();
         // Held until the answer is ready and audited, so shutdown waits for
         // this submission (and its reconciliation) within its grace period.
@@ -315,7 +317,7 @@ impl proto::snapshots_server::Snapshots for SnapshotsService {
             Some(_) => self.submit_unaudited(request, &mut claim).await,
             None => {
                 tracing::warn!("submission refused: the coordinator is shutting down");
-                let status = Status::from(RequestError::ShuttingDown);
+                let status = Status::from(EdgeRefusal::ShuttingDown);
                 self.metrics.snapshot_rejected(status.code());
                 Err(status)
             }

@@ -5,9 +5,13 @@
 //!   ([`IngestError`], [`StoreError`], [`TraceError`], [`ReconcileError`],
 //!   [`ActionError`], [`AlertStoreError`], [`SeizureLogError`],
 //!   [`AuditLogError`]), so a service passes them on with `?`.
-//! - The services' own refusals are [`RequestError`]s (their messages are in
-//!   `super::request`), and failures of the gRPC edge itself (a task that
-//!   panicked, an audit record that could not be written) [`EdgeFailure`]s.
+//! - The operations' errors are [`OpsError`]s: their refusals of a request
+//!   [`RequestError`]s (messages in `ops::request`), an action done but not
+//!   audited [`NotAudited`]; [`ops_code`] is also the code their audit
+//!   records carry.
+//! - What the edge itself refuses is an [`EdgeRefusal`] (messages in
+//!   `super::request`), and its own failures (a task that panicked)
+//!   [`EdgeFailure`]s.
 //! - Errors of `tally_core` and `tally_wire`, which the orphan rule keeps
 //!   from an `impl From`, have a function each: [`access`] and
 //!   [`malformed`].
@@ -21,7 +25,7 @@ use tonic::{Code, Status};
 
 use crate::access::AccessError;
 use crate::coordinator::admission::IngestError;
-use crate::coordinator::ops::OpsError;
+use crate::coordinator::ops::{NotAudited, OpsError, RequestError};
 use crate::coordinator::reconciler::ReconcileError;
 use crate::coordinator::storage::StoreError;
 use crate::coordinator::storage::alerts::{ActionError, AlertStoreError};
@@ -29,7 +33,7 @@ use crate::coordinator::storage::audit_log::AuditLogError;
 use crate::coordinator::storage::seizures::SeizureLogError;
 use crate::coordinator::trace::TraceError;
 
-pub use super::request::{RequestError, SeizedItemError};
+use super::request::EdgeRefusal;
 
 /// A failure of the gRPC edge itself, answered `INTERNAL`.
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +43,6 @@ pub(crate) enum EdgeFailure {
     Task {
         what: &'static str,
         source: tokio::task::JoinError,
-    },
-    /// The action took effect, but its audit record could not be written.
-    #[error(
-        "{action}: done, but the audit trail could not be written ({source}); \
-         tell the coordinator's administrator"
-    )]
-    NotAudited {
-        action: String,
-        source: AuditLogError,
     },
 }
 
@@ -123,9 +118,18 @@ pub(crate) fn ops_code(e: &OpsError) -> Code {
         OpsError::Reconcile(_)
         | OpsError::Alerts(_)
         | OpsError::Seizures(_)
-        | OpsError::NotAudited { .. }
+        | OpsError::Store(_)
+        | OpsError::Trace(_)
+        | OpsError::Audit(_)
+        | OpsError::NotAudited(_)
         | OpsError::SeizuresUnmatched { .. } => Code::Internal,
     }
+}
+
+/// [`ops_code`] as the audit trail numbers it: what the operations are
+/// given to record their outcomes with.
+pub(crate) fn ops_outcome_code(e: &OpsError) -> u32 {
+    ops_code(e) as u32
 }
 
 impl From<OpsError> for Status {
@@ -137,10 +141,18 @@ impl From<OpsError> for Status {
             OpsError::Reconcile(e) => e.into(),
             OpsError::Alerts(e) => e.into(),
             OpsError::Seizures(e) => e.into(),
-            e @ (OpsError::NotAudited { .. } | OpsError::SeizuresUnmatched { .. }) => {
-                internal(&e, "request failed")
-            }
+            OpsError::Store(e) => e.into(),
+            OpsError::Trace(e) => e.into(),
+            OpsError::Audit(e) => e.into(),
+            OpsError::NotAudited(e) => e.into(),
+            e @ OpsError::SeizuresUnmatched { .. } => internal(&e, "request failed"),
         }
+    }
+}
+
+impl From<NotAudited> for Status {
+    fn from(e: NotAudited) -> Status {
+        internal(&e, "request failed")
     }
 }
 
@@ -171,12 +183,7 @@ impl From<RequestError> for Status {
 fn request_code(e: &RequestError) -> Code {
     use RequestError as R;
     match e {
-        R::FirstMessageIsChunk
-        | R::FirstMessageEmpty
-        | R::NoHeader
-        | R::SecondHeader
-        | R::EmptyChunk
-        | R::State(_)
+        R::State(_)
         | R::FieldTooLong { .. }
         | R::KeyNotCanonical { .. }
         | R::UnknownAlertKind(_)
@@ -186,13 +193,32 @@ fn request_code(e: &RequestError) -> Code {
         | R::UnknownResolutionReason { .. }
         | R::EmptySeizureReport
         | R::SeizedItem { .. } => Code::InvalidArgument,
-        R::MessageTooLarge { .. } | R::TooManySeizedItems { .. } => Code::ResourceExhausted,
-        R::UploadIdle { .. } => Code::DeadlineExceeded,
-        R::UploadEndedEarly => Code::Cancelled,
-        R::Busy { .. } | R::ShuttingDown | R::WatchShuttingDown => Code::Unavailable,
-        R::Certificate(_) => Code::Unauthenticated,
+        R::TooManySeizedItems { .. } => Code::ResourceExhausted,
         R::NoSnapshot { .. } | R::NoAlert(_) => Code::NotFound,
         R::CursorAhead { .. } => Code::OutOfRange,
+        R::WatchShuttingDown => Code::Unavailable,
+    }
+}
+
+impl From<EdgeRefusal> for Status {
+    fn from(e: EdgeRefusal) -> Status {
+        Status::new(edge_code(&e), e.to_string())
+    }
+}
+
+fn edge_code(e: &EdgeRefusal) -> Code {
+    use EdgeRefusal as R;
+    match e {
+        R::FirstMessageIsChunk
+        | R::FirstMessageEmpty
+        | R::NoHeader
+        | R::SecondHeader
+        | R::EmptyChunk => Code::InvalidArgument,
+        R::MessageTooLarge { .. } => Code::ResourceExhausted,
+        R::UploadIdle { .. } => Code::DeadlineExceeded,
+        R::UploadEndedEarly => Code::Cancelled,
+        R::Busy { .. } | R::ShuttingDown => Code::Unavailable,
+        R::Certificate(_) => Code::Unauthenticated,
     }
 }
 
@@ -228,6 +254,7 @@ mod tests {
 
     use super::*;
     use crate::coordinator::lookup::LookupError;
+    use crate::coordinator::ops::request::SeizedItemError;
     use crate::coordinator::storage::alerts::AlertStatus;
     use crate::serial::CanonicalError;
     use crate::snapshot::verify::VerifyError;
@@ -384,21 +411,22 @@ mod tests {
             Task => AuditLogError::Task("x".into()), Internal;
         }));
         let empty = CanonicalError::Empty;
-        rows.extend(rows!(RequestError, Status::from, {
-            FirstMessageIsChunk => RequestError::FirstMessageIsChunk, InvalidArgument;
-            FirstMessageEmpty => RequestError::FirstMessageEmpty, InvalidArgument;
-            NoHeader => RequestError::NoHeader, InvalidArgument;
-            SecondHeader => RequestError::SecondHeader, InvalidArgument;
-            EmptyChunk => RequestError::EmptyChunk, InvalidArgument;
-            MessageTooLarge => RequestError::MessageTooLarge { limit: 1, detail: "x".into() },
+        rows.extend(rows!(EdgeRefusal, Status::from, {
+            FirstMessageIsChunk => EdgeRefusal::FirstMessageIsChunk, InvalidArgument;
+            FirstMessageEmpty => EdgeRefusal::FirstMessageEmpty, InvalidArgument;
+            NoHeader => EdgeRefusal::NoHeader, InvalidArgument;
+            SecondHeader => EdgeRefusal::SecondHeader, InvalidArgument;
+            EmptyChunk => EdgeRefusal::EmptyChunk, InvalidArgument;
+            MessageTooLarge => EdgeRefusal::MessageTooLarge { limit: 1, detail: "x".into() },
                 ResourceExhausted;
-            UploadIdle => RequestError::UploadIdle { seconds: 1 }, DeadlineExceeded;
-            UploadEndedEarly => RequestError::UploadEndedEarly, Cancelled;
-            Busy => RequestError::Busy { limit: 1 }, Unavailable;
-            ShuttingDown => RequestError::ShuttingDown, Unavailable;
-            WatchShuttingDown => RequestError::WatchShuttingDown, Unavailable;
-            Certificate => RequestError::Certificate(TlsError::NoState { subject: "x".into() }),
+            UploadIdle => EdgeRefusal::UploadIdle { seconds: 1 }, DeadlineExceeded;
+            UploadEndedEarly => EdgeRefusal::UploadEndedEarly, Cancelled;
+            Busy => EdgeRefusal::Busy { limit: 1 }, Unavailable;
+            ShuttingDown => EdgeRefusal::ShuttingDown, Unavailable;
+            Certificate => EdgeRefusal::Certificate(TlsError::NoState { subject: "x".into() }),
                 Unauthenticated;
+        }));
+        rows.extend(rows!(RequestError, Status::from, {
             State => InvalidStateCode("x".into()).into(), InvalidArgument;
             FieldTooLong => RequestError::FieldTooLong { field: "model", len: 2, max: 1 },
                 InvalidArgument;
@@ -411,7 +439,9 @@ mod tests {
                 value: "-".into(), error: empty.clone(),
             }, InvalidArgument;
             UnknownPageToken => RequestError::UnknownPageToken("x".into()), InvalidArgument;
-            UnknownResolutionReason => RequestError::UnknownResolutionReason { code: 99 }, InvalidArgument;
+            UnknownResolutionReason => RequestError::UnknownResolutionReason {
+                code: 99, valid: "x".into(),
+            }, InvalidArgument;
             EmptySeizureReport => RequestError::EmptySeizureReport, InvalidArgument;
             TooManySeizedItems => RequestError::TooManySeizedItems { count: 2, max: 1 },
                 ResourceExhausted;
@@ -421,6 +451,7 @@ mod tests {
             NoSnapshot => RequestError::NoSnapshot { state: rus(), sequence: 1 }, NotFound;
             NoAlert => RequestError::NoAlert(1), NotFound;
             CursorAhead => RequestError::CursorAhead { after: 2, newest: 1 }, OutOfRange;
+            WatchShuttingDown => RequestError::WatchShuttingDown, Unavailable;
         }));
         // Mapped inside `RequestError::SeizedItem`, whose message prefixes
         // the item's index to the problem's.
@@ -443,19 +474,40 @@ mod tests {
         }));
         rows.extend(rows!(EdgeFailure, Status::from, {
             Task => EdgeFailure::Task { what: "task", source: join_error() }, Internal;
-            NotAudited => EdgeFailure::NotAudited {
-                action: "x".into(), source: audit_log_error(),
-            }, Internal;
         }));
-        rows.extend(rows!(OpsError, Status::from, {
+        let not_audited = || NotAudited {
+            action: "x".into(),
+            source: audit_log_error(),
+        };
+        let status = Status::from(not_audited());
+        rows.push(Row {
+            variant: "NotAudited".into(),
+            expected: Code::Internal,
+            got: status.code(),
+            message_differs: status.message() != not_audited().to_string(),
+        });
+        // An operation's audit record carries the code its caller is
+        // answered with: a row whose two codes differ fails.
+        let answered = |e: OpsError| {
+            let recorded = ops_code(&e);
+            let status = Status::from(e);
+            if status.code() == recorded {
+                status
+            } else {
+                Status::new(Code::Unknown, format!("recorded as {recorded:?}"))
+            }
+        };
+        rows.extend(rows!(OpsError, answered, {
             Access => AccessError::UnknownToken.into(), Unauthenticated;
-            Request => RequestError::UnknownResolutionReason { code: 99 }.into(), InvalidArgument;
+            Request => RequestError::NoAlert(7).into(), NotFound;
             Action => ActionError::NotFound(7).into(), NotFound;
             Reconcile => ReconcileError::Poisoned.into(), Internal;
             Alerts => AlertStoreError::Corrupt("x".into()).into(), Internal;
             Seizures => SeizureLogError::Corrupt("x".into()).into(), Internal;
-            NotAudited => OpsError::NotAudited { action: "x".into(), source: audit_log_error() },
-                Internal;
+            Store => store_error().into(), Internal;
+            Trace => TraceError::from(store_error()).into(), Internal;
+            Audit => audit_log_error().into(), Internal;
+            NotAudited => not_audited().into(), Internal;
             SeizuresUnmatched => OpsError::SeizuresUnmatched {
                 report_id: 1, source: ReconcileError::Poisoned,
             }, Internal;

@@ -1,9 +1,18 @@
 //! The operations: one transport-free function per operator operation. Each
 //! takes the caller (its [`Principal`] and address), checks the one
 //! permission table (`tally_core::access`, through [`AccessPolicy::permit`]),
-//! does the work, writes the one audit record, and returns a domain value or
-//! an [`OpsError`]. The gRPC services decode, call one of these and encode;
-//! a browser console will call the same functions.
+//! then looks at its request, does the work, and returns a domain value or
+//! an [`OpsError`]; an action (acknowledge, resolve, reopen, report
+//! seizures) also writes its one audit record, whatever its outcome. The
+//! gRPC services decode, call one of these and encode; a browser console
+//! will call the same functions.
+//!
+//! The permission comes first: a caller who may not call an operation
+//! learns that, not what is wrong with the request (PERMISSION_DENIED before
+//! INVALID_ARGUMENT, docs/protocol.md §6). So an operation takes its request
+//! as the transport decoded it, [`Decoded`], and looks at a refusal of it
+//! only once the caller is allowed. A caller without a principal (nobody
+//! authenticated it) is refused as a call without credentials.
 //!
 //! The functions block (storage, the audit append's flush): call them off
 //! the async runtime. A refusal by the permission table is recorded as the
@@ -15,34 +24,77 @@ use std::sync::Arc;
 
 use crate::access::{AccessError, AccessPolicy, Operation, Principal};
 use crate::audit::{Action, Actor, Event, Outcome};
-use crate::coordinator::grpc::request::RequestError;
+use crate::coordinator::admission::Ingestor;
+use crate::coordinator::lifecycle::Lifecycle;
+use crate::coordinator::metrics::Metrics;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
-use crate::coordinator::storage::alerts::{ActionError, Alert, AlertStoreError, ResolutionReason};
+use crate::coordinator::storage::StoreError;
+use crate::coordinator::storage::alerts::{ActionError, AlertStore, AlertStoreError};
 use crate::coordinator::storage::audit_log::{AuditLogError, AuditStore};
 use crate::coordinator::storage::seizures::SeizureLogError;
-use crate::reconcile::{AlertKey, AlertKind, Custody, Seizure};
-use crate::serial::{CanonicalRule, ItemKey};
+use crate::coordinator::trace::{TraceError, Tracer};
+use crate::serial::CanonicalRule;
 use crate::support::clock::Clock;
 
+mod alerts;
+mod audit;
+mod overview;
+pub(crate) mod request;
 mod seizures;
+mod trace;
 
-pub use seizures::{RawSeizure, SeizureMatch, SeizureReceipt};
+pub(crate) use alerts::{AlertFilter, AlertQuery, page_token, parse_page_token};
+pub(crate) use request::{Decoded, RequestError, item_key};
 
 /// The operations whose permission is decided here rather than by a
-/// transport's own layer (which then only authenticates the caller).
+/// transport's own layer (which then only authenticates the caller): every
+/// operation with a function here.
 pub(crate) const DECIDED: &[Operation] = &[
+    Operation::ListAlerts,
+    Operation::GetAlert,
+    Operation::WatchAlerts,
     Operation::AcknowledgeAlert,
     Operation::ResolveAlert,
     Operation::ReopenAlert,
     Operation::ReportSeizures,
+    Operation::ListSeizureReports,
+    Operation::GetStatus,
+    Operation::TraceItem,
+    Operation::ListAuditRecords,
 ];
 
 /// Who asks, and from where: what an audit record names.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
-    /// `None`: nobody was authenticated (and nothing is checked).
+    /// Who the transport authenticated; `None`: nobody, and every
+    /// operation refuses the call.
     pub principal: Option<Principal>,
     pub peer: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// The audit record of `action` by this caller at `at_unix_ms`.
+    pub(crate) fn event(&self, at_unix_ms: i64, action: Action, outcome: Outcome) -> Event {
+        Event {
+            at_unix_ms,
+            actor: Actor::of(self.principal.as_ref()),
+            peer: self.peer.map(|p| p.to_string()),
+            action,
+            outcome,
+        }
+    }
+}
+
+/// An action took effect, but its audit record could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{action}: done, but the audit trail could not be written ({source}); \
+     tell the coordinator's administrator"
+)]
+pub(crate) struct NotAudited {
+    /// The action, described as its record would have.
+    pub action: String,
+    pub source: AuditLogError,
 }
 
 /// Why an operation was refused or failed. Its gRPC status code is given in
@@ -63,15 +115,14 @@ pub(crate) enum OpsError {
     Alerts(#[from] AlertStoreError),
     #[error(transparent)]
     Seizures(#[from] SeizureLogError),
-    /// The action took effect, but its audit record could not be written.
-    #[error(
-        "{action}: done, but the audit trail could not be written ({source}); \
-         tell the coordinator's administrator"
-    )]
-    NotAudited {
-        action: String,
-        source: AuditLogError,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error(transparent)]
+    Audit(#[from] AuditLogError),
+    #[error(transparent)]
+    NotAudited(#[from] NotAudited),
     /// A seizure report was stored, but matching its items failed after.
     #[error(
         "seizure report {report_id} is recorded, but matching its items failed ({source}); \
@@ -83,48 +134,84 @@ pub(crate) enum OpsError {
     },
 }
 
+/// The status code an error is recorded with in the audit trail: the one
+/// its caller is answered with. The trail records gRPC's codes whichever
+/// transport asked; `grpc::status::ops_code` is the table.
+pub(crate) type CodeOf = fn(&OpsError) -> u32;
+
 /// What the operations work on.
-#[derive(Clone)]
+pub(crate) struct Deps {
+    pub policy: Arc<AccessPolicy>,
+    pub ingestor: Ingestor,
+    pub reconciler: Arc<Reconciler>,
+    pub audit: Arc<dyn AuditStore>,
+    /// Watches end when the coordinator starts draining.
+    pub lifecycle: Lifecycle,
+    /// Connected watchers are counted here.
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    /// The canonical rule, for requests that name items.
+    pub rule: CanonicalRule,
+    pub code_of: CodeOf,
+}
+
+/// The operations, on what they work on.
 pub(crate) struct Ops {
     policy: Arc<AccessPolicy>,
+    ingestor: Ingestor,
     reconciler: Arc<Reconciler>,
+    tracer: Tracer,
     audit: Arc<dyn AuditStore>,
+    lifecycle: Lifecycle,
+    metrics: Arc<Metrics>,
     clock: Clock,
     rule: CanonicalRule,
+    code_of: CodeOf,
 }
 
 impl Ops {
-    pub fn new(
-        policy: Arc<AccessPolicy>,
-        reconciler: Arc<Reconciler>,
-        audit: Arc<dyn AuditStore>,
-        clock: Clock,
-        rule: CanonicalRule,
-    ) -> Ops {
+    pub fn new(deps: Deps) -> Ops {
         Ops {
-            policy,
-            reconciler,
-            audit,
-            clock,
-            rule,
+            policy: deps.policy,
+            ingestor: deps.ingestor,
+            tracer: Tracer::new(deps.reconciler.clone()),
+            reconciler: deps.reconciler,
+            audit: deps.audit,
+            lifecycle: deps.lifecycle,
+            metrics: deps.metrics,
+            clock: deps.clock,
+            rule: deps.rule,
+            code_of: deps.code_of,
         }
+    }
+
+    /// The canonical rule requests that name items are decoded with.
+    pub fn rule(&self) -> &CanonicalRule {
+        &self.rule
+    }
+
+    fn alerts(&self) -> &Arc<AlertStore> {
+        self.reconciler.alerts()
     }
 
     /// Checks `operation` for `caller` against the permission table; a
     /// refusal is recorded (as a refused call of the operation's RPC).
     fn permit(&self, caller: &Caller, operation: Operation) -> Result<(), OpsError> {
-        let Some(principal) = &caller.principal else {
-            return Ok(());
+        let decision = match &caller.principal {
+            Some(principal) => self.policy.permit(principal, operation),
+            None => Err(AccessError::NoCredentials {
+                rpc: operation.rpc().trim_start_matches('/').to_string(),
+            }),
         };
-        match self.policy.permit(principal, operation) {
+        match decision {
             Ok(()) => Ok(()),
             Err(refused) => {
                 let refused = OpsError::from(refused);
                 tracing::warn!(rpc = operation.rpc(), reason = %refused, "request refused");
-                let event = self.event(
-                    caller,
+                let event = caller.event(
+                    self.clock.now_unix_ms(),
                     Action::call(operation.rpc()),
-                    outcome_of::<()>(&Err(&refused)),
+                    self.outcome_of::<()>(&Err(&refused)),
                 );
                 if let Err(e) = self.audit.append(event) {
                     tracing::error!(error = %e, "writing the audit trail failed");
@@ -134,20 +221,10 @@ impl Ops {
         }
     }
 
-    fn event(&self, caller: &Caller, action: Action, outcome: Outcome) -> Event {
-        Event {
-            at_unix_ms: self.clock.now_unix_ms(),
-            actor: Actor::of(caller.principal.as_ref()),
-            peer: caller.peer.map(|p| p.to_string()),
-            action,
-            outcome,
-        }
-    }
-
     /// Records `action` by `caller` with the outcome of `result`, durably,
     /// and then passes `result` on. If the record cannot be written, a
     /// refusal is passed on unchanged (and the failure logged); a success
-    /// becomes [`OpsError::NotAudited`].
+    /// becomes [`NotAudited`].
     fn audited<T>(
         &self,
         caller: &Caller,
@@ -155,123 +232,33 @@ impl Ops {
         result: Result<T, OpsError>,
     ) -> Result<T, OpsError> {
         let described = action.to_string();
-        let event = self.event(caller, action, outcome_of(&result.as_ref()));
+        let outcome = self.outcome_of(&result.as_ref());
+        let event = caller.event(self.clock.now_unix_ms(), action, outcome);
         match self.audit.append(event) {
             Ok(_) => result,
             Err(e) => {
                 tracing::error!(error = %e, action = %described, "writing the audit trail failed");
                 match result {
-                    Ok(_) => Err(OpsError::NotAudited {
+                    Ok(_) => Err(NotAudited {
                         action: described,
                         source: e,
-                    }),
+                    }
+                    .into()),
                     Err(refused) => Err(refused),
                 }
             }
         }
     }
 
-    /// Acknowledges alert `id` (operator).
-    pub fn acknowledge_alert(
-        &self,
-        caller: &Caller,
-        id: u64,
-        note: &str,
-    ) -> Result<Alert, OpsError> {
-        self.permit(caller, Operation::AcknowledgeAlert)?;
-        let now = self.clock.now_unix_ms();
-        let result = self
-            .reconciler
-            .alerts()
-            .acknowledge(id, note, now)
-            .map_err(OpsError::from);
-        self.audited(caller, Action::AcknowledgeAlert { alert_id: id }, result)
-    }
-
-    /// Resolves alert `id` for `reason` (operator). `reason` is what the
-    /// caller's request decoded to: a refusal of it is recorded too.
-    pub fn resolve_alert(
-        &self,
-        caller: &Caller,
-        id: u64,
-        reason: Result<ResolutionReason, RequestError>,
-        note: &str,
-    ) -> Result<Alert, OpsError> {
-        self.permit(caller, Operation::ResolveAlert)?;
-        let action = Action::ResolveAlert {
-            alert_id: id,
-            reason: reason.as_ref().map_or("", |r| r.as_str()).to_string(),
-        };
-        let result = match reason {
-            Ok(reason) => self
-                .reconciler
-                .alerts()
-                .resolve(id, reason, note, self.clock.now_unix_ms())
-                .map_err(OpsError::from),
-            Err(refused) => Err(refused.into()),
-        };
-        self.audited(caller, action, result)
-    }
-
-    /// Reopens alert `id` (operator).
-    pub fn reopen_alert(&self, caller: &Caller, id: u64, note: &str) -> Result<Alert, OpsError> {
-        self.permit(caller, Operation::ReopenAlert)?;
-        let now = self.clock.now_unix_ms();
-        let result = self
-            .reconciler
-            .alerts()
-            .reopen(id, note, now)
-            .map_err(OpsError::from);
-        self.audited(caller, Action::ReopenAlert { alert_id: id }, result)
-    }
-
-    /// Records a seizure report and matches its items with their alerts and
-    /// custody (operator).
-    pub fn report_seizures(
-        &self,
-        caller: &Caller,
-        items: &[RawSeizure],
-    ) -> Result<SeizureReceipt, OpsError> {
-        self.permit(caller, Operation::ReportSeizures)?;
-        let (report_id, result) = self.report(items);
-        let action = Action::ReportSeizures {
-            items: items.len() as u64,
-            report_id,
-        };
-        self.audited(caller, action, result)
-    }
-
-    /// Each seized item's alert and custody, as they stand now.
-    fn match_seizures(&self, items: &[Seizure]) -> Result<Vec<SeizureMatch>, ReconcileError> {
-        let mut matches = Vec::with_capacity(items.len());
-        for item in items {
-            let key = AlertKey {
-                kind: AlertKind::SeizedItem,
-                item: Some(item.key.clone()),
-                state: None,
-                counterparty: None,
-                sequence: None,
-            };
-            let alert = self.reconciler.alerts().current(&key)?;
-            let custody: Custody = self.reconciler.with_engine(|e| e.custody(&item.key))?;
-            matches.push(SeizureMatch {
-                key: ItemKey::clone(&item.key),
-                alert_id: alert.map(|a| a.id),
-                custody,
-            });
+    /// The outcome a result is recorded with: its error's status code and
+    /// message.
+    fn outcome_of<T>(&self, result: &Result<T, &OpsError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::refused((self.code_of)(e), &e.to_string()),
         }
-        Ok(matches)
     }
 }
 
-/// The outcome a result is recorded with: its error's gRPC status code and
-/// message.
-fn outcome_of<T>(result: &Result<T, &OpsError>) -> Outcome {
-    match result {
-        Ok(_) => Outcome::Ok,
-        Err(e) => Outcome::refused(
-            crate::coordinator::grpc::status::ops_code(e) as u32,
-            &e.to_string(),
-        ),
-    }
-}
+#[cfg(test)]
+pub(crate) mod tests;

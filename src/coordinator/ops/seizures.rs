@@ -1,8 +1,13 @@
-//! Seizure reports: checking the reported items and storing the report.
+//! Seizure reports: checking the reported items, storing the report and
+//! matching its items (operator), listing the reports (auditor).
 
-use super::{Ops, OpsError};
-use crate::coordinator::grpc::request::{RequestError, SeizedItemError};
-use crate::reconcile::{Custody, Seizure};
+use super::request::{RequestError, SeizedItemError};
+use super::{Caller, Ops, OpsError};
+use crate::access::Operation;
+use crate::audit::Action;
+use crate::coordinator::reconciler::ReconcileError;
+use crate::reconcile::{AlertKey, AlertKind, Custody, Seizure};
+use crate::seizure::{RawSeizure, SeizureMatch, SeizureReceipt, SeizureReport};
 use crate::serial::{CanonicalModel, CanonicalRule, CanonicalSerial, ItemKey};
 
 /// Largest number of items in one seizure report.
@@ -12,29 +17,18 @@ pub(crate) const MAX_SEIZED_ITEMS: usize = 10_000;
 /// of the reporting office and the coordinator differ a little.
 const MAX_SEIZURE_CLOCK_SKEW_MS: i64 = 60 * 60 * 1000;
 
-/// One seized item as reported, not yet checked.
-#[derive(Debug, Clone, Default)]
-pub struct RawSeizure {
-    pub model: String,
-    pub serial: String,
-    pub seized_at_unix_ms: i64,
-    pub place: String,
-    pub note: String,
-}
+/// Most seizure reports in one `ListSeizureReports` page.
+const MAX_REPORTS_PER_PAGE: usize = 100;
+/// Stored size after which a `ListSeizureReports` page ends: well inside a
+/// client's default 4 MiB message limit.
+const REPORT_PAGE_BYTES: usize = 1 << 20;
 
-/// A stored report: its id and each item's alert and custody.
+/// A page of stored reports, oldest first.
 #[derive(Debug, Clone)]
-pub struct SeizureReceipt {
-    pub report_id: u64,
-    pub matches: Vec<SeizureMatch>,
-}
-
-/// One seized item's alert (if one is open for it) and custody.
-#[derive(Debug, Clone)]
-pub struct SeizureMatch {
-    pub key: ItemKey,
-    pub alert_id: Option<u64>,
-    pub custody: Custody,
+pub(crate) struct ReportPage {
+    pub reports: Vec<SeizureReport>,
+    /// More reports follow the last one.
+    pub more: bool,
 }
 
 fn check(
@@ -98,13 +92,46 @@ fn check(
 }
 
 impl Ops {
+    /// Records a seizure report and matches its items with their alerts and
+    /// custody (operator).
+    pub fn report_seizures(
+        &self,
+        caller: &Caller,
+        items: &[RawSeizure],
+    ) -> Result<SeizureReceipt, OpsError> {
+        self.permit(caller, Operation::ReportSeizures)?;
+        let (report_id, result) = self.report(items);
+        let action = Action::ReportSeizures {
+            items: items.len() as u64,
+            report_id,
+        };
+        self.audited(caller, action, result)
+    }
+
+    /// The stored reports after id `after_id`, at most `limit` (0: 100; at
+    /// most 100) and at most about 1 MiB of them (auditor).
+    pub fn list_seizure_reports(
+        &self,
+        caller: &Caller,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<ReportPage, OpsError> {
+        self.permit(caller, Operation::ListSeizureReports)?;
+        let limit = match limit {
+            0 => MAX_REPORTS_PER_PAGE,
+            n => n.min(MAX_REPORTS_PER_PAGE),
+        };
+        let (reports, more) =
+            self.reconciler
+                .seizure_log()
+                .page_after(after_id, limit, REPORT_PAGE_BYTES)?;
+        Ok(ReportPage { reports, more })
+    }
+
     /// Checks, stores and matches a report. Returns the report's id whenever
     /// it was stored, also when matching failed afterwards, so that the
     /// audit record names it.
-    pub(super) fn report(
-        &self,
-        raw: &[RawSeizure],
-    ) -> (Option<u64>, Result<SeizureReceipt, OpsError>) {
+    fn report(&self, raw: &[RawSeizure]) -> (Option<u64>, Result<SeizureReceipt, OpsError>) {
         tracing::Span::current().record("items", raw.len());
         if raw.is_empty() {
             return (None, Err(RequestError::EmptySeizureReport.into()));
@@ -140,5 +167,27 @@ impl Ops {
             Err(source) => Err(OpsError::SeizuresUnmatched { report_id, source }),
         };
         (Some(report_id), result)
+    }
+
+    /// Each seized item's alert and custody, as they stand now.
+    fn match_seizures(&self, items: &[Seizure]) -> Result<Vec<SeizureMatch>, ReconcileError> {
+        let mut matches = Vec::with_capacity(items.len());
+        for item in items {
+            let key = AlertKey {
+                kind: AlertKind::SeizedItem,
+                item: Some(item.key.clone()),
+                state: None,
+                counterparty: None,
+                sequence: None,
+            };
+            let alert = self.alerts().current(&key)?;
+            let custody: Custody = self.reconciler.with_engine(|e| e.custody(&item.key))?;
+            matches.push(SeizureMatch {
+                key: ItemKey::clone(&item.key),
+                alert_id: alert.map(|a| a.id),
+                custody,
+            });
+        }
+        Ok(matches)
     }
 }

@@ -2,18 +2,12 @@
 //! rebuilt with them. [`SeizureStore`] is what the coordinator needs; the
 //! sled backend is `SledSeizureStore`, an in-memory one is in `memory`.
 
-use serde::{Deserialize, Serialize};
-
 use super::BackendError;
 use crate::reconcile::Seizure;
 
-/// One report: the items an operator entered together.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeizureReport {
-    pub id: u64,
-    pub reported_at_unix_ms: i64,
-    pub items: Vec<Seizure>,
-}
+/// One report: the items an operator entered together (a domain type, here
+/// under the name the stores use).
+pub use crate::seizure::SeizureReport;
 
 /// Why the seizure log failed.
 #[derive(Debug, thiserror::Error)]
