@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use tally::coordinator::storage::SledStore;
+use tally::coordinator::storage::Storage;
 use tally::inventory_csv::{ExportOptions, read_export};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use tally::serial::CanonicalRule;
@@ -119,7 +119,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let elapsed = runtime.block_on(async {
             let coordinator = tally::coordinator::server::assemble(
-                SledStore::open(dir.path()).expect("store"),
+                Storage::open_sled(dir.path()).expect("store"),
                 [(state, key.verifying_key())],
                 ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
                 Default::default(),

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
-use tally::coordinator::storage::SledStore;
+use tally::coordinator::storage::Storage;
 use tally::dev::generate::{PLANTED_KINDS, RoundProfile, ScenarioConfig, reconcile_scenario};
 use tally::inventory_csv::{ExportOptions, read_export};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
@@ -250,7 +250,7 @@ fn coordinator_child(dir: &Path) {
         .build()
         .expect("runtime");
     let started = Instant::now();
-    let store = SledStore::open(dir).expect("store opens");
+    let store = Storage::open_sled(dir).expect("store opens");
     let open_ms = ms(started.elapsed());
     let open_rss_kb = proc_status_kb(None, "VmRSS").unwrap_or(0);
     let members: Vec<_> = MEMBER_STATES
@@ -996,7 +996,7 @@ fn run() -> bool {
     );
     let _ = writeln!(
         report,
-        "restarted coordinator RSS after SledStore::open {} (before the engine is rebuilt); \
+        "restarted coordinator RSS after Storage::open_sled {} (before the engine is rebuilt); \
          plain sled open of the same store, without the orphan-chunk scan: {:.0} ms, RSS {}",
         mb(field(&results[0].restart_line, "open_rss_kb").and_then(|v| v.parse().ok())),
         field_f64(&results[0].sled_open, "open_ms"),

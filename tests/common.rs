@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ed25519_dalek::SigningKey;
 use tally::coordinator::reconciler::Reconciler;
 use tally::coordinator::server::Coordinator;
-use tally::coordinator::storage::{SledStore, SnapshotStore};
+use tally::coordinator::storage::{SledStore, SnapshotStore, Storage};
 use tally::item::{Item, Status};
 use tally::proto::{self, snapshots_client::SnapshotsClient, submit_request};
 use tally::reconcile::EngineConfig;
@@ -194,7 +194,7 @@ pub fn assemble_with_clock(
     clock: Clock,
 ) -> Coordinator {
     tally::coordinator::server::assemble_with_clock(
-        open_store(data_dir),
+        Storage::on_sled(open_store(data_dir)).expect("open storage"),
         members
             .iter()
             .map(|s| (state(s), state_key(s).verifying_key())),

@@ -708,7 +708,7 @@ fn clean_rebuild_alerts(config_path: &Path, data: &Path, scratch: &Path) -> Vec<
         store.db().drop_tree(tree).expect("drop alert tree");
     }
     let coordinator = tally::coordinator::server::assemble(
-        store,
+        tally::coordinator::storage::Storage::on_sled(store).expect("open storage"),
         config.members.iter().map(|m| (m.state, m.public_key)),
         coordinator_key(),
         config.limits.clone(),

@@ -652,7 +652,7 @@ async fn cli_keygen_node_submit_and_status() {
 
     let key = tally::support::keys::read_signing_key(&keys.join("KAZ.key")).unwrap();
     let coordinator = tally::coordinator::server::assemble(
-        tally::coordinator::storage::SledStore::open(&dir.path().join("coord")).unwrap(),
+        tally::coordinator::storage::Storage::open_sled(&dir.path().join("coord")).unwrap(),
         [(state("KAZ"), key.verifying_key())],
         coordinator_key(),
         Default::default(),

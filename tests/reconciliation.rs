@@ -16,7 +16,7 @@ use tally::coordinator::storage::{SeizureStore, SledSeizureStore};
 use tally::item::Status::*;
 use tally::merkle::BlockRoots;
 use tally::reconcile::{AlertKind, EngineConfig};
-use tally::snapshot::{Receipt, SnapshotDigest};
+use tally::snapshot::{Receipt, SignedHeader, SnapshotDigest};
 use tally::state::StateCode;
 
 use crate::common::*;
@@ -548,15 +548,13 @@ impl SnapshotStore for RiggedStore {
     fn put_chunk(&self, upload: UploadId, index: u32, leaves: &[u8]) -> Result<(), StoreError> {
         self.inner.put_chunk(upload, index, leaves)
     }
-    fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
-        self.inner.commit(record)
-    }
-    fn commit_new(
+    fn commit_record(
         &self,
-        new: NewSnapshot,
-        issue: &dyn Fn(i64) -> Receipt,
+        signed: &SignedHeader,
+        upload: UploadId,
+        make: &mut dyn FnMut(i64) -> StoredSnapshot,
     ) -> Result<StoredSnapshot, StoreError> {
-        self.inner.commit_new(new, issue)
+        self.inner.commit_record(signed, upload, make)
     }
     fn abort(&self, upload: UploadId) -> Result<(), StoreError> {
         self.inner.abort(upload)

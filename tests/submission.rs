@@ -2,6 +2,7 @@
 
 use tally::item::Status::*;
 use tally::proto;
+use tally::reconcile::AlertKind;
 use tally::snapshot::SnapshotDigest;
 
 use crate::common::*;
@@ -183,5 +184,53 @@ async fn health_and_reflection_are_served() {
         names.contains(&"tally.v1.Snapshots".to_string()),
         "{names:?}"
     );
+    coord.stop().await;
+}
+
+/// The coordinator names no storage backend: on in-memory storage it
+/// accepts a chain, reconciles it, keeps a conflicting submission as
+/// evidence and audits the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_on_in_memory_storage_accepts_reconciles_and_audits() {
+    let coordinator = tally::coordinator::server::assemble(
+        tally::coordinator::storage::Storage::in_memory(),
+        ["RUS", "KAZ"].map(|s| (state(s), state_key(s).verifying_key())),
+        coordinator_key(),
+        Default::default(),
+        Default::default(),
+        Default::default(),
+        std::time::Duration::from_secs(3600),
+    )
+    .expect("assemble on in-memory storage");
+    let audit = coordinator.audit.clone();
+    let coord = TestCoordinator::serve(coordinator).await;
+    let mut client = coord.client().await;
+    let lost = items(&[("9M39", "B2", Lost, None)]);
+    let first = snapshot("RUS", 1, SnapshotDigest::GENESIS, &lost);
+    submit(&mut client, &first).await.expect("accepted");
+    let second = snapshot("RUS", 2, first.digest(), &lost);
+    let receipt = submit(&mut client, &second).await.expect("accepted");
+    assert!(receipt.verify(&coordinator_key().verifying_key()));
+    let latest = coord.store.latest(state("RUS")).unwrap().expect("stored");
+    assert_eq!(latest.digest, second.digest());
+
+    let conflicting = snapshot("RUS", 1, SnapshotDigest::GENESIS, &[]);
+    submit(&mut client, &conflicting)
+        .await
+        .expect_err("another RUS 1");
+    assert_eq!(coord.store.equivocations().unwrap().len(), 1);
+    assert_eq!(audit.last_sequence(), 1, "the refusal is audited");
+
+    let kinds: Vec<AlertKind> = coord
+        .reconciler
+        .as_ref()
+        .expect("running")
+        .alerts()
+        .current_alerts()
+        .unwrap()
+        .iter()
+        .map(|a| a.key.kind)
+        .collect();
+    assert!(kinds.contains(&AlertKind::ReportedLost), "{kinds:?}");
     coord.stop().await;
 }

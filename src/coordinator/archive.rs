@@ -33,13 +33,12 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::SealedRecord;
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
-use crate::coordinator::storage::SledSeizureStore;
 use crate::coordinator::storage::alerts::{
     AlertStore, AlertStoreError, EventKind, ResolutionReason,
 };
-use crate::coordinator::storage::seizures::{SeizureLogError, SeizureReport, SeizureStore};
+use crate::coordinator::storage::seizures::{SeizureLogError, SeizureReport};
 use crate::coordinator::storage::{
-    Equivocation, SledStore, SnapshotStore, StoreError, StoredSnapshot,
+    Equivocation, SnapshotStore, Storage, StoreError, StoredSnapshot,
 };
 use crate::reconcile::{AlertKey, EngineConfig};
 use crate::serial::CanonicalRule;
@@ -518,13 +517,13 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Opens the store for export, telling "a coordinator has it open" apart.
-fn open_for_export(data_dir: &Path) -> Result<SledStore, ExportError> {
+fn open_for_export(data_dir: &Path) -> Result<Storage, ExportError> {
     if !data_dir.join("db").is_file() {
         return Err(ExportError::NotAStore {
             dir: data_dir.to_path_buf(),
         });
     }
-    SledStore::open(data_dir).map_err(|e| match e {
+    Storage::open_sled(data_dir).map_err(|e| match e {
         StoreError::InUse { .. } => ExportError::InUse {
             dir: data_dir.to_path_buf(),
         },
@@ -547,7 +546,8 @@ pub fn export(
             dir: out.to_path_buf(),
         });
     }
-    let store = open_for_export(data_dir)?;
+    let storage = open_for_export(data_dir)?;
+    let store = storage.snapshots.as_ref();
     let scratch = scratch_next_to(out, ".tally-export-").map_err(export_io(out))?;
     let root = scratch.path();
     let mut files = Vec::new();
@@ -613,24 +613,25 @@ pub fn export(
     counts.equivocations = equivocations.len() as u64;
     files.push(write_file(root, EQUIVOCATIONS, &to_json(&equivocations))?);
 
-    let reports = SledSeizureStore::open(store.db())?.all()?;
+    let reports = storage.seizures.all()?;
     counts.seizure_reports = reports.len() as u64;
     files.push(write_file(root, SEIZURE_REPORTS, &to_json(&reports))?);
 
-    let actions = operator_actions(&AlertStore::open(store.db())?)?;
+    let actions = operator_actions(&AlertStore::with_storage(storage.alerts.clone())?)?;
     counts.operator_actions = actions.len() as u64;
     files.push(write_file(root, OPERATOR_ACTIONS, &to_json(&actions))?);
 
-    let trail: Vec<ExportedAuditRecord> =
-        crate::coordinator::storage::sled_audit::read_all(store.db())?
-            .iter()
-            .map(|r| ExportedAuditRecord {
-                sequence: r.sequence,
-                encoding: hex::encode(&r.encoding),
-                hash: hex::encode(&r.hash),
-                signature: hex::encode(&r.signature),
-            })
-            .collect();
+    let trail: Vec<ExportedAuditRecord> = storage
+        .audit
+        .all()?
+        .iter()
+        .map(|r| ExportedAuditRecord {
+            sequence: r.sequence,
+            encoding: hex::encode(&r.encoding),
+            hash: hex::encode(&r.hash),
+            signature: hex::encode(&r.signature),
+        })
+        .collect();
     counts.audit_records = trail.len() as u64;
     files.push(write_file(root, AUDIT_TRAIL, &to_json(&trail))?);
 
@@ -651,7 +652,7 @@ pub fn export(
         files,
     };
     write_file(root, MANIFEST, &to_json(&manifest))?;
-    drop(store);
+    drop(storage);
     move_into_place(scratch, out).map_err(export_io(out))?;
     Ok(Summary {
         counts,
@@ -1292,13 +1293,11 @@ fn replay(
     engine: EngineConfig,
     trail: &[SealedRecord],
 ) -> Result<Vec<String>, ImportError> {
-    let sled_store = SledStore::open(dir)?;
-    let db = sled_store.db().clone();
+    let storage = Storage::open_sled(dir)?;
     // The trail is history, not derived state: it goes back as it was.
-    crate::coordinator::storage::sled_audit::restore(&db, trail)?;
-    let store: Arc<dyn SnapshotStore> = Arc::new(sled_store);
-    let alerts = Arc::new(AlertStore::open(&db)?);
-    let seizures = Arc::new(SledSeizureStore::open(&db)?);
+    storage.audit.restore(trail)?;
+    let store = storage.snapshots.as_ref();
+    let alerts = Arc::new(AlertStore::with_storage(storage.alerts.clone())?);
     let start = match steps.first() {
         Some(Step::Snapshot(s)) => s.record.receipt.accepted_at_unix_ms,
         Some(Step::Equivocation(e)) => e.recorded_at_unix_ms,
@@ -1306,13 +1305,19 @@ fn replay(
         Some(Step::Action(a)) => a.at_unix_ms,
         None => 0,
     };
-    let reconciler =
-        Reconciler::open(store.clone(), alerts.clone(), seizures, engine, start, None)?;
+    let reconciler = Reconciler::open(
+        storage.snapshots.clone(),
+        alerts.clone(),
+        storage.seizures.clone(),
+        engine,
+        start,
+        None,
+    )?;
     let mut skipped = Vec::new();
     for step in steps {
         match step {
             Step::Snapshot(s) => {
-                store_snapshot(from, store.as_ref(), s, rule)?;
+                store_snapshot(from, store, s, rule)?;
                 reconciler.catch_up(s.record.receipt.accepted_at_unix_ms)?;
             }
             // As in the coordinator: recorded now, reconciled with the next
@@ -1334,8 +1339,9 @@ fn replay(
             }
         }
     }
-    crate::coordinator::storage::drop_pinned((reconciler, alerts, store));
-    crate::coordinator::storage::flush(&db).map_err(StoreError::from)?;
+    crate::coordinator::storage::drop_pinned((reconciler, alerts));
+    storage.flush()?;
+    crate::coordinator::storage::drop_pinned(storage);
     Ok(skipped)
 }
 

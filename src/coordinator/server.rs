@@ -16,11 +16,10 @@ use crate::coordinator::grpc::snapshots::SnapshotsService;
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
 use crate::coordinator::reconciler::{ReconcileError, Reconciler};
-use crate::coordinator::storage::SledSeizureStore;
 use crate::coordinator::storage::alerts::{AlertStore, AlertStoreError};
-use crate::coordinator::storage::audit_log::AuditStore;
+use crate::coordinator::storage::audit_log::{AuditLog, AuditStore};
 use crate::coordinator::storage::seizures::SeizureLogError;
-use crate::coordinator::storage::{SledStore, SnapshotStore, StoreError};
+use crate::coordinator::storage::{Storage, StoreError};
 use crate::proto::snapshots_server::SnapshotsServer;
 use crate::reconcile::EngineConfig;
 use crate::serial::CanonicalRule;
@@ -72,7 +71,7 @@ pub struct Coordinator {
     /// How often the engine checkpoint is written while serving; `None`:
     /// only at a clean stop.
     pub checkpoint_every: Option<Duration>,
-    /// The hash-chained audit trail (sled tree `audit`).
+    /// The hash-chained audit trail, sealed with the coordinator's key.
     pub audit: Arc<dyn AuditStore>,
     /// The time every service reads: receipts, alert actions, audit
     /// records, seizure checks and the clock-based rules. The system clock
@@ -80,8 +79,8 @@ pub struct Coordinator {
     /// [`Coordinator::set_clock`] (tests move a manual one instead of
     /// sleeping).
     pub clock: Clock,
-    /// The sled database under the store, flushed last at shutdown.
-    db: sled::Db,
+    /// The stores it was assembled on, flushed last at shutdown.
+    storage: Storage,
 }
 
 impl Coordinator {
@@ -96,11 +95,12 @@ impl Coordinator {
 /// Default of `shutdown.grace_seconds`.
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Puts a coordinator together on an opened store: rebuilds the
-/// reconciliation state from the stored snapshots before serving.
+/// Puts a coordinator together on opened storage: rebuilds the
+/// reconciliation state from the stored snapshots before serving. `key`
+/// signs receipts and seals audit records.
 #[allow(clippy::too_many_arguments)]
 pub fn assemble(
-    store: SledStore,
+    storage: Storage,
     members: impl IntoIterator<Item = (StateCode, VerifyingKey)>,
     key: SigningKey,
     limits: Limits,
@@ -109,7 +109,7 @@ pub fn assemble(
     tick: Duration,
 ) -> Result<Coordinator, ServerError> {
     assemble_with_clock(
-        store,
+        storage,
         members,
         key,
         limits,
@@ -124,7 +124,7 @@ pub fn assemble(
 /// reconciliation state on).
 #[allow(clippy::too_many_arguments)]
 pub fn assemble_with_clock(
-    store: SledStore,
+    storage: Storage,
     members: impl IntoIterator<Item = (StateCode, VerifyingKey)>,
     key: SigningKey,
     limits: Limits,
@@ -133,25 +133,19 @@ pub fn assemble_with_clock(
     tick: Duration,
     clock: Clock,
 ) -> Result<Coordinator, ServerError> {
-    let db = store.db().clone();
-    let checkpoint = store
+    let checkpoint = storage
         .dir()
-        .join(crate::coordinator::reconciler::CHECKPOINT_FILE);
-    let seizures = Arc::new(SledSeizureStore::open(store.db())?);
-    let audit = Arc::new(crate::coordinator::storage::SledAuditLog::open(
-        store.db(),
-        key.clone(),
-    )?);
-    let store: Arc<dyn SnapshotStore> = Arc::new(store);
+        .map(|dir| dir.join(crate::coordinator::reconciler::CHECKPOINT_FILE));
+    let audit = Arc::new(AuditLog::open(storage.audit.clone(), key.clone())?);
     let open_reconciler = || -> Result<Reconciler, ServerError> {
-        let alerts = Arc::new(AlertStore::open(&db)?);
+        let alerts = Arc::new(AlertStore::with_storage(storage.alerts.clone())?);
         Ok(Reconciler::open(
-            store.clone(),
+            storage.snapshots.clone(),
             alerts,
-            seizures.clone(),
+            storage.seizures.clone(),
             engine.clone(),
             clock.now_unix_ms(),
-            Some(checkpoint.clone()),
+            checkpoint.clone(),
         )?)
     };
     let reconciler = match open_reconciler() {
@@ -162,7 +156,7 @@ pub fn assemble_with_clock(
             ServerError::Alerts(e @ AlertStoreError::Corrupt(_))
             | ServerError::Reconcile(ReconcileError::Alerts(e @ AlertStoreError::Corrupt(_))),
         ) => {
-            let moved = AlertStore::quarantine(&db, clock.now_unix_ms())?;
+            let moved = storage.alerts.quarantine(clock.now_unix_ms())?;
             tracing::error!(
                 error = %e,
                 quarantined_to = ?moved,
@@ -177,7 +171,14 @@ pub fn assemble_with_clock(
     };
     let reconciler = Arc::new(reconciler);
     Ok(Coordinator {
-        ingestor: Ingestor::with_clock(store, members, key, limits, rule.clone(), clock.clone()),
+        ingestor: Ingestor::with_clock(
+            storage.snapshots.clone(),
+            members,
+            key,
+            limits,
+            rule.clone(),
+            clock.clone(),
+        ),
         reconciler,
         tick,
         rule,
@@ -188,19 +189,19 @@ pub fn assemble_with_clock(
         )),
         audit,
         clock,
-        db,
+        storage,
     })
 }
 
 /// Opens the store and loads the key named by `config`.
 pub(crate) fn build_coordinator(config: &CoordinatorConfig) -> Result<Coordinator, ServerError> {
     let key = keys::read_signing_key(&config.key_file)?;
-    let store = SledStore::open(&config.data_dir).map_err(|source| ServerError::Store {
+    let storage = Storage::open_sled(&config.data_dir).map_err(|source| ServerError::Store {
         path: config.data_dir.clone(),
         source,
     })?;
     let mut coordinator = assemble(
-        store,
+        storage,
         config.members.iter().map(|m| (m.state, m.public_key)),
         key,
         config.limits.clone(),
@@ -528,8 +529,8 @@ async fn persist_and_flush(coordinator: &Coordinator) {
     // Nothing reconciles any more: keep the engine's state for a fast start.
     let reconciler = coordinator.reconciler.clone();
     write_checkpoint(move || reconciler.write_checkpoint(false)).await;
-    let db = coordinator.db.clone();
-    match tokio::task::spawn_blocking(move || crate::coordinator::storage::flush(&db)).await {
+    let storage = coordinator.storage.clone();
+    match tokio::task::spawn_blocking(move || storage.flush()).await {
         Ok(Ok(_)) => tracing::info!("store flushed; coordinator stopped"),
         Ok(Err(e)) => tracing::error!(error = %e, "flushing the store at shutdown failed"),
         Err(e) => tracing::error!(error = %e, "flush task failed"),

@@ -31,7 +31,7 @@ use ed25519_dalek::SigningKey;
 use http_body::Frame;
 use tally::coordinator::grpc::snapshots::SnapshotsService;
 use tally::coordinator::lifecycle::Lifecycle;
-use tally::coordinator::storage::{Equivocation, SledStore, SnapshotStore, StoredSnapshot};
+use tally::coordinator::storage::{Equivocation, SnapshotStore, Storage, StoredSnapshot};
 use tally::item::{Item, Status as ItemStatus};
 use tally::proto::snapshots_server::Snapshots;
 use tally::proto::{self, submit_request};
@@ -187,9 +187,9 @@ fn scratch_dir() -> tempfile::TempDir {
 pub fn run_scenario(scenario: &Scenario) -> (usize, usize) {
     let mut tally = (0, 0);
     let dir = scratch_dir();
-    let store = SledStore::open(dir.path()).expect("open store");
+    let storage = Storage::open_sled(dir.path()).expect("open store");
     let coordinator = tally::coordinator::server::assemble(
-        store,
+        storage,
         MEMBERS
             .iter()
             .map(|s| (code(s), state_key(s).verifying_key())),

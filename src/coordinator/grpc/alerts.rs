@@ -192,8 +192,8 @@ mod tests {
         let opened = crate::coordinator::storage::alerts::tests::conflict_opened();
         let id = alerts.apply(&[opened], 1_000).unwrap()[0].alert_id;
         let audit = Arc::new(
-            crate::coordinator::storage::SledAuditLog::open(
-                &db,
+            crate::coordinator::storage::AuditLog::open(
+                Arc::new(crate::coordinator::storage::SledAuditTrail::open(&db).unwrap()),
                 ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
             )
             .unwrap(),

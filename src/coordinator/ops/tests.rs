@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::*;
 use crate::access::Role;
 use crate::audit::{Action, Outcome};
+use crate::coordinator::storage::audit_log::{AuditLog, AuditStore};
 use crate::coordinator::storage::memory::{
-    MemoryAlertStorage, MemoryAuditLog, MemorySeizureStore, MemoryStore,
+    MemoryAlertStorage, MemoryAuditTrail, MemorySeizureStore, MemoryStore,
 };
 use crate::seizure::RawSeizure;
 use crate::state::StateCode;
@@ -52,7 +53,7 @@ pub(crate) fn ops_on(
 }
 
 /// Operations on empty in-memory stores, and their audit trail.
-fn empty_ops() -> (Ops, Arc<MemoryAuditLog>) {
+fn empty_ops() -> (Ops, Arc<AuditLog>) {
     let alerts = AlertStore::with_storage(Arc::new(MemoryAlertStorage::new())).unwrap();
     let reconciler = Reconciler::open(
         Arc::new(MemoryStore::new()),
@@ -63,9 +64,13 @@ fn empty_ops() -> (Ops, Arc<MemoryAuditLog>) {
         None,
     )
     .unwrap();
-    let audit = Arc::new(MemoryAuditLog::new(ed25519_dalek::SigningKey::from_bytes(
-        &[9; 32],
-    )));
+    let audit = Arc::new(
+        AuditLog::open(
+            Arc::new(MemoryAuditTrail::new()),
+            ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        )
+        .unwrap(),
+    );
     let ops = ops_on(AccessPolicy::open(), Arc::new(reconciler), audit.clone());
     (ops, audit)
 }

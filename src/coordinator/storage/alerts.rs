@@ -94,6 +94,12 @@ pub trait AlertStorage: Send + Sync + 'static {
     ) -> Result<(), AlertStoreError>;
     /// Makes everything committed so far durable.
     fn flush(&self) -> Result<(), AlertStoreError>;
+    /// Moves everything stored aside, as it is (records that do not decode
+    /// too), for a person to inspect, and leaves the storage empty; returns
+    /// where it went, in the backend's names. Used when the stored alerts
+    /// cannot be read, so the coordinator can rebuild them from the stored
+    /// snapshots instead of refusing to start. Durable when it returns.
+    fn quarantine(&self, now_unix_ms: i64) -> Result<Vec<String>, AlertStoreError>;
 }
 
 /// Alerts, their lifecycle and their watchers, over an [`AlertStorage`].

@@ -1,8 +1,13 @@
-//! The audit trail's storage: [`AuditStore`], what the coordinator needs of
-//! it, and the chain's head that every backend keeps the same way. The sled
-//! backend is `SledAuditLog`, an in-memory one is in `memory`. Appends are
+//! The audit trail: [`AuditStore`], what the coordinator needs of it;
+//! [`AuditTrail`], what a backend stores (sealed records by sequence); and
+//! [`AuditLog`], the one [`AuditStore`], which seals each record with the
+//! coordinator's key and keeps the chain's head over any trail. The sled
+//! trail is `SledAuditTrail`, an in-memory one is in `memory`. Appends are
 //! serialised and durable before they return, so the chain never forks and
-//! an answered RPC's record is kept.
+//! an answered RPC's record is kept. A trail needs no key: export reads one
+//! and import restores one without the coordinator's private key.
+
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::SigningKey;
 
@@ -42,15 +47,101 @@ pub trait AuditStore: Send + Sync + 'static {
     fn last_sequence(&self) -> u64;
 }
 
+/// Sealed records by sequence: what a backend keeps of the audit trail.
+/// Sealing and chaining are [`AuditLog`]'s; a trail stores records as they
+/// are given and reads them back as stored (unchecked).
+pub trait AuditTrail: Send + Sync + 'static {
+    /// Stores `record` under its sequence, readable at once; not yet
+    /// durable (see [`AuditTrail::flush`]).
+    fn put(&self, record: &SealedRecord) -> Result<(), AuditLogError>;
+    /// Makes every record stored so far durable.
+    fn flush(&self) -> Result<(), AuditLogError>;
+    /// Up to `limit` records from `from_sequence` on, oldest first.
+    fn list(&self, from_sequence: u64, limit: usize) -> Result<Vec<SealedRecord>, AuditLogError>;
+    /// The record with the highest sequence, if any.
+    fn last(&self) -> Result<Option<SealedRecord>, AuditLogError>;
+
+    /// Every record, oldest first (export).
+    fn all(&self) -> Result<Vec<SealedRecord>, AuditLogError> {
+        self.list(0, usize::MAX)
+    }
+
+    /// Writes `records` (a whole trail, verified by the caller) into this
+    /// trail, which must be empty ([`AuditLogError::NotEmpty`] otherwise),
+    /// exactly as they were, and makes them durable: their hashes and the
+    /// signatures of the coordinator that sealed them stay valid (import).
+    /// An [`AuditLog`] opened on the trail afterwards chains on from the
+    /// last of them.
+    fn restore(&self, records: &[SealedRecord]) -> Result<(), AuditLogError> {
+        if self.last()?.is_some() {
+            return Err(AuditLogError::NotEmpty);
+        }
+        for record in records {
+            self.put(record)?;
+        }
+        self.flush()
+    }
+}
+
+/// The coordinator's audit trail over any [`AuditTrail`]: seals each event
+/// with its key as the next record.
+pub struct AuditLog {
+    trail: Arc<dyn AuditTrail>,
+    key: SigningKey,
+    /// Held from sealing a record until it is durable.
+    head: Mutex<Head>,
+}
+
+impl AuditLog {
+    /// The log over `trail`, going on from its last record; records are
+    /// signed with `key`. Fails if the last record cannot be chained to.
+    pub fn open(trail: Arc<dyn AuditTrail>, key: SigningKey) -> Result<AuditLog, AuditLogError> {
+        let head = Head::after(trail.last()?.as_ref())?;
+        Ok(AuditLog {
+            trail,
+            key,
+            head: Mutex::new(head),
+        })
+    }
+}
+
+impl AuditStore for AuditLog {
+    fn append(&self, event: Event) -> Result<SealedRecord, AuditLogError> {
+        // A panic elsewhere while holding the lock leaves the head as it was
+        // (it moves only after a successful put), so it stays usable.
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let record = head.seal(event, &self.key);
+        self.trail.put(&record)?;
+        // Once stored, the record is readable (ListAuditRecords does not
+        // take the lock) and may reach disk with a later flush: the head moves
+        // past it even if this flush fails, or the next record would be sealed
+        // under the same sequence and replace one a reader may have copied.
+        head.advance(&record);
+        self.trail.flush()?;
+        Ok(record)
+    }
+
+    fn list(&self, from_sequence: u64, limit: usize) -> Result<Vec<SealedRecord>, AuditLogError> {
+        self.trail.list(from_sequence, limit)
+    }
+
+    fn last_sequence(&self) -> u64 {
+        self.head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_sequence()
+    }
+}
+
 /// Where the next record goes.
-pub(crate) struct Head {
+struct Head {
     next_sequence: u64,
     hash: [u8; 32],
 }
 
 impl Head {
     /// The head of an empty trail.
-    pub(crate) fn genesis() -> Head {
+    fn genesis() -> Head {
         Head {
             next_sequence: 1,
             hash: GENESIS_HASH,
@@ -58,7 +149,7 @@ impl Head {
     }
 
     /// The head after `last`, the newest stored record (`None`: no record).
-    pub(crate) fn after(last: Option<&SealedRecord>) -> Result<Head, AuditLogError> {
+    fn after(last: Option<&SealedRecord>) -> Result<Head, AuditLogError> {
         Ok(match last {
             None => Head::genesis(),
             Some(last) => Head {
@@ -71,18 +162,18 @@ impl Head {
     }
 
     /// `event` sealed as the next record.
-    pub(crate) fn seal(&self, event: Event, key: &SigningKey) -> SealedRecord {
+    fn seal(&self, event: Event, key: &SigningKey) -> SealedRecord {
         SealedRecord::seal(self.next_sequence, event, &self.hash, key)
     }
 
     /// Moves past `record`, once it is stored.
-    pub(crate) fn advance(&mut self, record: &SealedRecord) {
+    fn advance(&mut self, record: &SealedRecord) {
         self.next_sequence = record.sequence + 1;
         self.hash = record.hash_array().unwrap_or(GENESIS_HASH);
     }
 
     /// The sequence of the last record (0: none).
-    pub(crate) fn last_sequence(&self) -> u64 {
+    fn last_sequence(&self) -> u64 {
         self.next_sequence - 1
     }
 }

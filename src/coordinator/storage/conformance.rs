@@ -1,7 +1,8 @@
 //! The storage contract, once, for every backend: each test here is a
 //! generic function over a [`Backend`], and [`conformance!`] instantiates
-//! all of them for sled (on a temporary directory) and for memory. What
-//! only one backend can show (sled's reopen after a crash) stays beside it.
+//! all of them for sled (on a temporary directory) and for memory, opened
+//! as the coordinator opens them ([`Storage`]). What only one backend can
+//! show (sled's reopen after a crash) stays beside it.
 
 use std::sync::Arc;
 
@@ -9,54 +10,46 @@ use ed25519_dalek::SigningKey;
 
 use super::alerts::tests::conflict_opened;
 use super::alerts::{AlertStatus, AlertStorage, AlertStore, EventKind};
-use super::audit_log::AuditStore;
-use super::memory::{MemoryAlertStorage, MemoryAuditLog, MemorySeizureStore, MemoryStore};
+use super::audit_log::{AuditLog, AuditLogError, AuditStore};
 use super::seizures::{SeizureReport, SeizureStore};
 use super::{
-    Equivocation, NewSnapshot, SledAlertStorage, SledAuditLog, SledSeizureStore, SledStore,
-    SnapshotStore, StoreError, StoredSnapshot, UploadId,
+    Equivocation, NewSnapshot, SnapshotStore, Storage, StoreError, StoredSnapshot, UploadId,
 };
 use crate::audit::{Action, Actor, Event, Outcome, verify};
 use crate::snapshot::{Receipt, SignedHeader, SnapshotDigest, SnapshotHeader};
 use crate::state::StateCode;
 
-/// A backend under test: makes empty stores, and keeps what they need
-/// (a temporary directory) for as long as it lives.
+/// A backend under test: opens empty storage, and keeps what it needs (a
+/// temporary directory) for as long as it lives.
 pub(crate) trait Backend: Default {
-    fn snapshots(&mut self) -> Arc<dyn SnapshotStore>;
-    fn seizures(&mut self) -> Arc<dyn SeizureStore>;
-    fn audit(&mut self, key: SigningKey) -> Arc<dyn AuditStore>;
-    fn alert_storage(&mut self) -> Arc<dyn AlertStorage>;
+    /// New, empty storage of this backend.
+    fn storage(&mut self) -> Storage;
+
+    fn snapshots(&mut self) -> Arc<dyn SnapshotStore> {
+        self.storage().snapshots
+    }
+    fn seizures(&mut self) -> Arc<dyn SeizureStore> {
+        self.storage().seizures
+    }
+    /// An audit log, sealing with `key`, over a new trail.
+    fn audit(&mut self, key: SigningKey) -> Arc<dyn AuditStore> {
+        Arc::new(AuditLog::open(self.storage().audit, key).unwrap())
+    }
+    fn alert_storage(&mut self) -> Arc<dyn AlertStorage> {
+        self.storage().alerts
+    }
 }
 
-/// sled, each store in a temporary directory of its own.
+/// sled, each storage in a temporary directory of its own.
 #[derive(Default)]
 pub(crate) struct Sled(Vec<tempfile::TempDir>);
 
-impl Sled {
-    fn dir(&mut self) -> std::path::PathBuf {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        self.0.push(dir);
-        path
-    }
-}
-
 impl Backend for Sled {
-    fn snapshots(&mut self) -> Arc<dyn SnapshotStore> {
-        Arc::new(SledStore::open(&self.dir()).unwrap())
-    }
-    fn seizures(&mut self) -> Arc<dyn SeizureStore> {
-        let db = sled::open(self.dir()).unwrap();
-        Arc::new(SledSeizureStore::open(&db).unwrap())
-    }
-    fn audit(&mut self, key: SigningKey) -> Arc<dyn AuditStore> {
-        let db = sled::open(self.dir()).unwrap();
-        Arc::new(SledAuditLog::open(&db, key).unwrap())
-    }
-    fn alert_storage(&mut self) -> Arc<dyn AlertStorage> {
-        let db = sled::open(self.dir()).unwrap();
-        Arc::new(SledAlertStorage::open(&db).unwrap())
+    fn storage(&mut self) -> Storage {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open_sled(dir.path()).unwrap();
+        self.0.push(dir);
+        storage
     }
 }
 
@@ -65,17 +58,8 @@ impl Backend for Sled {
 pub(crate) struct Memory;
 
 impl Backend for Memory {
-    fn snapshots(&mut self) -> Arc<dyn SnapshotStore> {
-        Arc::new(MemoryStore::new())
-    }
-    fn seizures(&mut self) -> Arc<dyn SeizureStore> {
-        Arc::new(MemorySeizureStore::new())
-    }
-    fn audit(&mut self, key: SigningKey) -> Arc<dyn AuditStore> {
-        Arc::new(MemoryAuditLog::new(key))
-    }
-    fn alert_storage(&mut self) -> Arc<dyn AlertStorage> {
-        Arc::new(MemoryAlertStorage::new())
+    fn storage(&mut self) -> Storage {
+        Storage::in_memory()
     }
 }
 
@@ -477,6 +461,33 @@ pub(crate) fn audit_records_read_back_in_pages<B: Backend>() {
     );
 }
 
+pub(crate) fn an_audit_trail_restores_into_an_empty_trail_only<B: Backend>() {
+    let mut backend = B::default();
+    let original = backend.storage().audit;
+    let log = AuditLog::open(original.clone(), key()).unwrap();
+    for i in 0..3 {
+        log.append(event(i)).unwrap();
+    }
+    let records = original.all().unwrap();
+    assert_eq!(records, log.list(0, usize::MAX).unwrap());
+    assert_eq!(records.len(), 3);
+
+    let restored = backend.storage().audit;
+    assert_eq!(restored.all().unwrap(), []);
+    restored.restore(&records).unwrap();
+    assert_eq!(restored.all().unwrap(), records);
+    assert!(matches!(
+        restored.restore(&records),
+        Err(AuditLogError::NotEmpty)
+    ));
+    // A log opened on the restored trail chains on from its last record.
+    let log = AuditLog::open(restored.clone(), key()).unwrap();
+    assert_eq!(log.last_sequence(), 3);
+    assert_eq!(log.append(event(3)).unwrap().sequence, 4);
+    let all = restored.all().unwrap();
+    assert_eq!(verify(&all, &key().verifying_key()).unwrap().records, 4);
+}
+
 fn cleared() -> crate::reconcile::AlertChange {
     crate::reconcile::AlertChange::Cleared {
         key: conflict_opened().key().clone(),
@@ -556,6 +567,53 @@ pub(crate) fn a_returning_condition_opens_a_new_alert<B: Backend>() {
     assert_eq!((open.len(), open[0].id, more), (1, 1, false));
 }
 
+pub(crate) fn quarantined_alerts_leave_the_storage_empty<B: Backend>() {
+    let mut backend = B::default();
+    let storage = backend.alert_storage();
+    let alerts = AlertStore::with_storage(storage.clone()).unwrap();
+    alerts.apply(&[conflict_opened()], 1_000).unwrap();
+    alerts.acknowledge(1, "seen", 2_000).unwrap();
+    drop(alerts);
+    assert!(!storage.quarantine(3_000).unwrap().is_empty());
+    assert_eq!(storage.get(1).unwrap(), None);
+    assert_eq!(
+        storage
+            .newest_id(&super::alerts::identity(conflict_opened().key()))
+            .unwrap(),
+        None
+    );
+    assert!(storage.newest_ids().unwrap().is_empty());
+    assert!(storage.events_after(0, 10).unwrap().is_empty());
+    assert_eq!(
+        (
+            storage.last_alert_id().unwrap(),
+            storage.last_cursor().unwrap()
+        ),
+        (0, 0)
+    );
+    // A store over it starts again: the condition opens as a first alert.
+    let alerts = AlertStore::with_storage(storage).unwrap();
+    let events = alerts.apply(&[conflict_opened()], 4_000).unwrap();
+    assert_eq!((events[0].cursor, events[0].alert_id), (1, 1));
+    assert_eq!(alerts.get(1).unwrap().unwrap().previous_occurrence, None);
+}
+
+pub(crate) fn storage_flushes_what_every_store_wrote<B: Backend>() {
+    let mut backend = B::default();
+    let storage = backend.storage();
+    commit_next(storage.snapshots.as_ref(), state("RUS"), &[b"a"]);
+    storage.seizures.record(Vec::new(), 1).unwrap();
+    AuditLog::open(storage.audit.clone(), key())
+        .unwrap()
+        .append(event(1))
+        .unwrap();
+    AlertStore::with_storage(storage.alerts.clone())
+        .unwrap()
+        .apply(&[conflict_opened()], 1_000)
+        .unwrap();
+    storage.flush().unwrap();
+}
+
 /// Instantiates every test of the suite for one backend.
 macro_rules! conformance {
     ($module:ident, $backend:ty, [$($test:ident),* $(,)?]) => {
@@ -589,8 +647,11 @@ macro_rules! suite {
                 seizure_pages_end_at_the_report_limit_or_the_byte_budget,
                 concurrent_audit_appends_form_one_chain,
                 audit_records_read_back_in_pages,
+                an_audit_trail_restores_into_an_empty_trail_only,
                 alert_changes_and_their_events_read_back,
                 a_returning_condition_opens_a_new_alert,
+                quarantined_alerts_leave_the_storage_empty,
+                storage_flushes_what_every_store_wrote,
             ]
         );
     };

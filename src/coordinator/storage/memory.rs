@@ -1,29 +1,42 @@
 //! An in-memory storage backend for tests: snapshots ([`MemoryStore`]),
 //! seizure reports ([`MemorySeizureStore`]), the audit trail
-//! ([`MemoryAuditLog`]) and alerts ([`MemoryAlertStorage`]), with the sled backend's commit and visibility
-//! rules (nothing visible before its commit, the chain checked under the
-//! commit lock, ids and sequences never reused) and nothing kept after the
-//! process. Each store has [`Faults`] to make its next writes fail, before
+//! ([`MemoryAuditTrail`]) and alerts ([`MemoryAlertStorage`]), with the sled
+//! backend's commit and visibility rules (nothing visible before its
+//! commit, the chain checked under the commit lock, ids and sequences never
+//! reused) and nothing kept after the process; [`Storage::in_memory`] opens
+//! all four. Each store has [`Faults`] to make its next writes fail, before
 //! anything is stored or after the write when making it durable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
-
-use ed25519_dalek::SigningKey;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::alerts::{Alert, AlertEvent, AlertStorage, AlertStoreError};
-use super::audit_log::{AuditLogError, AuditStore, Head};
-use super::seizures::{SeizureLogError, SeizureReport, SeizureStore, decode, encode};
+use super::audit_log::{AuditLogError, AuditTrail};
+use super::seizures::{SeizureLogError, SeizureReport, SeizureStore, encode};
 use super::{
-    BackendError, ChunkIter, Equivocation, NewSnapshot, SnapshotStore, StoreError, StoredSnapshot,
+    BackendError, ChunkIter, Equivocation, SnapshotStore, Storage, StoreError, StoredSnapshot,
     UploadId,
 };
-use crate::audit::{Event, SealedRecord};
+use crate::audit::SealedRecord;
 use crate::merkle::BlockRoots;
 use crate::reconcile::Seizure;
-use crate::snapshot::{Receipt, SignedHeader, SnapshotDigest};
+use crate::snapshot::{SignedHeader, SnapshotDigest};
 use crate::state::StateCode;
+
+impl Storage {
+    /// The in-memory backend: empty stores, nothing kept after the process.
+    pub fn in_memory() -> Storage {
+        Storage::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemorySeizureStore::new()),
+            Arc::new(MemoryAuditTrail::new()),
+            Arc::new(MemoryAlertStorage::new()),
+            None,
+            Arc::new(|| Ok(())),
+        )
+    }
+}
 
 /// A failure injected through [`Faults`].
 #[derive(Debug, thiserror::Error)]
@@ -119,52 +132,6 @@ impl MemoryStore {
         &self.faults
     }
 
-    fn commit_record(
-        &self,
-        signed: &SignedHeader,
-        upload: UploadId,
-        make: &mut dyn FnMut(i64) -> StoredSnapshot,
-    ) -> Result<StoredSnapshot, StoreError> {
-        self.faults.write().map_err(backend)?;
-        let header = &signed.header;
-        let mut last_issued = lock(&self.commit_lock);
-        let mut data = lock(&self.data);
-        if !data.chunks.contains_key(&upload) {
-            return Err(corrupt(format!(
-                "upload {} (never begun, or aborted)",
-                upload.0
-            )));
-        }
-        let latest = data
-            .records
-            .range((header.state, 0)..=(header.state, u64::MAX))
-            .next_back()
-            .map(|(_, r)| r);
-        let next = latest.map_or(1, |l| l.signed.header.sequence + 1);
-        let prev = latest.map_or(SnapshotDigest::GENESIS, |l| l.digest);
-        if header.sequence != next || header.previous_digest != prev {
-            return Err(StoreError::ChainMoved {
-                state: header.state,
-                sequence: header.sequence,
-            });
-        }
-        let last = match *last_issued {
-            Some(last) => Some(last),
-            None => data
-                .records
-                .values()
-                .map(|r| r.receipt.accepted_at_unix_ms)
-                .max(),
-        };
-        let record = make(last.map_or(i64::MIN, |t| t.saturating_add(1)));
-        data.records
-            .insert((header.state, header.sequence), record.clone());
-        *last_issued = last.max(Some(record.receipt.accepted_at_unix_ms));
-        data.uploads.remove(&upload);
-        self.faults.flush().map_err(backend)?;
-        Ok(record)
-    }
-
     fn read_chunk(&self, snapshot: &StoredSnapshot, index: u32) -> Result<Vec<u8>, StoreError> {
         if index >= snapshot.chunk_count {
             return Err(corrupt(format!(
@@ -233,23 +200,50 @@ impl SnapshotStore for MemoryStore {
         Ok(())
     }
 
-    fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
-        self.commit_record(&record.signed, record.upload, &mut |_| record.clone())
-            .map(|_| ())
-    }
-
-    fn commit_new(
+    fn commit_record(
         &self,
-        new: NewSnapshot,
-        issue: &dyn Fn(i64) -> Receipt,
+        signed: &SignedHeader,
+        upload: UploadId,
+        make: &mut dyn FnMut(i64) -> StoredSnapshot,
     ) -> Result<StoredSnapshot, StoreError> {
-        self.commit_record(&new.signed, new.upload, &mut |earliest| StoredSnapshot {
-            signed: new.signed.clone(),
-            digest: new.digest,
-            receipt: issue(earliest),
-            upload: new.upload,
-            chunk_count: new.chunk_count,
-        })
+        self.faults.write().map_err(backend)?;
+        let header = &signed.header;
+        let mut last_issued = lock(&self.commit_lock);
+        let mut data = lock(&self.data);
+        if !data.chunks.contains_key(&upload) {
+            return Err(corrupt(format!(
+                "upload {} (never begun, or aborted)",
+                upload.0
+            )));
+        }
+        let latest = data
+            .records
+            .range((header.state, 0)..=(header.state, u64::MAX))
+            .next_back()
+            .map(|(_, r)| r);
+        let next = latest.map_or(1, |l| l.signed.header.sequence + 1);
+        let prev = latest.map_or(SnapshotDigest::GENESIS, |l| l.digest);
+        if header.sequence != next || header.previous_digest != prev {
+            return Err(StoreError::ChainMoved {
+                state: header.state,
+                sequence: header.sequence,
+            });
+        }
+        let last = match *last_issued {
+            Some(last) => Some(last),
+            None => data
+                .records
+                .values()
+                .map(|r| r.receipt.accepted_at_unix_ms)
+                .max(),
+        };
+        let record = make(last.map_or(i64::MIN, |t| t.saturating_add(1)));
+        data.records
+            .insert((header.state, header.sequence), record.clone());
+        *last_issued = last.max(Some(record.receipt.accepted_at_unix_ms));
+        data.uploads.remove(&upload);
+        self.faults.flush().map_err(backend)?;
+        Ok(record)
     }
 
     fn issue_time(&self, not_before: i64) -> Result<i64, StoreError> {
@@ -388,73 +382,52 @@ impl SeizureStore for MemorySeizureStore {
         Ok(report)
     }
 
-    fn page_after(
+    fn scan_after(
         &self,
         id: u64,
-        max_reports: usize,
-        max_bytes: usize,
-    ) -> Result<(Vec<SeizureReport>, bool), SeizureLogError> {
+        visit: &mut dyn FnMut(&[u8]) -> Result<bool, SeizureLogError>,
+    ) -> Result<(), SeizureLogError> {
         let Some(first) = id.checked_add(1) else {
-            return Ok((Vec::new(), false));
+            return Ok(());
         };
-        let mut page = Vec::new();
-        let mut bytes = 0;
-        for value in lock(&self.reports).range(first..).map(|(_, v)| v) {
-            if page.len() >= max_reports || (!page.is_empty() && bytes + value.len() > max_bytes) {
-                return Ok((page, true));
+        for stored in lock(&self.reports).range(first..).map(|(_, v)| v) {
+            if !visit(stored)? {
+                break;
             }
-            bytes += value.len();
-            page.push(decode(value)?);
         }
-        Ok((page, false))
-    }
-
-    fn after(&self, id: u64) -> Result<Vec<SeizureReport>, SeizureLogError> {
-        let Some(first) = id.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        lock(&self.reports)
-            .range(first..)
-            .map(|(_, v)| decode(v))
-            .collect()
+        Ok(())
     }
 }
 
 /// The audit trail in memory: records as stored by sled, by sequence.
-pub struct MemoryAuditLog {
-    key: SigningKey,
-    /// Held from sealing a record until it is stored.
-    head: Mutex<Head>,
+#[derive(Default)]
+pub struct MemoryAuditTrail {
     records: Mutex<BTreeMap<u64, Vec<u8>>>,
     faults: Faults,
 }
 
-impl MemoryAuditLog {
-    /// An empty trail whose records are signed with `key`.
-    pub fn new(key: SigningKey) -> MemoryAuditLog {
-        MemoryAuditLog {
-            key,
-            head: Mutex::new(Head::genesis()),
-            records: Mutex::new(BTreeMap::new()),
-            faults: Faults::default(),
-        }
+impl MemoryAuditTrail {
+    /// An empty trail.
+    pub fn new() -> MemoryAuditTrail {
+        MemoryAuditTrail::default()
     }
 
-    /// The faults to inject into this store's writes.
+    /// The faults to inject into this store's writes (a failed flush is
+    /// the record's flush, after it is stored).
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
 }
 
-impl AuditStore for MemoryAuditLog {
-    fn append(&self, event: Event) -> Result<SealedRecord, AuditLogError> {
-        let mut head = lock(&self.head);
+impl AuditTrail for MemoryAuditTrail {
+    fn put(&self, record: &SealedRecord) -> Result<(), AuditLogError> {
         self.faults.write().map_err(AuditLogError::Backend)?;
-        let record = head.seal(event, &self.key);
         lock(&self.records).insert(record.sequence, record.to_bytes());
-        head.advance(&record);
-        self.faults.flush().map_err(AuditLogError::Backend)?;
-        Ok(record)
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditLogError> {
+        self.faults.flush().map_err(AuditLogError::Backend)
     }
 
     fn list(&self, from_sequence: u64, limit: usize) -> Result<Vec<SealedRecord>, AuditLogError> {
@@ -465,8 +438,10 @@ impl AuditStore for MemoryAuditLog {
             .collect())
     }
 
-    fn last_sequence(&self) -> u64 {
-        lock(&self.head).last_sequence()
+    fn last(&self) -> Result<Option<SealedRecord>, AuditLogError> {
+        Ok(lock(&self.records)
+            .last_key_value()
+            .map(|(sequence, bytes)| SealedRecord::from_bytes(*sequence, bytes)))
     }
 }
 
@@ -481,6 +456,8 @@ struct AlertData {
 #[derive(Default)]
 pub struct MemoryAlertStorage {
     data: Mutex<AlertData>,
+    /// What [`AlertStorage::quarantine`] moved aside, by the name it returned.
+    quarantined: Mutex<Vec<(String, AlertData)>>,
     faults: Faults,
 }
 
@@ -578,13 +555,24 @@ impl AlertStorage for MemoryAlertStorage {
     fn flush(&self) -> Result<(), AlertStoreError> {
         self.faults.flush().map_err(AlertStoreError::Backend)
     }
+
+    fn quarantine(&self, now_unix_ms: i64) -> Result<Vec<String>, AlertStoreError> {
+        self.faults.write().map_err(AlertStoreError::Backend)?;
+        let name = format!("quarantine.{now_unix_ms}");
+        let aside = std::mem::take(&mut *lock(&self.data));
+        lock(&self.quarantined).push((name.clone(), aside));
+        Ok(vec![name])
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::SigningKey;
+
     use super::*;
-    use crate::audit::{Action, Actor, Outcome, verify};
-    use crate::snapshot::SnapshotHeader;
+    use crate::audit::{Action, Actor, Event, Outcome, verify};
+    use crate::coordinator::storage::audit_log::{AuditLog, AuditStore};
+    use crate::snapshot::{Receipt, SnapshotHeader};
 
     fn event() -> Event {
         Event {
@@ -601,8 +589,9 @@ mod tests {
     #[test]
     fn audit_faults_fail_before_or_after_the_write() {
         let key = SigningKey::from_bytes(&[1; 32]);
-        let log = MemoryAuditLog::new(key.clone());
-        log.faults().fail_next_writes(1);
+        let trail = std::sync::Arc::new(MemoryAuditTrail::new());
+        let log = AuditLog::open(trail.clone(), key.clone()).unwrap();
+        trail.faults().fail_next_writes(1);
         assert!(matches!(
             log.append(event()),
             Err(AuditLogError::Backend(_))
@@ -611,7 +600,7 @@ mod tests {
             (log.last_sequence(), log.list(0, 10).unwrap().len()),
             (0, 0)
         );
-        log.faults().fail_next_flushes(1);
+        trail.faults().fail_next_flushes(1);
         assert!(log.append(event()).is_err());
         assert_eq!(
             (log.last_sequence(), log.list(0, 10).unwrap().len()),

@@ -7,7 +7,12 @@
 //! and orphaned chunks of uploads that never committed are removed at open.
 //! The sled backend keeps the chunk bytes in one append-only file per upload
 //! (sled would keep every chunk it wrote or read in its page cache).
+//!
+//! A backend's four stores (snapshots, seizure reports, the audit trail,
+//! alerts) are opened together as one [`Storage`], which the coordinator and
+//! export/import take whatever the backend.
 
+mod bundle;
 mod sled_store;
 
 pub mod alerts;
@@ -15,14 +20,15 @@ pub mod audit_log;
 pub mod memory;
 pub mod seizures;
 mod sled_alerts;
-pub mod sled_audit;
+mod sled_audit;
 mod sled_seizures;
 
 pub use alerts::AlertStorage;
-pub use audit_log::AuditStore;
+pub use audit_log::{AuditLog, AuditStore, AuditTrail};
+pub use bundle::Storage;
 pub use seizures::SeizureStore;
 pub use sled_alerts::SledAlertStorage;
-pub use sled_audit::SledAuditLog;
+pub use sled_audit::SledAuditTrail;
 pub use sled_seizures::SledSeizureStore;
 pub use sled_store::{SledStore, drop_pinned, flush, is_locked_by_another_process};
 
@@ -128,7 +134,10 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// Makes the upload visible as `record` and flushes it to disk, provided
     /// `record` is still the next link of its state's chain (else `ChainMoved`).
     /// For records that already have their receipt (import).
-    fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError>;
+    fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
+        self.commit_record(&record.signed, record.upload, &mut |_| record.clone())
+            .map(|_| ())
+    }
     /// As [`SnapshotStore::commit`] for a newly accepted snapshot whose
     /// receipt is issued at the moment of the commit: `issue` is called
     /// under the store's commit lock with the earliest acceptance time
@@ -140,6 +149,29 @@ pub trait SnapshotStore: Send + Sync + 'static {
         &self,
         new: NewSnapshot,
         issue: &dyn Fn(i64) -> Receipt,
+    ) -> Result<StoredSnapshot, StoreError> {
+        self.commit_record(&new.signed, new.upload, &mut |earliest| StoredSnapshot {
+            signed: new.signed.clone(),
+            digest: new.digest,
+            receipt: issue(earliest),
+            upload: new.upload,
+            chunk_count: new.chunk_count,
+        })
+    }
+    /// The commit behind [`SnapshotStore::commit`] and
+    /// [`SnapshotStore::commit_new`], which callers use; a backend
+    /// implements this one. Under the store's commit lock: checks that
+    /// `signed` is still the next link of its state's chain (else
+    /// `ChainMoved`), calls `make` with the earliest acceptance time allowed
+    /// (1 ms after the latest time issued so far, by a commit or by
+    /// [`SnapshotStore::issue_time`]; `i64::MIN` if none), stores the record
+    /// it returns as the upload `upload` and counts its acceptance time as
+    /// issued. Then makes it durable, and returns it.
+    fn commit_record(
+        &self,
+        signed: &SignedHeader,
+        upload: UploadId,
+        make: &mut dyn FnMut(i64) -> StoredSnapshot,
     ) -> Result<StoredSnapshot, StoreError>;
     /// A time for an event that must be ordered against acceptances (a
     /// seizure report): `not_before` or later, and strictly after every

@@ -31,6 +31,17 @@ pub trait SeizureStore: Send + Sync + 'static {
         now_unix_ms: i64,
     ) -> Result<SeizureReport, SeizureLogError>;
 
+    /// Calls `visit` with the stored form (`encode`) of each report whose
+    /// id is above `id`, oldest first, until it returns `Ok(false)` or an
+    /// error (which this returns). The reading that
+    /// [`SeizureStore::page_after`] and [`SeizureStore::after`] share; a
+    /// backend implements this one.
+    fn scan_after(
+        &self,
+        id: u64,
+        visit: &mut dyn FnMut(&[u8]) -> Result<bool, SeizureLogError>,
+    ) -> Result<(), SeizureLogError>;
+
     /// Up to `max_reports` reports with ids above `id`, oldest first, ending
     /// early once their stored size ([`encode`]) passes `max_bytes` (always
     /// at least one report if there is one). True if more reports follow.
@@ -39,10 +50,31 @@ pub trait SeizureStore: Send + Sync + 'static {
         id: u64,
         max_reports: usize,
         max_bytes: usize,
-    ) -> Result<(Vec<SeizureReport>, bool), SeizureLogError>;
+    ) -> Result<(Vec<SeizureReport>, bool), SeizureLogError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        self.scan_after(id, &mut |stored| {
+            if page.len() >= max_reports || (!page.is_empty() && bytes + stored.len() > max_bytes) {
+                more = true;
+                return Ok(false);
+            }
+            bytes += stored.len();
+            page.push(decode(stored)?);
+            Ok(true)
+        })?;
+        Ok((page, more))
+    }
 
     /// The reports with ids above `id`, oldest first.
-    fn after(&self, id: u64) -> Result<Vec<SeizureReport>, SeizureLogError>;
+    fn after(&self, id: u64) -> Result<Vec<SeizureReport>, SeizureLogError> {
+        let mut reports = Vec::new();
+        self.scan_after(id, &mut |stored| {
+            reports.push(decode(stored)?);
+            Ok(true)
+        })?;
+        Ok(reports)
+    }
 
     /// Every report, oldest first.
     fn all(&self) -> Result<Vec<SeizureReport>, SeizureLogError> {

@@ -76,29 +76,6 @@ impl AlertStore {
     pub fn open(db: &sled::Db) -> Result<AlertStore, AlertStoreError> {
         AlertStore::with_storage(Arc::new(SledAlertStorage::open(db)?))
     }
-
-    /// Moves the alert trees aside: copies each into a tree named
-    /// `quarantine.<now_unix_ms>.<name>` (bytes as they are, for a person to
-    /// inspect), then empties the original. Used when the persisted alerts
-    /// cannot be read, so the coordinator can rebuild them from the stored
-    /// snapshots instead of refusing to start. Returns the new tree names.
-    pub fn quarantine(db: &sled::Db, now_unix_ms: i64) -> Result<Vec<String>, AlertStoreError> {
-        let mut moved = Vec::new();
-        for name in ALERT_TREES {
-            let tree = db.open_tree(name)?;
-            let aside_name = format!("quarantine.{now_unix_ms}.{name}");
-            let aside = db.open_tree(&aside_name)?;
-            for entry in tree.iter() {
-                let (k, v) = entry?;
-                aside.insert(k, v)?;
-            }
-            super::flush(db)?;
-            tree.clear()?;
-            moved.push(aside_name);
-        }
-        super::flush(db)?;
-        Ok(moved)
-    }
 }
 
 impl AlertStorage for SledAlertStorage {
@@ -182,5 +159,28 @@ impl AlertStorage for SledAlertStorage {
     fn flush(&self) -> Result<(), AlertStoreError> {
         super::flush(&self.db)?;
         Ok(())
+    }
+
+    /// Copies each alert tree into a tree named
+    /// `quarantine.<now_unix_ms>.<name>` (bytes as they are), then empties
+    /// the original. Returns the new tree names.
+    fn quarantine(&self, now_unix_ms: i64) -> Result<Vec<String>, AlertStoreError> {
+        let mut moved = Vec::new();
+        for (name, tree) in ALERT_TREES
+            .into_iter()
+            .zip([&self.alerts, &self.latest, &self.events])
+        {
+            let aside_name = format!("quarantine.{now_unix_ms}.{name}");
+            let aside = self.db.open_tree(&aside_name)?;
+            for entry in tree.iter() {
+                let (k, v) = entry?;
+                aside.insert(k, v)?;
+            }
+            super::flush(&self.db)?;
+            tree.clear()?;
+            moved.push(aside_name);
+        }
+        super::flush(&self.db)?;
+        Ok(moved)
     }
 }

@@ -2,12 +2,8 @@
 //! hash (32 bytes) || signature (64 bytes) || record encoding (see
 //! `crate::audit`).
 
-use std::sync::Mutex;
-
-use ed25519_dalek::SigningKey;
-
-use super::audit_log::{AuditLogError, AuditStore, Head};
-use crate::audit::{Event, SealedRecord};
+use super::audit_log::{AuditLogError, AuditTrail};
+use crate::audit::SealedRecord;
 
 impl From<sled::Error> for AuditLogError {
     fn from(e: sled::Error) -> Self {
@@ -15,43 +11,13 @@ impl From<sled::Error> for AuditLogError {
     }
 }
 
-/// Every record of the trail in `db`, as stored (unchecked), oldest first:
-/// for reading a store without running a coordinator (export).
-pub(crate) fn read_all(db: &sled::Db) -> Result<Vec<SealedRecord>, AuditLogError> {
-    db.open_tree(TREE)?
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv?;
-            Ok(SealedRecord::from_bytes(sequence_of(&k)?, &v))
-        })
-        .collect()
-}
-
-/// Writes `records` (a whole trail, verified by the caller) into the empty
-/// trail of a new store, exactly as they were: their hashes and the
-/// signatures of the coordinator that sealed them stay valid.
-pub fn restore(db: &sled::Db, records: &[SealedRecord]) -> Result<(), AuditLogError> {
-    let tree = db.open_tree(TREE)?;
-    if !tree.is_empty() {
-        return Err(AuditLogError::NotEmpty);
-    }
-    for r in records {
-        tree.insert(r.sequence.to_be_bytes(), r.to_bytes())?;
-    }
-    super::flush(db)?;
-    Ok(())
-}
-
 /// The sled tree holding the trail.
 const TREE: &str = "audit";
 
-/// The coordinator's audit trail in sled.
-pub struct SledAuditLog {
+/// The audit trail's tree of one sled database.
+pub struct SledAuditTrail {
     db: sled::Db,
     tree: sled::Tree,
-    key: SigningKey,
-    /// Held from sealing a record until it is flushed.
-    head: Mutex<Head>,
 }
 
 fn sequence_of(key: &[u8]) -> Result<u64, AuditLogError> {
@@ -60,39 +26,26 @@ fn sequence_of(key: &[u8]) -> Result<u64, AuditLogError> {
     ))
 }
 
-impl SledAuditLog {
-    /// Opens the trail in `db`; records are signed with `key`.
-    pub fn open(db: &sled::Db, key: SigningKey) -> Result<SledAuditLog, AuditLogError> {
-        let tree = db.open_tree(TREE)?;
-        let last = match tree.last()? {
-            None => None,
-            Some((k, v)) => Some(SealedRecord::from_bytes(sequence_of(&k)?, &v)),
-        };
-        let head = Head::after(last.as_ref())?;
-        Ok(SledAuditLog {
+impl SledAuditTrail {
+    /// Opens the trail in `db`.
+    pub fn open(db: &sled::Db) -> Result<SledAuditTrail, AuditLogError> {
+        Ok(SledAuditTrail {
             db: db.clone(),
-            tree,
-            key,
-            head: Mutex::new(head),
+            tree: db.open_tree(TREE)?,
         })
     }
 }
 
-impl AuditStore for SledAuditLog {
-    fn append(&self, event: Event) -> Result<SealedRecord, AuditLogError> {
-        // A panic elsewhere while holding the lock leaves the head as it was
-        // (it is updated only after a successful insert), so it stays usable.
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let record = head.seal(event, &self.key);
+impl AuditTrail for SledAuditTrail {
+    fn put(&self, record: &SealedRecord) -> Result<(), AuditLogError> {
         self.tree
             .insert(record.sequence.to_be_bytes(), record.to_bytes())?;
-        // Once inserted, the record is readable (ListAuditRecords does not
-        // take the lock) and may reach disk with a later flush: the head moves
-        // past it even if this flush fails, or the next record would be sealed
-        // under the same sequence and replace one a reader may have copied.
-        head.advance(&record);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditLogError> {
         super::flush(&self.db)?;
-        Ok(record)
+        Ok(())
     }
 
     fn list(&self, from_sequence: u64, limit: usize) -> Result<Vec<SealedRecord>, AuditLogError> {
@@ -106,18 +59,23 @@ impl AuditStore for SledAuditLog {
             .collect()
     }
 
-    fn last_sequence(&self) -> u64 {
-        self.head
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_sequence()
+    fn last(&self) -> Result<Option<SealedRecord>, AuditLogError> {
+        match self.tree.last()? {
+            None => Ok(None),
+            Some((k, v)) => Ok(Some(SealedRecord::from_bytes(sequence_of(&k)?, &v))),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use ed25519_dalek::SigningKey;
+
     use super::*;
-    use crate::audit::{Action, Actor, Outcome, verify};
+    use crate::audit::{Action, Actor, Event, Outcome, verify};
+    use crate::coordinator::storage::audit_log::{AuditLog, AuditStore};
 
     fn event(i: u64) -> Event {
         Event {
@@ -135,15 +93,18 @@ mod tests {
     fn the_chain_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::from_bytes(&[3; 32]);
+        let open = |db: &sled::Db| {
+            AuditLog::open(Arc::new(SledAuditTrail::open(db).unwrap()), key.clone()).unwrap()
+        };
         {
             let db = sled::open(dir.path()).unwrap();
-            let log = SledAuditLog::open(&db, key.clone()).unwrap();
+            let log = open(&db);
             for i in 0..40 {
                 log.append(event(i)).unwrap();
             }
         }
         let db = sled::open(dir.path()).unwrap();
-        let log = SledAuditLog::open(&db, key.clone()).unwrap();
+        let log = open(&db);
         assert_eq!(log.last_sequence(), 40);
         log.append(event(999)).unwrap();
         let all = log.list(1, usize::MAX).unwrap();

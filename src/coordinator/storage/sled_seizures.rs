@@ -1,6 +1,6 @@
 //! Seizure reports in sled.
 
-use super::seizures::{SeizureLogError, SeizureReport, SeizureStore, decode, encode};
+use super::seizures::{SeizureLogError, SeizureReport, SeizureStore, encode};
 use crate::reconcile::Seizure;
 
 impl From<sled::Error> for SeizureLogError {
@@ -57,37 +57,20 @@ impl SeizureStore for SledSeizureStore {
         Ok(report)
     }
 
-    fn page_after(
+    fn scan_after(
         &self,
         id: u64,
-        max_reports: usize,
-        max_bytes: usize,
-    ) -> Result<(Vec<SeizureReport>, bool), SeizureLogError> {
+        visit: &mut dyn FnMut(&[u8]) -> Result<bool, SeizureLogError>,
+    ) -> Result<(), SeizureLogError> {
         let Some(first) = id.checked_add(1) else {
-            return Ok((Vec::new(), false));
+            return Ok(());
         };
-        let mut page = Vec::new();
-        let mut bytes = 0;
         for value in self.reports.range(first.to_be_bytes()..).values() {
-            let value = value?;
-            if page.len() >= max_reports || (!page.is_empty() && bytes + value.len() > max_bytes) {
-                return Ok((page, true));
+            if !visit(&value?)? {
+                break;
             }
-            bytes += value.len();
-            page.push(decode(&value)?);
         }
-        Ok((page, false))
-    }
-
-    fn after(&self, id: u64) -> Result<Vec<SeizureReport>, SeizureLogError> {
-        let Some(first) = id.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        self.reports
-            .range(first.to_be_bytes()..)
-            .values()
-            .map(|v| decode(&v?))
-            .collect()
+        Ok(())
     }
 }
 

@@ -7,11 +7,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::sled_audit::SledAuditTrail;
 use super::{
-    ChunkIter, Equivocation, NewSnapshot, SnapshotStore, StoreError, StoredSnapshot, UploadId,
-    decode_equivocation, decode_record, encode_equivocation, encode_record,
+    ChunkIter, Equivocation, SledAlertStorage, SledSeizureStore, SnapshotStore, Storage,
+    StoreError, StoredSnapshot, UploadId, decode_equivocation, decode_record, encode_equivocation,
+    encode_record,
 };
-use crate::snapshot::{Receipt, SignedHeader, SnapshotDigest};
+use crate::snapshot::{SignedHeader, SnapshotDigest};
 use crate::state::StateCode;
 
 impl From<sled::Error> for StoreError {
@@ -87,7 +89,8 @@ pub struct SledStore {
     block_roots: sled::Tree,
     /// Digest → where the pieces of its chunks start (`lookup::encode_starts`).
     piece_starts: sled::Tree,
-    /// The store's directory (the reconciler keeps its checkpoint there).
+    /// The store's directory (the reconciler keeps its checkpoint there,
+    /// see [`Storage::dir`]).
     dir: PathBuf,
     /// Serialises commits so that "is this still the next link?", the
     /// receipt's acceptance time and the insert happen as one step. Holds
@@ -260,52 +263,6 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Commits the upload `upload` of `signed` as the record `make` returns
-    /// when given the earliest acceptance time allowed.
-    fn commit_record(
-        &self,
-        signed: &SignedHeader,
-        upload: UploadId,
-        make: &mut dyn FnMut(i64) -> StoredSnapshot,
-    ) -> Result<StoredSnapshot, StoreError> {
-        let header = &signed.header;
-        // Chunks first, then the directory record: the chunk file and its
-        // directory entry are synced and the chunk locations flushed before
-        // the record is written, so no record can ever point at chunks that
-        // did not reach the disk.
-        let f = self.chunks.file(upload)?;
-        f.file.sync_all().map_err(file_error(&f.path))?;
-        sync_dir(&self.chunks.dir)?;
-        flush(&self.db)?;
-        let record = {
-            let mut last_issued = self
-                .commit_lock
-                .lock()
-                .map_err(|_| StoreError::Task("commit lock poisoned".into()))?;
-            let latest = self.latest(header.state)?;
-            let next = latest.as_ref().map_or(1, |l| l.signed.header.sequence + 1);
-            let prev = latest.map_or(crate::snapshot::SnapshotDigest::GENESIS, |l| l.digest);
-            if header.sequence != next || header.previous_digest != prev {
-                return Err(StoreError::ChainMoved {
-                    state: header.state,
-                    sequence: header.sequence,
-                });
-            }
-            let last = self.last_issued(&last_issued)?;
-            let record = make(last.map_or(i64::MIN, |t| t.saturating_add(1)));
-            self.snapshots.insert(
-                snapshot_key(header.state, header.sequence),
-                encode_record(&record),
-            )?;
-            // Counted as issued once inserted, even if what follows fails.
-            *last_issued = last.max(Some(record.receipt.accepted_at_unix_ms));
-            self.uploads.remove(upload.0.to_be_bytes())?;
-            record
-        };
-        flush(&self.db)?;
-        Ok(record)
-    }
-
     /// The latest time issued, read from the store at the first use.
     fn last_issued(&self, held: &Option<i64>) -> Result<Option<i64>, StoreError> {
         match *held {
@@ -328,12 +285,8 @@ impl SledStore {
         Ok(latest)
     }
 
-    /// The directory the store was opened in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The underlying database, for other components' trees (alerts).
+    /// The underlying database, whose trees hold the other stores of
+    /// [`Storage::on_sled`] (tests reach into them).
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
@@ -395,6 +348,42 @@ impl SledStore {
     fn decode(&self, key: &[u8], value: &[u8]) -> Result<StoredSnapshot, StoreError> {
         decode_record(value)
             .ok_or_else(|| corrupt(format!("snapshot directory entry {}", hex::encode(key))))
+    }
+}
+
+impl Storage {
+    /// The sled backend in `dir` (created if absent): one database holds
+    /// every store, with the chunk files beside it (see [`SledStore`]).
+    pub fn open_sled(dir: &Path) -> Result<Storage, StoreError> {
+        Storage::on_sled(SledStore::open(dir)?)
+    }
+
+    /// The sled backend around an opened snapshot store: the other stores
+    /// are trees of its database, and flushing it flushes them all.
+    pub fn on_sled(store: SledStore) -> Result<Storage, StoreError> {
+        let db = store.db.clone();
+        let seizures = SledSeizureStore::open(&db).map_err(opening)?;
+        let audit = SledAuditTrail::open(&db).map_err(opening)?;
+        let alerts = SledAlertStorage::open(&db).map_err(opening)?;
+        let dir = store.dir.clone();
+        Ok(Storage::new(
+            Arc::new(store),
+            Arc::new(seizures),
+            Arc::new(audit),
+            Arc::new(alerts),
+            Some(dir),
+            Arc::new(move || {
+                flush(&db)?;
+                Ok(())
+            }),
+        ))
+    }
+}
+
+/// Another store's error while opening the bundle, as a storage error.
+fn opening(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend {
+        source: Box::new(source),
     }
 }
 
@@ -491,9 +480,48 @@ impl SnapshotStore for SledStore {
         Ok(())
     }
 
-    fn commit(&self, record: &StoredSnapshot) -> Result<(), StoreError> {
-        self.commit_record(&record.signed, record.upload, &mut |_| record.clone())
-            .map(|_| ())
+    fn commit_record(
+        &self,
+        signed: &SignedHeader,
+        upload: UploadId,
+        make: &mut dyn FnMut(i64) -> StoredSnapshot,
+    ) -> Result<StoredSnapshot, StoreError> {
+        let header = &signed.header;
+        // Chunks first, then the directory record: the chunk file and its
+        // directory entry are synced and the chunk locations flushed before
+        // the record is written, so no record can ever point at chunks that
+        // did not reach the disk.
+        let f = self.chunks.file(upload)?;
+        f.file.sync_all().map_err(file_error(&f.path))?;
+        sync_dir(&self.chunks.dir)?;
+        flush(&self.db)?;
+        let record = {
+            let mut last_issued = self
+                .commit_lock
+                .lock()
+                .map_err(|_| StoreError::Task("commit lock poisoned".into()))?;
+            let latest = self.latest(header.state)?;
+            let next = latest.as_ref().map_or(1, |l| l.signed.header.sequence + 1);
+            let prev = latest.map_or(crate::snapshot::SnapshotDigest::GENESIS, |l| l.digest);
+            if header.sequence != next || header.previous_digest != prev {
+                return Err(StoreError::ChainMoved {
+                    state: header.state,
+                    sequence: header.sequence,
+                });
+            }
+            let last = self.last_issued(&last_issued)?;
+            let record = make(last.map_or(i64::MIN, |t| t.saturating_add(1)));
+            self.snapshots.insert(
+                snapshot_key(header.state, header.sequence),
+                encode_record(&record),
+            )?;
+            // Counted as issued once inserted, even if what follows fails.
+            *last_issued = last.max(Some(record.receipt.accepted_at_unix_ms));
+            self.uploads.remove(upload.0.to_be_bytes())?;
+            record
+        };
+        flush(&self.db)?;
+        Ok(record)
     }
 
     fn issue_time(&self, not_before: i64) -> Result<i64, StoreError> {
@@ -505,20 +533,6 @@ impl SnapshotStore for SledStore {
         let issued = last.map_or(not_before, |t| not_before.max(t.saturating_add(1)));
         *last_issued = Some(issued);
         Ok(issued)
-    }
-
-    fn commit_new(
-        &self,
-        new: NewSnapshot,
-        issue: &dyn Fn(i64) -> Receipt,
-    ) -> Result<StoredSnapshot, StoreError> {
-        self.commit_record(&new.signed, new.upload, &mut |earliest| StoredSnapshot {
-            signed: new.signed.clone(),
-            digest: new.digest,
-            receipt: issue(earliest),
-            upload: new.upload,
-            chunk_count: new.chunk_count,
-        })
     }
 
     fn abort(&self, upload: UploadId) -> Result<(), StoreError> {
@@ -611,6 +625,7 @@ impl SnapshotStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::storage::NewSnapshot;
     use crate::snapshot::{Receipt, SnapshotDigest, SnapshotHeader};
     use ed25519_dalek::SigningKey;
 
