@@ -47,6 +47,7 @@ fn synthetic(n: usize, from: usize) -> Vec<AlertChange> {
                     custody: None,
                     seizures: Vec::new(),
                 },
+                by: None,
             }
         })
         .collect()
@@ -235,6 +236,14 @@ async fn operator_actions_are_recorded_and_bad_ones_are_refused() {
     );
     assert!(full.history.windows(2).all(|w| w[0].cursor < w[1].cursor));
     assert!(full.history.iter().all(|h| h.at_unix_ms > 0));
+    // The opening names the snapshot that caused it (KAZ's, the second
+    // holder); operator actions name none.
+    let by: Vec<Option<(&str, u64)>> = full
+        .history
+        .iter()
+        .map(|h| h.by.as_ref().map(|b| (b.state.as_str(), b.sequence)))
+        .collect();
+    assert_eq!(by, [Some(("KAZ", 1)), None, None, None]);
 
     // Filters: bad values are named; good ones select.
     let err = client

@@ -472,6 +472,7 @@ impl Reconciler {
                 changes.push(AlertChange::Opened {
                     key: key.clone(),
                     body: body.clone(),
+                    by: None,
                 });
             }
         }
@@ -486,7 +487,7 @@ impl Reconciler {
     /// of for every alert the engine re-evaluates (see [`attach_lines`]).
     fn with_lines(&self, mut changes: Vec<AlertChange>) -> Vec<AlertChange> {
         for change in &mut changes {
-            if let AlertChange::Opened { key, body } | AlertChange::Updated { key, body, .. } =
+            if let AlertChange::Opened { key, body, .. } | AlertChange::Updated { key, body, .. } =
                 change
                 && let Some(item) = &key.item
             {

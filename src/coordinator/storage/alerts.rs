@@ -490,7 +490,7 @@ impl AlertStore {
         let key = change.key();
         let current = newest.clone().filter(|a| a.status != AlertStatus::Cleared);
         let (mut alert, kind, by, note) = match (change, current) {
-            (AlertChange::Opened { body, .. }, None) => {
+            (AlertChange::Opened { body, by, .. }, None) => {
                 let alert = Alert {
                     id: counters.alert_id,
                     key: key.clone(),
@@ -502,11 +502,11 @@ impl AlertStore {
                     history: Vec::new(),
                 };
                 counters.alert_id += 1;
-                (alert, EventKind::Opened, None, body.summary.clone())
+                (alert, EventKind::Opened, *by, body.summary.clone())
             }
-            (AlertChange::Opened { body, .. }, Some(mut a)) => {
+            (AlertChange::Opened { body, by, .. }, Some(mut a)) => {
                 a.body = body.clone();
-                (a, EventKind::Updated, None, body.summary.clone())
+                (a, EventKind::Updated, *by, body.summary.clone())
             }
             (AlertChange::Updated { body, by, .. }, Some(mut a)) => {
                 a.body = body.clone();
@@ -569,6 +569,7 @@ pub(crate) mod tests {
                 custody: None,
                 seizures: Vec::new(),
             },
+            by: None,
         }
     }
 

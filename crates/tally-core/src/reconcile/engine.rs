@@ -304,12 +304,12 @@ impl Engine {
         //    on its own rows; seizures are few), then the clock.
         let mut out = Vec::new();
         for &(id, _, _) in &changed {
-            self.evaluate_key(id, lines, now_unix_ms, Some(snapshot), &mut out);
+            self.evaluate_key(id, lines, now_unix_ms, By::snapshot(snapshot), &mut out);
         }
         let mut seized: Vec<KeyId> = self.seizures.keys().copied().collect();
         seized.sort_unstable();
         for id in seized {
-            self.evaluate_key(id, lines, now_unix_ms, Some(snapshot), &mut out);
+            self.evaluate_key(id, lines, now_unix_ms, By::snapshot(snapshot), &mut out);
         }
         self.evaluate_clock(lines, now_unix_ms, Some(snapshot), &mut out);
         out
@@ -436,7 +436,7 @@ impl Engine {
             seizures: Vec::new(),
         };
         let mut out = Vec::new();
-        self.set_alert(None, key, Some(body), None, &mut out);
+        self.set_alert(None, key, Some(body), By::NOTHING, &mut out);
         out
     }
 
@@ -452,7 +452,7 @@ impl Engine {
             .intern(seizure.key.model.as_str(), seizure.key.serial.as_str());
         self.seizures.entry(id).or_default().push(seizure);
         let mut out = Vec::new();
-        self.evaluate_key(id, lines, now_unix_ms, None, &mut out);
+        self.evaluate_key(id, lines, now_unix_ms, By::NOTHING, &mut out);
         self.evaluate_clock(lines, now_unix_ms, None, &mut out);
         out
     }
@@ -485,7 +485,7 @@ impl Engine {
                 break;
             }
             self.deadlines.pop_first();
-            self.evaluate_key(id, lines, now, by, out);
+            self.evaluate_key(id, lines, now, By::clock(by), out);
         }
         // Cadences.
         for i in 0..self.states.len() {
@@ -520,7 +520,7 @@ impl Engine {
                 }
                 _ => None,
             };
-            self.set_alert(None, key, body, by, out);
+            self.set_alert(None, key, body, By::clock(by), out);
         }
     }
 
@@ -639,7 +639,7 @@ impl Engine {
         id: KeyId,
         lines: &dyn LineSource,
         now: i64,
-        by: Option<SnapshotRef>,
+        by: By,
         out: &mut Vec<AlertChange>,
     ) {
         // Received transfers end here: the receiving state holds the key.
@@ -696,7 +696,7 @@ impl Engine {
         id: Option<KeyId>,
         key: AlertKey,
         body: Option<AlertBody>,
-        by: Option<SnapshotRef>,
+        by: By,
         out: &mut Vec<AlertChange>,
     ) {
         match (self.open.get(&key), body) {
@@ -704,14 +704,22 @@ impl Engine {
             (Some(old), Some(body)) if *old == body => {}
             (Some(_), Some(body)) => {
                 self.open.insert(key.clone(), body.clone());
-                out.push(AlertChange::Updated { key, body, by });
+                out.push(AlertChange::Updated {
+                    key,
+                    body,
+                    by: by.opened,
+                });
             }
             (None, Some(body)) => {
                 if let Some(id) = id {
                     self.open_by_key.entry(id).or_default().push(key.clone());
                 }
                 self.open.insert(key.clone(), body.clone());
-                out.push(AlertChange::Opened { key, body });
+                out.push(AlertChange::Opened {
+                    key,
+                    body,
+                    by: by.opened,
+                });
             }
             (Some(_), None) => {
                 self.open.remove(&key);
@@ -723,7 +731,10 @@ impl Engine {
                         self.open_by_key.remove(&id);
                     }
                 }
-                out.push(AlertChange::Cleared { key, by });
+                out.push(AlertChange::Cleared {
+                    key,
+                    by: by.cleared,
+                });
             }
         }
     }
@@ -1121,6 +1132,37 @@ pub fn attach_lines(body: &mut AlertBody, item: &ItemKey, lines: &dyn LineSource
     spellings.sort();
     spellings.dedup();
     body.spellings = spellings;
+}
+
+/// The snapshot an evaluation names in the changes it makes: the one that
+/// caused an opening or an update, and the one that removed a cause. The
+/// clock causes what it opens (no snapshot), but a snapshot applied with it
+/// may still be what clears a condition (an overdue state's own snapshot).
+#[derive(Debug, Clone, Copy)]
+struct By {
+    opened: Option<SnapshotRef>,
+    cleared: Option<SnapshotRef>,
+}
+
+impl By {
+    const NOTHING: By = By {
+        opened: None,
+        cleared: None,
+    };
+
+    fn snapshot(snapshot: SnapshotRef) -> By {
+        By {
+            opened: Some(snapshot),
+            cleared: Some(snapshot),
+        }
+    }
+
+    fn clock(applied: Option<SnapshotRef>) -> By {
+        By {
+            opened: None,
+            cleared: applied,
+        }
+    }
 }
 
 /// A condition found for a key, before its evidence is gathered.

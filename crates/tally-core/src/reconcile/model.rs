@@ -252,9 +252,12 @@ pub struct AlertBody {
 /// One change to the set of open alerts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlertChange {
+    /// The condition started to hold; `by` names the snapshot whose arrival
+    /// caused it (none for a seizure report, an equivocation or the clock).
     Opened {
         key: AlertKey,
         body: AlertBody,
+        by: Option<SnapshotRef>,
     },
     /// The alert's text or evidence changed; `by` names the snapshot that
     /// changed it (none for a seizure report or the clock).
