@@ -131,6 +131,22 @@ async fn call(rpc: &str, channel: Channel, token: Option<&str>) -> Code {
                     .map(drop),
             )
         }
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" => {
+            use tonic_reflection::pb::v1alpha::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+            };
+            let mut c = ServerReflectionClient::new(channel);
+            let req = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            code(
+                c.server_reflection_info(with_token(tokio_stream::iter(vec![req]), token))
+                    .await
+                    .map(drop),
+            )
+        }
         "/tally.v1.Snapshots/Submit" => {
             // A header that does not decode: past access control it is
             // INVALID_ARGUMENT, so nothing is stored either way.

@@ -184,6 +184,39 @@ async fn health_and_reflection_are_served() {
         names.contains(&"tally.v1.Snapshots".to_string()),
         "{names:?}"
     );
+
+    // The pre-release name, which stock clients of other languages speak,
+    // without credentials too.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let channel = tonic::transport::Channel::from_shared(coord.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "tally.v1.Alerts".into(),
+            ),
+        ),
+    };
+    let response = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        response.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer: {response:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
     coord.stop().await;
 }
 

@@ -170,6 +170,12 @@ pub const RPC_TABLE: &[(&str, Operation)] = &[
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         Operation::Reflection,
     ),
+    // The same service under its pre-release name, which the stock
+    // reflection clients of several languages still speak.
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Operation::Reflection,
+    ),
     ("/tally.v1.Snapshots/Submit", Operation::Submit),
     (
         "/tally.v1.Snapshots/ListSnapshots",

@@ -124,10 +124,15 @@ pub(crate) async fn router(
     health_reporter
         .set_serving::<SnapshotsServer<SnapshotsService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both versions of reflection: `v1`, and `v1alpha` for the stock
+    // clients that speak only that (grpcio-reflection, older grpcurl).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let snapshots = SnapshotsServer::new(SnapshotsService::new(
         coordinator.ingestor.clone(),
         coordinator.reconciler.clone(),
@@ -154,6 +159,7 @@ pub(crate) async fn router(
         .layer(access)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(snapshots)
         .add_service(AlertsServer::new(AlertsService::new(ops.clone())))
         .add_service(SeizuresServer::new(SeizuresService::new(ops.clone())))
