@@ -466,7 +466,7 @@ fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands
         for c in &s.chunks {
             upload.push_chunk(c).unwrap();
         }
-        upload.finish().unwrap().accepted_at_unix_ms
+        upload.finish().unwrap().receipt().accepted_at_unix_ms
     };
     let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &[]);
     let kaz1 = snapshot("KAZ", 1, SnapshotDigest::GENESIS, &[]);
