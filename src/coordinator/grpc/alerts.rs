@@ -265,12 +265,13 @@ impl proto::alerts_server::Alerts for AlertsService {
         let watcher = self.metrics.watcher_connected();
         let lifecycle = self.lifecycle.clone();
         let alerts = self.alerts.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(
             async move {
                 // Counted as connected until this task ends.
                 let _watcher = watcher;
                 tokio::select! {
-                    _ = watch(alerts, after, &tx) => {}
+                    _ = watch(alerts, &metrics, after, &tx) => {}
                     // Noticed at once, not at the next event: the gauge of
                     // connected watchers stays true.
                     _ = tx.closed() => tracing::debug!("watcher hung up"),
@@ -289,10 +290,11 @@ impl proto::alerts_server::Alerts for AlertsService {
 /// live subscription starts before the replay, so nothing committed in
 /// between is missed; events at or below the last one sent are skipped, so
 /// nothing is sent twice. A watcher that falls behind the live buffer goes
-/// back to reading storage from its last cursor: memory stays bounded and
-/// ingestion never waits for it.
+/// back to reading storage from its last cursor (counted in `metrics`):
+/// memory stays bounded and ingestion never waits for it.
 async fn watch(
     alerts: Arc<AlertStore>,
+    metrics: &Metrics,
     mut last: u64,
     tx: &mpsc::Sender<Result<proto::AlertEvent, Status>>,
 ) {
@@ -335,7 +337,18 @@ async fn watch(
                 }
                 // A gap (an event was committed between the replay and the
                 // subscription's buffer): read storage again.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                Ok(_) => {
+                    live = live.resubscribe();
+                    break;
+                }
+                // Fell behind the live buffer: read storage again.
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(
+                        skipped,
+                        last,
+                        "watcher fell behind: re-reading stored events"
+                    );
+                    metrics.watcher_lagged();
                     live = live.resubscribe();
                     break;
                 }
