@@ -410,3 +410,84 @@ async fn a_watcher_from_cursor_zero_gets_every_stored_event_then_live_ones_in_or
     drop((w1, w2, w3, client));
     coord.stop().await;
 }
+
+/// The cursor of the next event, waiting at most 30 s for it.
+async fn next_cursor(stream: &mut tonic::Streaming<proto::AlertEvent>) -> u64 {
+    tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+        .await
+        .expect("an event within 30 s")
+        .expect("stream ok")
+        .expect("stream open")
+        .cursor
+}
+
+/// README, `WatchAlerts`: "stored events, then live ones, no gap, no
+/// duplicate; a slow watcher re-reads storage instead of holding memory".
+/// A watcher stops reading while three times the coordinator's live buffer
+/// (4,096 events) is committed: ingestion does not wait for it, the
+/// coordinator counts it as fallen behind (so the re-read from storage did
+/// run), and once it reads again it gets every event exactly once, cursors
+/// consecutive. Read past the expected end: the next event is the one
+/// committed after it, not a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_held_back_past_the_live_buffer_rereads_storage_and_misses_or_repeats_nothing() {
+    const EVENTS: usize = 3 * 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = assemble(dir.path(), &["RUS"], Default::default(), Default::default());
+    let metrics = coordinator.metrics.clone();
+    let coord = TestCoordinator::serve(coordinator).await;
+    let alerts = store(&coord);
+    // Small HTTP/2 windows, so that little of what the watcher does not
+    // read can wait in the connection instead of the coordinator.
+    let channel = tonic::transport::Endpoint::from_shared(coord.url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .expect("connect");
+    let mut watcher = AlertsClient::new(channel)
+        .watch_alerts(proto::WatchAlertsRequest { after_cursor: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    // Its first event shows the watcher is subscribed to live events (it
+    // subscribes before it reads storage).
+    alerts.apply(&synthetic(1, 0), 1).unwrap();
+    assert_eq!(next_cursor(&mut watcher).await, 1);
+
+    // Held back: nothing is read while the events are committed, and
+    // committing does not wait for the watcher.
+    let writer = {
+        let alerts = alerts.clone();
+        tokio::task::spawn_blocking(move || {
+            for b in 0..EVENTS / 1024 {
+                alerts.apply(&synthetic(1024, 1 + b * 1024), 2).unwrap();
+            }
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), writer)
+        .await
+        .expect("ingestion does not wait for a watcher that does not read")
+        .unwrap();
+    assert_eq!(alerts.last_cursor(), 1 + EVENTS as u64);
+
+    for expected in 2..=1 + EVENTS as u64 {
+        assert_eq!(
+            next_cursor(&mut watcher).await,
+            expected,
+            "every event once, in order"
+        );
+    }
+    // One event past the end: the next one to arrive is the one committed
+    // now, not a repeat of one already sent.
+    alerts.apply(&synthetic(1, 1 + EVENTS), 3).unwrap();
+    assert_eq!(next_cursor(&mut watcher).await, 2 + EVENTS as u64);
+    let lagged = metric(&metrics, "tally_alert_watchers_lagged_total").expect("lag counter");
+    assert!(
+        lagged >= 1.0,
+        "the watcher never fell behind the live buffer, so the re-read was not tested"
+    );
+    drop(watcher);
+    coord.stop().await;
+}

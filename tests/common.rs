@@ -393,3 +393,11 @@ pub async fn all_seizure_reports(url: &str) -> Vec<proto::SeizureReport> {
         }
     }
 }
+
+/// The value of the sample whose name and labels are exactly `series` in
+/// `metrics`' exposition (`None` until a labelled series first appears).
+pub fn metric(metrics: &tally::coordinator::metrics::Metrics, series: &str) -> Option<f64> {
+    let text = metrics.encode().expect("encode metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

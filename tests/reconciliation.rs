@@ -466,7 +466,7 @@ fn acceptance_times_strictly_increase_in_commit_order_even_when_the_clock_stands
         for c in &s.chunks {
             upload.push_chunk(c).unwrap();
         }
-        upload.finish().unwrap().accepted_at_unix_ms
+        upload.finish().unwrap().receipt().accepted_at_unix_ms
     };
     let rus1 = snapshot("RUS", 1, SnapshotDigest::GENESIS, &[]);
     let kaz1 = snapshot("KAZ", 1, SnapshotDigest::GENESIS, &[]);
@@ -1083,4 +1083,149 @@ async fn wait_for_kinds(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the coordinator's own timer has run the clock-based rules
+/// `runs` more times than `before`: a run that started after the caller
+/// moved its clock. Bounded by a generous deadline.
+async fn clock_runs_after(metrics: &tally::coordinator::metrics::Metrics, before: f64, runs: f64) {
+    let series = "tally_reconcile_duration_seconds_count{trigger=\"clock\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(metrics, series).unwrap_or(0.0) < before + runs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the coordinator's timer did not run within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+fn clock_runs(metrics: &tally::coordinator::metrics::Metrics) -> f64 {
+    metric(
+        metrics,
+        "tally_reconcile_duration_seconds_count{trigger=\"clock\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+/// docs/alerts.md: the clock-based rules are re-evaluated on the
+/// coordinator's timer, with no submission to prompt them:
+/// `transfer_not_received` opens once `now ≥ as_of + grace` and
+/// `snapshot_overdue` once `now > as_of + cadence`. A running coordinator
+/// reads a manual clock the test moves; a `WatchAlerts` client sees each
+/// alert open at the moment its clock reached (and not one tick earlier: at
+/// `as_of + cadence` exactly, a timer run opens nothing). The only real
+/// waiting is for the next run of the 10 ms timer, bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_coordinators_timer_opens_transfer_and_overdue_alerts_as_its_clock_passes_them()
+{
+    use tally::proto::{self, alerts_client::AlertsClient};
+    const HOUR_MS: i64 = 60 * 60 * 1000;
+    const DAY_MS: i64 = 24 * HOUR_MS;
+    let dir = tempfile::tempdir().unwrap();
+    let rus1 = snapshot(
+        "RUS",
+        1,
+        SnapshotDigest::GENESIS,
+        &items(&[
+            ("9K38", "A1", InService, None),
+            ("9P39", "P1", TransferredOut, Some("KAZ")),
+        ]),
+    );
+    let as_of = rus1.signed.header.as_of_unix_ms;
+    let (clock, time) = tally::support::clock::Clock::manual(as_of + 60_000);
+    let coordinator = assemble_with_clock(
+        dir.path(),
+        &["RUS", "KAZ"],
+        Default::default(),
+        EngineConfig {
+            transfer_grace_ms: HOUR_MS,
+            cadence_ms: [(state("RUS"), DAY_MS)].into_iter().collect(),
+        },
+        std::time::Duration::from_millis(10),
+        clock,
+    );
+    let metrics = coordinator.metrics.clone();
+    let coord = TestCoordinator::serve(coordinator).await;
+    let mut operator = AlertsClient::connect(coord.url()).await.expect("connect");
+    let mut watcher = operator
+        .watch_alerts(proto::WatchAlertsRequest { after_cursor: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next_event = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(30), watcher.message())
+            .await
+            .expect("an alert event within 30 s")
+            .expect("stream ok")
+            .expect("stream open")
+    };
+
+    submit(&mut coord.client().await, &rus1).await.unwrap();
+    // Within the grace period and the cadence: timer runs open nothing.
+    clock_runs_after(&metrics, clock_runs(&metrics), 2.0).await;
+    assert_eq!(alerts(&coord).last_cursor(), 0, "nothing opened yet");
+
+    // The grace period ends: the timer opens the transfer alert, stamped
+    // with the coordinator's (manual) time.
+    time.set(as_of + HOUR_MS);
+    let opened = next_event().await;
+    assert_eq!(
+        (opened.cursor, opened.action.as_str(), opened.kind.as_str()),
+        (1, "opened", "transfer_not_received")
+    );
+    assert_eq!(opened.at_unix_ms, as_of + HOUR_MS);
+    let alert = operator
+        .get_alert(proto::GetAlertRequest {
+            id: opened.alert_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            alert.serial.as_str(),
+            alert.state.as_str(),
+            alert.counterparty.as_str()
+        ),
+        ("P1", "RUS", "KAZ")
+    );
+
+    // At the end of the cadence exactly, RUS is not overdue yet.
+    time.set(as_of + DAY_MS);
+    clock_runs_after(&metrics, clock_runs(&metrics), 2.0).await;
+    assert_eq!(
+        alerts(&coord).last_cursor(),
+        1,
+        "not overdue at as_of + cadence"
+    );
+    // One millisecond later it is; that is the next event the watcher
+    // gets (the transfer alert did not change meanwhile).
+    time.set(as_of + DAY_MS + 1);
+    let overdue = next_event().await;
+    assert_eq!(
+        (
+            overdue.cursor,
+            overdue.action.as_str(),
+            overdue.kind.as_str()
+        ),
+        (2, "opened", "snapshot_overdue")
+    );
+    assert_eq!(overdue.at_unix_ms, as_of + DAY_MS + 1);
+    let mut current: Vec<(String, Option<String>)> = alerts(&coord)
+        .current_alerts()
+        .unwrap()
+        .iter()
+        .map(|a| (a.key.kind.to_string(), a.key.state.map(|s| s.to_string())))
+        .collect();
+    current.sort();
+    assert_eq!(
+        current,
+        [
+            ("snapshot_overdue".to_string(), Some("RUS".to_string())),
+            ("transfer_not_received".to_string(), Some("RUS".to_string())),
+        ]
+    );
+    drop((watcher, operator));
+    coord.stop().await;
 }

@@ -571,3 +571,160 @@ async fn a_node_with_a_tls_problem_stops_instead_of_retrying() {
     plain.stop().await;
     tc.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Private key files: refused at start-up when group or others may read them.
+// ---------------------------------------------------------------------------
+
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Runs the real binary until it exits; a process still running after a
+/// generous deadline (it did not refuse, and serves or waits) is killed and
+/// the test fails.
+fn run_to_exit(args: &[&str], config: &Path, extra: &[&Path]) -> std::process::Output {
+    use std::time::{Duration, Instant};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tally");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "tally {args:?} still running after 30 s instead of refusing to start; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// The process failed, naming `key` and its mode in its error.
+#[track_caller]
+fn assert_refused_for(output: &std::process::Output, key: &Path, mode: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "started anyway; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&key.display().to_string())
+            && stderr.contains(&format!("mode {mode}"))
+            && stderr.contains("chmod 600"),
+        "the error names the file and its mode; stderr:\n{stderr}"
+    );
+}
+
+/// deployment.md, Secrets: `tally coordinator` refuses to start when its
+/// TLS private key or its Ed25519 key is group-readable (0640), naming the
+/// file and the mode, before it opens (and creates) the store.
+#[cfg(unix)]
+#[test]
+fn the_coordinator_refuses_to_start_with_a_group_readable_tls_or_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&dir.path().join("certs"));
+    let keys = dir.path().join("keys");
+    tally::support::keys::write_key_pair(&keys, "coordinator", &common::coordinator_key()).unwrap();
+    tally::support::keys::write_key_pair(&keys, "RUS", &common::state_key("RUS")).unwrap();
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey_file = 'keys/coordinator.key'\n\
+             [tls]\ncert_file = '{}'\nkey_file = '{}'\nclient_ca_file = '{}'\n\
+             [[members]]\nstate = 'RUS'\npublic_key_file = 'keys/RUS.pub'\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    chmod(&pki.server_key, 0o640);
+    let output = run_to_exit(&["coordinator"], &config, &[]);
+    assert_refused_for(&output, &pki.server_key, "0640");
+    assert!(!data.exists(), "the store was opened before the refusal");
+
+    chmod(&pki.server_key, 0o600);
+    let signing_key = keys.join("coordinator.key");
+    chmod(&signing_key, 0o640);
+    let output = run_to_exit(&["coordinator"], &config, &[]);
+    assert_refused_for(&output, &signing_key, "0640");
+    assert!(!data.exists(), "the store was opened before the refusal");
+}
+
+/// deployment.md, Secrets: a node refuses to start (`tally node watch` on
+/// an empty drop folder, `tally node submit`) when its TLS client key or
+/// its Ed25519 key is group-readable (0640), naming the file and the mode,
+/// before it signs anything or opens its outbox. The TLS key used to be
+/// checked only at the first connection: a watcher with nothing to send
+/// ran on with it.
+#[cfg(unix)]
+#[test]
+fn a_node_refuses_to_start_with_a_group_readable_tls_or_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&dir.path().join("certs"));
+    let (_, cert, tls_key) = pki
+        .clients
+        .iter()
+        .find(|(s, _, _)| s.as_str() == "RUS")
+        .cloned()
+        .expect("RUS client certificate");
+    let keys = dir.path().join("keys");
+    tally::support::keys::write_key_pair(&keys, "RUS", &common::state_key("RUS")).unwrap();
+    let config = dir.path().join("RUS.toml");
+    // Nothing listens at that address: the node must not get that far.
+    std::fs::write(
+        &config,
+        format!(
+            "state = 'RUS'\nkey_file = 'keys/RUS.key'\noutbox_dir = 'outbox'\n\
+             coordinator = 'https://localhost:9'\n\
+             [tls]\nca_file = '{}'\ncert_file = '{}'\nkey_file = '{}'\n",
+            pki.ca_cert.display(),
+            cert.display(),
+            tls_key.display()
+        ),
+    )
+    .unwrap();
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let export = dir.path().join("rus.csv");
+    std::fs::write(
+        &export,
+        "model,serial,status,site,counterparty\n9K38,A1,in_service,Depot 1,\n",
+    )
+    .unwrap();
+    let outbox = dir.path().join("outbox");
+
+    chmod(&tls_key, 0o640);
+    let output = run_to_exit(&["node", "watch"], &config, &[&drop_dir]);
+    assert_refused_for(&output, &tls_key, "0640");
+    let output = run_to_exit(&["node", "submit"], &config, &[&export]);
+    assert_refused_for(&output, &tls_key, "0640");
+    assert!(!outbox.exists(), "the outbox was opened before the refusal");
+
+    chmod(&tls_key, 0o600);
+    let signing_key = keys.join("RUS.key");
+    chmod(&signing_key, 0o640);
+    for (args, extra) in [
+        (["node", "watch"], &drop_dir),
+        (["node", "submit"], &export),
+    ] {
+        let output = run_to_exit(&args, &config, &[extra]);
+        assert_refused_for(&output, &signing_key, "0640");
+    }
+    assert!(!outbox.exists(), "the outbox was opened before the refusal");
+}

@@ -48,6 +48,8 @@ mod security;
 mod submission;
 /// Bad input: each case gets its status code and an actionable message.
 mod submission_errors;
+/// Two submissions of one state at once, the race decided by a gated store.
+mod submission_races;
 /// The custody trace and evidence bundles.
 mod trace;
 /// `tally node watch`: the drop folder.

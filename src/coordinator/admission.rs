@@ -261,6 +261,25 @@ impl Ingestor {
     }
 }
 
+/// How an upload ended when it was committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// This upload is stored, with the receipt issued for it.
+    New(Receipt),
+    /// Another upload of the very same snapshot committed first: its
+    /// original receipt. Nothing of this upload is kept.
+    AlreadyAccepted(Receipt),
+}
+
+impl Committed {
+    /// The receipt the submitter gets, either way.
+    pub fn receipt(&self) -> &Receipt {
+        match self {
+            Committed::New(r) | Committed::AlreadyAccepted(r) => r,
+        }
+    }
+}
+
 /// An admitted snapshot whose items are arriving. Dropping it before
 /// [`Upload::finish`] discards everything it stored.
 pub struct Upload {
@@ -298,7 +317,7 @@ impl Upload {
 
     /// Checks count and root, commits durably and issues the receipt. Blocks on
     /// a disk flush: call it off the async runtime.
-    pub fn finish(mut self) -> Result<Receipt, IngestError> {
+    pub fn finish(mut self) -> Result<Committed, IngestError> {
         self.verifier.finish()?;
         let inner = &self.ingestor.inner;
         let header = self.signed.header;
@@ -333,14 +352,15 @@ impl Upload {
         match committed {
             Ok(record) => {
                 self.finished = true;
-                Ok(record.receipt)
+                Ok(Committed::New(record.receipt))
             }
             Err(StoreError::ChainMoved { .. }) => {
                 // Another upload of this state committed first. If it was this
-                // very snapshot, answer with its receipt; otherwise the usual
+                // very snapshot, answer with its receipt (this upload's chunks
+                // are discarded when it is dropped); otherwise the usual
                 // conflict or gap error applies.
                 match self.ingestor.check_chain(&self.signed)? {
-                    Some(receipt) => Ok(receipt),
+                    Some(receipt) => Ok(Committed::AlreadyAccepted(receipt)),
                     None => Err(StoreError::ChainMoved {
                         state: header.state,
                         sequence: header.sequence,

@@ -10,6 +10,10 @@ use crate::support::signals::shutdown_signal;
 
 pub async fn serve(config: PathBuf) -> Result<()> {
     let config = CoordinatorConfig::load(&config)?;
+    // TLS files first (a private key that group or others can read is
+    // refused here), before the store is opened and rebuilt, which can take
+    // minutes.
+    let options = crate::coordinator::server::ServeOptions::from_config(&config)?;
     // Opening a large store rebuilds the reconciliation state from every
     // stored snapshot: seconds to minutes, worth a spinner on a terminal.
     let progress = crate::support::progress::Progress::spinner(
@@ -22,7 +26,6 @@ pub async fn serve(config: PathBuf) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let options = crate::coordinator::server::ServeOptions::from_config(&config)?;
     announce(format_args!(
         "coordinator listening on {}",
         listener.local_addr()?

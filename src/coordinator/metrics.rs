@@ -57,6 +57,7 @@ pub struct Metrics {
     reconcile_seconds: Family<Label, Histogram, fn() -> Histogram>,
     alerts_open: Family<Label, Gauge>,
     watchers: Gauge,
+    watchers_lagged: Counter,
     submissions_in_flight: Gauge,
 }
 
@@ -137,6 +138,12 @@ impl Metrics {
             "WatchAlerts streams currently connected",
             watchers.clone(),
         );
+        let watchers_lagged = Counter::default();
+        registry.register(
+            "alert_watchers_lagged",
+            "Times a WatchAlerts stream fell behind the live event buffer and went back to reading stored events",
+            watchers_lagged.clone(),
+        );
         let submissions_in_flight = Gauge::default();
         registry.register(
             "submissions_in_flight",
@@ -158,6 +165,7 @@ impl Metrics {
             reconcile_seconds,
             alerts_open,
             watchers,
+            watchers_lagged,
             submissions_in_flight,
         }
     }
@@ -190,6 +198,11 @@ impl Metrics {
     /// Counts a watcher in until the returned guard is dropped.
     pub(crate) fn watcher_connected(&self) -> GaugeGuard {
         GaugeGuard::inc(&self.watchers)
+    }
+
+    /// A watcher fell behind the live buffer and re-reads stored events.
+    pub(crate) fn watcher_lagged(&self) {
+        self.watchers_lagged.inc();
     }
 
     /// Counts a submission in until the returned guard is dropped.
@@ -345,6 +358,7 @@ mod tests {
         metrics.snapshot_rejected(tonic::Code::FailedPrecondition);
         metrics.reconciled(ReconcileTrigger::Clock, Duration::from_millis(2));
         let guard = metrics.watcher_connected();
+        metrics.watcher_lagged();
         let submission = metrics.submission_started();
         let mut counts = BTreeMap::new();
         counts.insert(AlertKind::ReportedLost, 3);
@@ -375,6 +389,10 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(line_value(&text, "tally_alert_watchers "), Some(1.0));
+        assert_eq!(
+            line_value(&text, "tally_alert_watchers_lagged_total "),
+            Some(1.0)
+        );
         assert_eq!(line_value(&text, "tally_submissions_in_flight "), Some(1.0));
         assert_eq!(
             line_value(

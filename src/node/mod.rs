@@ -243,8 +243,13 @@ pub struct Node {
 }
 
 impl Node {
+    /// Opens the node: its signing key, its TLS files (checked here, before
+    /// anything is signed or the outbox is opened, rather than at the first
+    /// connection: a private key that group or others can read is refused
+    /// at start-up) and its outbox.
     pub fn open(config: NodeConfig) -> Result<Node, NodeError> {
         let key = keys::read_signing_key(&config.key_file)?;
+        crate::support::tls::endpoint(&config.coordinator, config.tls.as_ref())?;
         let outbox = Outbox::open(&config.outbox_dir)?;
         Ok(Node {
             config,

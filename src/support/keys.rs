@@ -28,7 +28,7 @@ pub enum KeyError {
     #[error("no secure random source: {0}")]
     Random(String),
     #[error(
-        "{path}: private key file is readable by others (mode {mode:o}); run `chmod 600 {path}`"
+        "{path}: private key file is open to group or others (mode {mode:04o}; at most 0600 allowed); run `chmod 600 {path}`"
     )]
     TooOpen { path: PathBuf, mode: u32 },
 }
@@ -104,7 +104,9 @@ fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
     })
 }
 
-/// Refuses a private key file that group or others can read.
+/// Refuses a private key file (Ed25519 or TLS) that group or others may
+/// read, write or execute: any mode bit outside 0700. The mode is that of
+/// the file a symbolic link points to.
 pub(crate) fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
     #[cfg(unix)]
     {
@@ -214,6 +216,44 @@ mod tests {
             read_signing_key(&private),
             Err(KeyError::TooOpen { mode: 0o644, .. })
         ));
+    }
+
+    /// docs/protocol.md §7 ("Tally refuses to load a private key file that
+    /// group or others can read") and deployment.md, Secrets: any bit for
+    /// group or others is refused (group-readable 0640 as much as 0644),
+    /// with the file and its mode in the message; modes of the owner alone
+    /// are accepted.
+    #[cfg(unix)]
+    #[test]
+    fn a_private_key_open_to_group_or_others_is_refused_whatever_the_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate().unwrap();
+        let (private, _) = write_key_pair(dir.path(), "KAZ", &key).unwrap();
+        let refused = [0o640, 0o604, 0o620, 0o610, 0o602, 0o660, 0o644, 0o666];
+        for mode in refused {
+            fs::set_permissions(&private, fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_signing_key(&private).unwrap_err();
+            assert!(
+                matches!(err, KeyError::TooOpen { mode: m, .. } if m == mode),
+                "{mode:o}: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&private.display().to_string())
+                    && message.contains(&format!("mode {mode:04o}"))
+                    && message.contains("chmod 600"),
+                "{message}"
+            );
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            fs::set_permissions(&private, fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                read_signing_key(&private).unwrap().to_bytes(),
+                key.to_bytes(),
+                "{mode:o}"
+            );
+        }
     }
 
     #[test]

@@ -223,3 +223,75 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::support::keys::KeyError;
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[track_caller]
+    fn assert_too_open(result: Result<impl Sized, TlsError>, key: &Path, mode: u32) {
+        let Err(err) = result else {
+            panic!("{} with mode {mode:o} was accepted", key.display());
+        };
+        assert!(
+            matches!(&err, TlsError::Key(KeyError::TooOpen { path, mode: m }) if path == key && *m == mode),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&key.display().to_string())
+                && message.contains(&format!("mode {mode:04o}")),
+            "{message}"
+        );
+    }
+
+    /// deployment.md, Secrets: TLS private keys get the same refusal as
+    /// Ed25519 keys, on both sides: the coordinator's `tls.key_file` and a
+    /// node's client key, group-readable (0640) or world-readable (0644);
+    /// 0600 is accepted.
+    #[test]
+    fn a_tls_private_key_open_to_group_or_others_is_refused_on_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let rus = StateCode::parse("RUS").unwrap();
+        let pki = crate::support::certs::init(dir.path(), &[rus], &[]).unwrap();
+        let server = ServerTlsFiles {
+            cert_file: pki.server_cert.clone(),
+            key_file: pki.server_key.clone(),
+            client_ca_file: pki.ca_cert.clone(),
+        };
+        let (_, client_cert, client_key) = pki.clients[0].clone();
+        let client = ClientTlsFiles {
+            ca_file: pki.ca_cert.clone(),
+            cert_file: Some(client_cert),
+            key_file: Some(client_key.clone()),
+            server_name: None,
+        };
+        assert!(server.server_config().is_ok());
+        assert!(client.client_config().is_ok());
+        for mode in [0o640, 0o644] {
+            chmod(&server.key_file, mode);
+            assert_too_open(server.server_config(), &server.key_file, mode);
+            chmod(&client_key, mode);
+            assert_too_open(client.client_config(), &client_key, mode);
+            assert_too_open(
+                endpoint("https://localhost:1", Some(&client)).map_err(|e| match e {
+                    EndpointError::Tls(e) => e,
+                    other => panic!("{other}"),
+                }),
+                &client_key,
+                mode,
+            );
+        }
+        chmod(&server.key_file, 0o600);
+        chmod(&client_key, 0o600);
+        assert!(server.server_config().is_ok());
+        assert!(client.client_config().is_ok());
+    }
+}

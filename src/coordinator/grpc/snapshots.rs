@@ -15,7 +15,7 @@ use super::request::EdgeRefusal;
 use super::status::{self, EdgeFailure};
 use crate::access::{Principal, check_own_state};
 use crate::audit::Action;
-use crate::coordinator::admission::{Admission, IngestError, Ingestor, Upload};
+use crate::coordinator::admission::{Admission, Committed, IngestError, Ingestor, Upload};
 use crate::coordinator::lifecycle::Lifecycle;
 use crate::coordinator::metrics::{Metrics, ReconcileTrigger};
 use crate::coordinator::ops::RequestError;
@@ -184,11 +184,18 @@ async fn submit(
         (Ok(Some(upload)), Ok(())) => upload,
         (Ok(None), Ok(())) => return Err(EdgeRefusal::UploadEndedEarly.into()),
     };
-    let receipt = join(blocking_in_span(move || upload.finish())).await??;
-    Ok(Submitted::New {
-        receipt: receipt_to_proto(&receipt),
-        items,
-    })
+    match join(blocking_in_span(move || upload.finish())).await?? {
+        Committed::New(receipt) => Ok(Submitted::New {
+            receipt: receipt_to_proto(&receipt),
+            items,
+        }),
+        Committed::AlreadyAccepted(receipt) => {
+            tracing::info!(
+                "the same snapshot was committed by another upload meanwhile: its receipt returned"
+            );
+            Ok(Submitted::Resubmitted(receipt_to_proto(&receipt)))
+        }
+    }
 }
 
 /// Reads the next message, turning tonic's "message too large" (OUT_OF_RANGE)

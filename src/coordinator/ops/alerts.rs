@@ -258,14 +258,14 @@ impl AlertWatch {
             alerts,
             after,
             lifecycle,
-            ..
+            metrics,
         } = self;
         tokio::spawn(
             async move {
                 // Counted as connected until this task ends.
                 let _watcher = watcher;
                 tokio::select! {
-                    _ = feed(alerts, after, &tx) => {}
+                    _ = feed(alerts, &metrics, after, &tx) => {}
                     // Noticed at once, not at the next event: the gauge of
                     // connected watchers stays true.
                     _ = tx.closed() => tracing::debug!("watcher hung up"),
@@ -284,10 +284,11 @@ impl AlertWatch {
 /// live subscription starts before the replay, so nothing committed in
 /// between is missed; events at or below the last one sent are skipped, so
 /// nothing is sent twice. A watcher that falls behind the live buffer goes
-/// back to reading storage from its last cursor: memory stays bounded and
-/// ingestion never waits for it.
+/// back to reading storage from its last cursor (counted in `metrics`):
+/// memory stays bounded and ingestion never waits for it.
 async fn feed(
     alerts: Arc<AlertStore>,
+    metrics: &Metrics,
     mut last: u64,
     tx: &mpsc::Sender<Result<AlertEvent, OpsError>>,
 ) {
@@ -332,7 +333,18 @@ async fn feed(
                 }
                 // A gap (an event was committed between the replay and the
                 // subscription's buffer): read storage again.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                Ok(_) => {
+                    live = live.resubscribe();
+                    break;
+                }
+                // Fell behind the live buffer: read storage again.
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(
+                        skipped,
+                        last,
+                        "watcher fell behind: re-reading stored events"
+                    );
+                    metrics.watcher_lagged();
                     live = live.resubscribe();
                     break;
                 }
