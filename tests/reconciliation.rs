@@ -415,16 +415,35 @@ async fn an_equivocation_becomes_a_conflicting_submission_alert() {
     let a = snapshot("TJK", 1, SnapshotDigest::GENESIS, &many_items(3));
     submit(&mut client, &a).await.unwrap();
     let b = snapshot("TJK", 1, SnapshotDigest::GENESIS, &many_items(4));
-    assert!(submit(&mut client, &b).await.is_err());
-    // The next accepted submission (or the clock) reconciles the record.
-    let c = snapshot("TJK", 2, a.digest(), &many_items(3));
-    submit(&mut client, &c).await.unwrap();
-    let current = alerts(&coord).current_alerts().unwrap();
-    assert!(
-        current
+    let refused = submit(&mut client, &b).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    // Raised when the refusal is answered, not when the next snapshot is
+    // accepted: the answer comes after the reconciliation.
+    let conflicting = |coord: &TestCoordinator| {
+        alerts(coord)
+            .current_alerts()
+            .unwrap()
             .iter()
-            .any(|al| al.key.kind == AlertKind::ConflictingSubmission && al.key.sequence == Some(1)),
-        "{current:#?}"
+            .filter(|al| al.key.kind == AlertKind::ConflictingSubmission)
+            .map(|al| (al.key.state.map(|s| s.to_string()), al.key.sequence))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(conflicting(&coord), [(Some("TJK".to_string()), Some(1))]);
+    // A fork (sequence 2 naming a previous digest that is not the chain's)
+    // is raised the same way.
+    let fork = snapshot("TJK", 2, b.digest(), &many_items(5));
+    let refused = submit(&mut client, &fork).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(
+        conflicting(&coord),
+        [
+            (Some("TJK".to_string()), Some(1)),
+            (Some("TJK".to_string()), Some(2))
+        ]
     );
     coord.stop().await;
 }

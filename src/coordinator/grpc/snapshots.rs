@@ -302,6 +302,23 @@ impl SnapshotsService {
             Err(status) => {
                 self.metrics.snapshot_rejected(status.code());
                 tracing::warn!(code = ?status.code(), error = %status.message(), "submission rejected; nothing stored");
+                // A conflict or a fork was recorded as an equivocation
+                // (docs/protocol.md §5.1): raise its `conflicting_submission`
+                // alert now, not when the next snapshot is accepted.
+                if matches!(
+                    status.code(),
+                    tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition
+                ) {
+                    let reconciler = self.reconciler.clone();
+                    let now = self.ingestor.clock().now_unix_ms();
+                    match blocking_in_span(move || reconciler.catch_up(now)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "reconciliation failed; will retry on the next catch-up")
+                        }
+                        Err(e) => tracing::error!(error = %e, "reconciliation task failed"),
+                    }
+                }
                 return Err(status);
             }
         };
