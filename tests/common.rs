@@ -42,6 +42,7 @@ pub struct TestCoordinator {
     pub addr: SocketAddr,
     pub store: Arc<dyn SnapshotStore>,
     pub reconciler: Option<Arc<Reconciler>>,
+    pub metrics: Arc<tally::coordinator::metrics::Metrics>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -102,6 +103,7 @@ impl TestCoordinator {
         let (tx, rx) = oneshot::channel::<()>();
         let store = coordinator.ingestor.store().clone();
         let reconciler = coordinator.reconciler.clone();
+        let metrics = coordinator.metrics.clone();
         let task = tokio::spawn(async move {
             tally::coordinator::server::serve_with(
                 coordinator,
@@ -118,8 +120,31 @@ impl TestCoordinator {
             addr,
             store,
             reconciler: Some(reconciler),
+            metrics,
             shutdown: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// Waits until `n` uploads are in progress (the coordinator counts one
+    /// as it takes its upload slot): what a test waits for instead of
+    /// sleeping and hoping. Panics after a minute, to bound a hang.
+    pub async fn wait_for_uploads_in_flight(&self, n: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let text = self.metrics.encode().expect("metrics");
+            let in_flight = text
+                .lines()
+                .find_map(|l| l.strip_prefix("tally_submissions_in_flight "))
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            if in_flight == Some(n as f64) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{in_flight:?} uploads in flight after a minute, waiting for {n}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 

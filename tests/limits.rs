@@ -77,9 +77,8 @@ async fn uploads_beyond_the_limit_are_shed_not_queued() {
     tx.send(common::header_msg(&rus.signed)).await.unwrap();
     let mut rus_client = tc.client().await;
     let held = tokio::spawn(async move { rus_client.submit(ReceiverStream::new(rx)).await });
-    // Give the coordinator time to start RUS's upload (it takes the permit
-    // when the call arrives); generous, as this machine is shared.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // RUS's upload has taken the slot once the coordinator counts it.
+    tc.wait_for_uploads_in_flight(1).await;
     let mut blr_client = tc.client().await;
     let shed = common::submit(&mut blr_client, &blr)
         .await

@@ -210,7 +210,7 @@ async fn hold_the_only_upload_slot(
     tx.send(header_msg(&kgz.signed)).await.unwrap();
     let mut kgz_client = coord.client().await;
     let held = tokio::spawn(async move { kgz_client.submit(ReceiverStream::new(rx)).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    coord.wait_for_uploads_in_flight(1).await;
     (kgz, tx, held)
 }
 
