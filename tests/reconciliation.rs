@@ -459,7 +459,8 @@ async fn an_equivocation_that_sorts_before_an_earlier_one_is_reconciled() {
         let a = snapshot(st, 1, SnapshotDigest::GENESIS, &many_items(3));
         submit(&mut client, &a).await.unwrap();
         let b = snapshot(st, 1, SnapshotDigest::GENESIS, &many_items(4));
-        assert!(submit(&mut client, &b).await.is_err());
+        let refused = submit(&mut client, &b).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
         let c = snapshot(st, 2, a.digest(), &many_items(3));
         submit(&mut client, &c).await.unwrap();
     }

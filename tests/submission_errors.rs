@@ -463,7 +463,8 @@ async fn rejected_upload_does_not_block_the_next_good_one() {
     let mut client = coord.client().await;
     let good = snapshot("RUS", 2, first.digest(), &many_items(5));
     let bad = vec![header_msg(&good.signed), chunk_msg(&[1, 0])];
-    assert!(send(&mut client, bad).await.is_err());
+    let refused = send(&mut client, bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     submit(&mut client, &good).await.expect("good one accepted");
     coord.stop().await;
 }
