@@ -95,6 +95,12 @@ impl Progress {
         !self.bar.is_hidden()
     }
 
+    /// Steps (or bytes) counted so far.
+    #[cfg(test)]
+    pub(crate) fn position(&self) -> u64 {
+        self.bar.position()
+    }
+
     pub(crate) fn set_message(&self, message: impl Into<Cow<'static, str>>) {
         self.bar.set_message(message);
     }
@@ -123,9 +129,12 @@ mod tests {
         let p = Progress::steps(false, 3, "steps", "work");
         assert!(!p.is_shown());
         p.inc(2);
+        assert_eq!(p.position(), 2);
         let mut out = String::new();
         p.wrap_read(&b"abc"[..]).read_to_string(&mut out).unwrap();
         assert_eq!(out, "abc");
+        // Bytes read through it count too.
+        assert_eq!(p.position(), 5);
         p.finish();
     }
 }
