@@ -253,10 +253,17 @@ impl Ingestor {
             sequence = signed.header.sequence,
             "equivocation: a signed snapshot conflicts with the accepted chain"
         );
+        // A time ordered against acceptances (strictly after every one so
+        // far, before every later one), so that a rebuild applies the record
+        // where the live coordinator did: between the same two snapshots.
+        let recorded_at_unix_ms = self
+            .inner
+            .store
+            .issue_time(self.inner.clock.now_unix_ms())?;
         self.inner.store.record_equivocation(&Equivocation {
             signed: signed.clone(),
             conflicts_with,
-            recorded_at_unix_ms: self.inner.clock.now_unix_ms(),
+            recorded_at_unix_ms,
         })
     }
 }

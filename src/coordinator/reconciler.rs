@@ -611,29 +611,28 @@ impl Reconciler {
         let mut reports = self.seizures.after(state.seizure_reports_through)?;
         reports.sort_by_key(|r| (r.reported_at_unix_ms, r.id));
         let mut reports = reports.into_iter().peekable();
-        let mut changes = Vec::new();
-        let apply_report = |state: &mut State, report: SeizureReport, changes: &mut Vec<_>| {
-            for item in report.items {
-                changes.extend(state.engine.apply_seizure(item, &NoLines, now));
-            }
-            state.seizure_reports_through = state.seizure_reports_through.max(report.id);
-            state.changed_since_checkpoint = true;
-        };
-        for (at, snapshot) in &pending {
-            while let Some(report) = reports.next_if(|r| r.reported_at_unix_ms < *at) {
-                apply_report(state, report, &mut changes);
-            }
-            changes.extend(self.apply_snapshot(state, snapshot, now)?);
-            state.changed_since_checkpoint = true;
-        }
-        for report in reports {
-            apply_report(state, report, &mut changes);
-        }
         // New equivocations in the order they were recorded, as live: the
-        // alert of a sequence with two names the later one.
-        let mut equivocations = self.store.equivocations()?;
+        // alert of a sequence with two names the later one. Each goes in
+        // before the first snapshot accepted after it, as live (a refusal
+        // that records one reconciles before it is answered).
+        let mut equivocations: Vec<_> = self
+            .store
+            .equivocations()?
+            .into_iter()
+            .filter(|e| {
+                !state.equivocations_seen.contains(&(
+                    e.signed.header.state,
+                    e.signed.header.sequence,
+                    e.signed.digest(),
+                ))
+            })
+            .collect();
         equivocations.sort_by_key(|e| e.recorded_at_unix_ms);
-        for e in equivocations {
+        let mut equivocations = equivocations.into_iter().peekable();
+        let mut changes = Vec::new();
+        let apply_equivocation = |state: &mut State,
+                                  e: crate::coordinator::storage::Equivocation,
+                                  changes: &mut Vec<_>| {
             let header = &e.signed.header;
             let submitted = e.signed.digest();
             if state
@@ -648,7 +647,53 @@ impl Reconciler {
                     conflicts_with: e.conflicts_with,
                 }));
             }
+        };
+        let apply_report = |state: &mut State, report: SeizureReport, changes: &mut Vec<_>| {
+            for item in report.items {
+                changes.extend(state.engine.apply_seizure(item, &NoLines, now));
+            }
+            state.seizure_reports_through = state.seizure_reports_through.max(report.id);
+            state.changed_since_checkpoint = true;
+        };
+        // Reports and equivocations before `until` (all if `None`), merged
+        // by their times, which the store issues in one order with
+        // acceptances.
+        let mut apply_before = |state: &mut State, until: Option<i64>, changes: &mut Vec<_>| loop {
+            let due = |t: i64| until.is_none_or(|u| t < u);
+            let report = reports
+                .peek()
+                .map(|r| r.reported_at_unix_ms)
+                .filter(|t| due(*t));
+            let equivocation = equivocations
+                .peek()
+                .map(|e| e.recorded_at_unix_ms)
+                .filter(|t| due(*t));
+            let report_first = match (report, equivocation) {
+                (Some(r), Some(e)) => r <= e,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if report_first {
+                if let Some(r) = reports.next() {
+                    apply_report(state, r, changes);
+                }
+            } else if let Some(e) = equivocations.next() {
+                apply_equivocation(state, e, changes);
+            }
+        };
+        for (at, snapshot) in &pending {
+            apply_before(state, Some(*at), &mut changes);
+            changes.extend(self.apply_snapshot(state, snapshot, now)?);
+            state.changed_since_checkpoint = true;
         }
+        // With `accepted_until`, what came later waits for the snapshots
+        // accepted before it, at the next catch-up.
+        apply_before(
+            state,
+            accepted_until.map(|u| u.saturating_add(1)),
+            &mut changes,
+        );
         changes.extend(state.engine.tick(&NoLines, now));
         Ok(changes)
     }
