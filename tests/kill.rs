@@ -3,10 +3,14 @@
 //! (the coordinator while three states submit and an operator reports
 //! seized items).
 //!
-//! The random choices (inventories, kill modes, delays) come from a seeded
-//! generator; the seed is printed and can be set with `TALLY_KILL_SEED`.
-//! `TALLY_KILL_ROUNDS` sets the number of coordinator kills (default 25) and
-//! `TALLY_NODE_KILLS` the kills per export in the node test (default 3).
+//! The random choices (inventories, delays) come from a seeded generator;
+//! the seed is printed and can be set with `TALLY_KILL_SEED`. Without it the
+//! coordinator test runs the fixed seeds [`FIXED_SEEDS`] and then one taken
+//! from the clock (printed for replay), [`ROUNDS_PER_SEED`] kills each; with
+//! it, that seed alone, 25 kills. `TALLY_KILL_ROUNDS` sets the kills per
+//! seed and `TALLY_NODE_KILLS` the kills per export in the node test
+//! (default 3). The coordinator's kill modes are cycled, not drawn, so every
+//! mode happens in every run of at least five kills.
 //! Timing still varies between runs, so a seed reproduces the plan, not the
 //! exact interleaving.
 
@@ -52,14 +56,26 @@ fn env_number(var: &str) -> Option<u64> {
     )
 }
 
+/// Seeds the coordinator kill test always runs (unless `TALLY_KILL_SEED`
+/// picks one), so that every `cargo test` covers the same plans as well as
+/// a fresh one from the clock.
+const FIXED_SEEDS: [u64; 2] = [20_251_208, 7];
+
+/// Coordinator kills per seed when neither `TALLY_KILL_SEED` nor
+/// `TALLY_KILL_ROUNDS` is set: three seeds of nine take about as long as the
+/// single run of 25 kills this test made before.
+const ROUNDS_PER_SEED: usize = 9;
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
 /// The run's seed: `TALLY_KILL_SEED`, or one taken from the clock (printed
 /// either way, so a failure can be replayed).
 fn seed(test: &str) -> u64 {
-    let seed = env_number("TALLY_KILL_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
+    let seed = env_number("TALLY_KILL_SEED").unwrap_or_else(clock_seed);
     println!("{test}: seed {seed} (replay with TALLY_KILL_SEED={seed})");
     seed
 }
@@ -750,7 +766,7 @@ fn assert_same_alerts(served: &[String], rebuilt: &[String], context: &str) {
 // 1. The coordinator.
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum KillMode {
     /// After a random delay, wherever the clients are.
     Anytime,
@@ -766,6 +782,27 @@ enum KillMode {
     AroundCheckpoint,
 }
 
+impl KillMode {
+    /// The order the kills cycle through. `Anytime` comes first so that the
+    /// first kill lands (0.35 s at most after start) before the first
+    /// checkpoint (due after 1 s): the next start must rebuild from the
+    /// snapshots alone.
+    const CYCLE: [KillMode; 5] = [
+        KillMode::Anytime,
+        KillMode::DuringUpload,
+        KillMode::DuringStore,
+        KillMode::AfterReceipt,
+        KillMode::AroundCheckpoint,
+    ];
+}
+
+/// The modification time of the engine checkpoint in `data`, if written.
+fn checkpoint_mtime(data: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(data.join(tally::coordinator::reconciler::CHECKPOINT_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
 /// Errors a client may see when the coordinator dies under it.
 fn is_connection_loss(status: &tonic::Status) -> bool {
     matches!(
@@ -776,9 +813,30 @@ fn is_connection_loss(status: &tonic::Status) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_partial() {
+    let (seeds, default_rounds) = match env_number("TALLY_KILL_SEED") {
+        Some(seed) => (vec![seed], 25),
+        None => {
+            let mut seeds = FIXED_SEEDS.to_vec();
+            seeds.push(clock_seed());
+            (seeds, ROUNDS_PER_SEED)
+        }
+    };
+    let rounds = env_number("TALLY_KILL_ROUNDS").map_or(default_rounds, |n| n as usize);
+    assert!(
+        rounds >= KillMode::CYCLE.len(),
+        "TALLY_KILL_ROUNDS={rounds}: at least {} kills, one per mode",
+        KillMode::CYCLE.len()
+    );
+    for seed in seeds {
+        println!("coordinator kill test: seed {seed} (replay with TALLY_KILL_SEED={seed})");
+        coordinator_kill_run(seed, rounds).await;
+    }
+}
+
+/// One seeded run of the coordinator kill test: `rounds` SIGKILLs, each
+/// followed by a restart and the checks, then convergence.
+async fn coordinator_kill_run(seed: u64, rounds: usize) {
     let started = Instant::now();
-    let seed = seed("coordinator kill test");
-    let rounds = env_number("TALLY_KILL_ROUNDS").unwrap_or(25) as usize;
     let mut plan = rng(seed, 0);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_coordinator_config(dir.path());
@@ -795,7 +853,7 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         acknowledged: Vec::new(),
     };
     let mut coordinator = CoordinatorProcess::start(&config, dir.path().join("log-0"));
-    let mut by_mode: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_mode: BTreeMap<KillMode, usize> = BTreeMap::new();
     let mut unacknowledged_but_stored = 0;
     let mut restarts_that_fixed_alerts = 0;
     let mut restarts_from_checkpoint = 0;
@@ -804,14 +862,8 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
     let mut rebuild_time = Duration::ZERO;
 
     for round in 1..=rounds {
-        let mode = match plan.random_range(0..5u32) {
-            0 => KillMode::Anytime,
-            1 => KillMode::DuringUpload,
-            2 => KillMode::DuringStore,
-            3 => KillMode::AfterReceipt,
-            _ => KillMode::AroundCheckpoint,
-        };
-        *by_mode.entry(format!("{mode:?}")).or_default() += 1;
+        let mode = KillMode::CYCLE[(round - 1) % KillMode::CYCLE.len()];
+        let checkpoint_before = checkpoint_mtime(&data);
         let stop = Arc::new(AtomicBool::new(false));
         let (progress_tx, mut progress) = mpsc::unbounded_channel();
         let tasks: Vec<_> = clients
@@ -836,24 +888,50 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
             KillMode::DuringUpload => millis(&mut plan, 0..4),
             KillMode::DuringStore => millis(&mut plan, 0..8),
             KillMode::AfterReceipt => Duration::ZERO,
-            KillMode::AroundCheckpoint => millis(&mut plan, 900..1_400),
+            KillMode::AroundCheckpoint => millis(&mut plan, 900..1_100),
         };
+        // The moment a mode waits for must come: a kill that only happened
+        // "anytime" must not be counted as a kill mid-upload, mid-store or
+        // after a receipt.
         if let Some(wanted) = wanted {
             while progress.try_recv().is_ok() {}
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let reached = tokio::time::timeout(Duration::from_secs(10), async {
                 while let Some(p) = progress.recv().await {
                     if p == wanted {
-                        break;
+                        return true;
                     }
                 }
+                false
             })
             .await;
+            assert_eq!(
+                reached,
+                Ok(true),
+                "round {round} ({mode:?}, seed {seed}): no client reached {wanted:?} \
+                 (Err: not within 10 s; false: every client stopped)"
+            );
+        }
+        // Around a checkpoint: first wait for the running process to write
+        // one (a new modification time), so the kill comes after a complete
+        // checkpoint and about when the next is being written; the next
+        // start must continue from one.
+        if mode == KillMode::AroundCheckpoint {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while checkpoint_mtime(&data) == checkpoint_before {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round} (seed {seed}): no engine checkpoint written within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         if !jitter.is_zero() {
             tokio::time::sleep(jitter).await;
         }
         coordinator.sigkill();
         stop.store(true, Ordering::SeqCst);
+        *by_mode.entry(mode).or_default() += 1;
+        let checkpoint_at_kill = checkpoint_mtime(&data).is_some();
 
         for task in tasks {
             let (client, failure) = tokio::time::timeout(Duration::from_secs(20), task)
@@ -890,9 +968,25 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         if coordinator.startup_changes() > 0 {
             restarts_that_fixed_alerts += 1;
         }
-        if coordinator.started_from_checkpoint() {
+        let from_checkpoint = coordinator.started_from_checkpoint();
+        if from_checkpoint {
             restarts_from_checkpoint += 1;
         }
+        // A kill after a complete checkpoint was seen must be followed by a
+        // start that uses it (an older checkpoint stays valid: chains only
+        // grow); without one there is nothing to continue from.
+        if mode == KillMode::AroundCheckpoint {
+            assert!(
+                from_checkpoint,
+                "round {round} (seed {seed}): a checkpoint was written before the kill, \
+                 yet the restart rebuilt from the snapshots alone; log:\n{}",
+                std::fs::read_to_string(&coordinator.log).unwrap_or_default()
+            );
+        }
+        assert!(
+            checkpoint_at_kill || !from_checkpoint,
+            "round {round} (seed {seed}): started from a checkpoint that was never written"
+        );
         let context = format!("after kill {round} ({mode:?}, seed {seed})");
         verified += check_snapshots(
             &coordinator.url,
@@ -981,16 +1075,45 @@ async fn coordinator_killed_at_random_moments_loses_nothing_and_shows_nothing_pa
         })
         .collect();
     let snapshots: u64 = clients.iter().map(Client::last_sequence).sum();
+    let restarts_rebuilt = rounds - restarts_from_checkpoint;
     println!(
         "coordinator kill test: {rounds} SIGKILLs {by_mode:?}, {snapshots} snapshots accepted, \
          {verified} downloads verified, {unacknowledged_but_stored} snapshots stored without their \
          receipt reaching the client, {} seizure reports acknowledged, {restarts_that_fixed_alerts} restarts recorded alert changes, \
-         {restarts_from_checkpoint} restarts continued from the engine checkpoint, \
+         {restarts_from_checkpoint} restarts continued from the engine checkpoint and \
+         {restarts_rebuilt} rebuilt from the snapshots alone, \
          {} open alerts of kinds {kinds:?}, {:.1} s ({:.1} s of it in clean rebuilds)",
         operator.acknowledged.len(),
         live.len(),
         started.elapsed().as_secs_f64(),
         rebuild_time.as_secs_f64()
+    );
+
+    // Every mode the test claims to exercise happened (the modes cycle, and
+    // each waited-for moment was reached, so this fails only if the
+    // schedule or the waiting is broken).
+    for mode in KillMode::CYCLE {
+        assert!(
+            by_mode.get(&mode).is_some_and(|n| *n > 0),
+            "seed {seed}: no kill in mode {mode:?} ({by_mode:?})"
+        );
+    }
+    // Both ways of starting were exercised: continuing from a checkpoint
+    // (guaranteed by the `AroundCheckpoint` kills) and rebuilding from the
+    // snapshots alone (the first kill comes before any checkpoint).
+    assert!(
+        restarts_from_checkpoint > 0,
+        "seed {seed}: no restart continued from the engine checkpoint"
+    );
+    assert!(
+        restarts_rebuilt > 0,
+        "seed {seed}: every restart continued from a checkpoint; none rebuilt from the snapshots"
+    );
+    // Seizure reports were made and acknowledged, so `check_seizure_reports`
+    // after each restart checked something.
+    assert!(
+        !operator.acknowledged.is_empty(),
+        "seed {seed}: no seizure report was acknowledged"
     );
 }
 
